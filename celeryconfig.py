@@ -1,0 +1,51 @@
+"""All Celery settings for changewatch's producer, workers and Flower.
+
+Read by ``worker.app`` and ``producer`` with ``app.config_from_object("celeryconfig")``.
+Each line says why it is set.
+"""
+
+import os
+
+# Where jobs go and where Celery keeps task results (Flower and AsyncResult read these).
+broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+result_backend = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+
+# The task payloads are a public contract for non-Python producers: JSON only, never pickle.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+# One named queue so operators and other producers know where jobs go.
+task_default_queue = "changewatch"
+
+# Ack after the task ran so a crashed worker's job is redelivered; effects are idempotent.
+task_acks_late = True
+# A child killed mid-task (OOM, kill -9) puts its job back on the queue instead of dropping it.
+task_reject_on_worker_lost = True
+# Take one message per free slot: a warm model is the bottleneck, not the broker round trip.
+worker_prefetch_multiplier = 1
+
+# Threads share one warm model per worker process; fetch/decode/DB release the GIL.
+worker_pool = os.environ.get("CHANGEWATCH_WORKER_POOL", "threads")
+# Enough sessions in flight to overlap S3 reads and decoding with inference.
+worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY", "4"))
+
+# Redis redelivers unacked messages after this long; longer than any job with its retries.
+broker_transport_options = {"visibility_timeout": 6 * 3600}
+result_backend_transport_options = {"visibility_timeout": 6 * 3600}
+# Keep retrying the broker at start-up (compose starts everything at once).
+broker_connection_retry_on_startup = True
+# Redelivered anyway by acks_late; cancel so a lost connection cannot double-run a job.
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# Flower needs events; "sent" events let it show jobs that are still queued.
+worker_send_task_events = True
+task_send_sent_event = True
+# Report "running" as STARTED so Flower and AsyncResult can tell queued from running.
+task_track_started = True
+
+# Results are also in Postgres; Redis only needs them long enough for --wait and Flower.
+result_expires = 24 * 3600
+
+timezone = "UTC"
+enable_utc = True

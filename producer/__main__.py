@@ -1,0 +1,101 @@
+"""``python -m producer``: analyze, compare, status and result, one JSON object on stdout.
+
+Exit status: 0 done, 1 the job failed or is unknown, 2 bad arguments or an invalid job,
+3 a dependency (database, broker) is unreachable, 4 --wait timed out. A one-line reason
+goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from producer.api import JobFailed, NotFound, Producer
+from producer.contract import JobError
+
+
+def _image(value: str) -> tuple[str, str]:
+    angle, sep, uri = value.partition("=")
+    if not sep or not angle or not uri:
+        raise argparse.ArgumentTypeError(f"expected ANGLE=s3://BUCKET/KEY, got {value!r}")
+    return angle.strip(), uri.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="validate a session job and enqueue it")
+    analyze.add_argument("--user-id", required=True)
+    analyze.add_argument("--session-id", required=True)
+    analyze.add_argument("--captured-at", required=True, help="ISO 8601 with a timezone")
+    analyze.add_argument(
+        "--image", action="append", type=_image, required=True, metavar="ANGLE=s3://BUCKET/KEY"
+    )
+    analyze.add_argument("--wait", action="store_true", help="print the finished analysis")
+    analyze.add_argument("--timeout", type=float, default=300.0, help="seconds (with --wait)")
+
+    compare = sub.add_parser("compare", help="compare two analyzed sessions of one user")
+    compare.add_argument("--user-id", required=True)
+    compare.add_argument("--current", required=True)
+    compare.add_argument("--previous", required=True)
+    compare.add_argument("--wait", action="store_true")
+    compare.add_argument("--timeout", type=float, default=300.0)
+
+    status = sub.add_parser("status", help="a job's state in Postgres")
+    status.add_argument("session_id")
+    result = sub.add_parser("result", help="a session's stored analysis")
+    result.add_argument("session_id")
+    return parser
+
+
+def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
+    if args.command == "analyze":
+        images = [{"angle": angle, "uri": uri} for angle, uri in args.image]
+        queued = producer.analyze(args.user_id, args.session_id, args.captured_at, images)
+        return producer.wait(args.session_id, args.timeout) if args.wait else queued
+    if args.command == "compare":
+        queued = producer.compare(args.user_id, args.current, args.previous)
+        if args.wait:
+            return producer.wait_comparison(args.current, args.previous, args.timeout)
+        return queued
+    if args.command == "status":
+        return producer.status(args.session_id)
+    return producer.result(args.session_id)
+
+
+def main(argv: list[str] | None = None, make_producer: Callable[[], Producer] = Producer) -> int:
+    args = build_parser().parse_args(argv)
+    out: dict[str, Any] | None = None
+    try:
+        out = _run(args, make_producer())
+        code = 0
+    except JobError as err:
+        print(f"error: {err.code}: {err.message}", file=sys.stderr)
+        code = 2
+    except JobFailed as err:
+        out = err.status
+        print(f"failed: {err}", file=sys.stderr)
+        code = 1
+    except NotFound as err:
+        print(f"not found: {err}", file=sys.stderr)
+        code = 1
+    except TimeoutError as err:
+        print(f"timeout: {err}", file=sys.stderr)
+        code = 4
+    except Exception as err:  # broker or database unreachable, with the library's reason
+        print(
+            f"unavailable: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            file=sys.stderr,
+        )
+        code = 3
+    if out is not None:
+        print(json.dumps(out, default=str))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The Python producer: validate a job, record it as queued, send the task by name.
+
+It imports neither torch nor the worker's tasks: a Celery app configured from
+celeryconfig sends messages by task name, exactly as non-Python producers do.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from celery import Celery
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from producer.contract import (
+    ANALYZE_TASK,
+    COMPARE_TASK,
+    QUEUE,
+    JobError,
+    analysis_result,
+    parse_analyze,
+    parse_compare,
+    parse_uuid,
+)
+from worker.settings import database_url
+
+FINISHED = ("succeeded", "failed")
+
+
+class JobFailed(RuntimeError):
+    """The job ran and failed; ``status`` holds the recorded code and message."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        error = status.get("error") or {}
+        super().__init__(f"{error.get('code', 'failed')}: {error.get('message', '')}")
+        self.status = status
+
+
+class NotFound(LookupError):
+    pass
+
+
+def _celery() -> Celery:
+    app = Celery("changewatch-producer")
+    app.config_from_object("celeryconfig")
+    return app
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Producer:
+    def __init__(self, dsn: str | None = None, celery: Celery | None = None) -> None:
+        self.dsn = dsn or database_url()
+        self.celery = celery or _celery()
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
+
+    # -- analyze -----------------------------------------------------------------
+
+    def analyze(
+        self,
+        user_id: str | uuid.UUID,
+        session_id: str | uuid.UUID,
+        captured_at: str | datetime,
+        images: Mapping[str, str] | list[dict[str, str]],
+    ) -> dict[str, Any]:
+        job = parse_analyze(
+            {
+                "user_id": str(user_id),
+                "session_id": str(session_id),
+                "captured_at": captured_at
+                if isinstance(captured_at, str)
+                else captured_at.isoformat(),
+                "images": images,
+            }
+        )
+        task_id = str(uuid.uuid4())
+        payload = job.to_payload()
+        with self._connect() as conn:
+            row = conn.execute(
+                """
+                INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
+                VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
+                ON CONFLICT (session_id) DO UPDATE
+                   SET status = 'queued', captured_at = EXCLUDED.captured_at,
+                       images = EXCLUDED.images, task_id = EXCLUDED.task_id,
+                       error_code = NULL, error_message = NULL, finished_at = NULL,
+                       updated_at = now()
+                 WHERE sessions.user_id = EXCLUDED.user_id
+                RETURNING session_id
+                """,
+                {
+                    "sid": job.session_id,
+                    "uid": job.user_id,
+                    "at": job.captured_at,
+                    "images": Jsonb(payload["images"]),
+                    "task": task_id,
+                },
+            ).fetchone()
+            if row is None:
+                raise JobError("session_of_other_user", "this session id belongs to another user")
+            try:
+                self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
+            except Exception as exc:
+                # Never leave a "queued" job that no message will ever pick up.
+                conn.execute(
+                    "UPDATE sessions SET status = 'failed', error_code = 'enqueue_failed',"
+                    " error_message = %s, updated_at = now() WHERE session_id = %s",
+                    (f"could not send the task: {type(exc).__name__}: {exc}", job.session_id),
+                )
+                raise
+        return {"session_id": str(job.session_id), "status": "queued", "task_id": task_id}
+
+    def status(self, session_id: str | uuid.UUID) -> dict[str, Any]:
+        sid = parse_uuid(str(session_id), "session_id")
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM sessions WHERE session_id = %s", (sid,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {sid}")
+        return {
+            "session_id": str(row["session_id"]),
+            "user_id": str(row["user_id"]),
+            "status": row["status"],
+            "error": {"code": row["error_code"], "message": row["error_message"]}
+            if row["error_code"]
+            else None,
+            "attempts": row["attempts"],
+            "captured_at": _iso(row["captured_at"]),
+            "created_at": _iso(row["created_at"]),
+            "started_at": _iso(row["started_at"]),
+            "finished_at": _iso(row["finished_at"]),
+            "task_id": row["task_id"],
+        }
+
+    def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
+        sid = parse_uuid(str(session_id), "session_id")
+        with self._connect() as conn:
+            row = conn.execute(
+                """
+                SELECT s.session_id, s.user_id, s.captured_at, s.status, a.model_id,
+                       a.embedding_dim, a.change_score, a.is_first_session,
+                       a.baseline_session_count, a.per_angle
+                  FROM sessions s JOIN analyses a USING (session_id)
+                 WHERE s.session_id = %s
+                """,
+                (sid,),
+            ).fetchone()
+        if row is None:
+            status = self.status(sid)  # raises NotFound for an unknown session
+            if status["status"] == "failed":
+                raise JobFailed(status)
+            raise NotFound(f"session {sid} has no analysis yet (status {status['status']})")
+        if row["status"] != "succeeded":
+            # A re-analysis is under way or failed; the stored analysis is still the last good one.
+            pass
+        return analysis_result(
+            session_id=row["session_id"],
+            user_id=row["user_id"],
+            captured_at=row["captured_at"],
+            model_id=row["model_id"],
+            embedding_dim=row["embedding_dim"],
+            change_score=row["change_score"],
+            is_first_session=row["is_first_session"],
+            baseline_session_count=row["baseline_session_count"],
+            per_angle=row["per_angle"],
+        )
+
+    def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
+        """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""
+        status = self._poll(lambda: self.status(session_id), timeout, f"session {session_id}")
+        if status["status"] == "failed":
+            raise JobFailed(status)
+        return self.result(session_id)
+
+    # -- compare -----------------------------------------------------------------
+
+    def compare(
+        self,
+        user_id: str | uuid.UUID,
+        current: str | uuid.UUID,
+        previous: str | uuid.UUID,
+    ) -> dict[str, Any]:
+        job = parse_compare(
+            {
+                "user_id": str(user_id),
+                "current_session_id": str(current),
+                "previous_session_id": str(previous),
+            }
+        )
+        with self._connect() as conn:
+            owners = {
+                r["session_id"]: r["user_id"]
+                for r in conn.execute(
+                    "SELECT session_id, user_id FROM sessions WHERE session_id = ANY(%s)",
+                    ([job.current_session_id, job.previous_session_id],),
+                )
+            }
+            for sid in (job.current_session_id, job.previous_session_id):
+                if sid not in owners:
+                    raise JobError("session_not_found", f"session {sid} does not exist")
+                if owners[sid] != job.user_id:
+                    raise JobError(
+                        "not_same_user",
+                        f"session {sid} does not belong to user {job.user_id}; "
+                        "only sessions of the same user can be compared",
+                    )
+            conn.execute(
+                """
+                INSERT INTO comparisons (current_session_id, previous_session_id, user_id)
+                VALUES (%s, %s, %s)
+                ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
+                   SET status = 'queued', result = NULL, error_code = NULL,
+                       error_message = NULL, updated_at = now()
+                """,
+                (job.current_session_id, job.previous_session_id, job.user_id),
+            )
+        self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE)
+        return {**job.to_payload(), "status": "queued"}
+
+    def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM comparisons WHERE current_session_id = %s"
+                " AND previous_session_id = %s",
+                (parse_uuid(str(current), "current"), parse_uuid(str(previous), "previous")),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no comparison of {current} with {previous}")
+        if row["status"] == "succeeded":
+            return {**row["result"], "status": "succeeded"}
+        return {
+            "user_id": str(row["user_id"]),
+            "current_session_id": str(row["current_session_id"]),
+            "previous_session_id": str(row["previous_session_id"]),
+            "status": row["status"],
+            "error": {"code": row["error_code"], "message": row["error_message"]}
+            if row["error_code"]
+            else None,
+        }
+
+    def wait_comparison(
+        self, current: str | uuid.UUID, previous: str | uuid.UUID, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        out = self._poll(lambda: self.comparison(current, previous), timeout, "comparison")
+        if out["status"] == "failed":
+            raise JobFailed(out)
+        return out
+
+    @staticmethod
+    def _poll(read: Any, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                out: dict[str, Any] = read()
+                state = out["status"]
+            except NotFound:
+                # A job sent straight to the broker has no row until a worker picks it up.
+                state = "not yet recorded"
+            if state in FINISHED:
+                return out
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what} still {state} after {timeout:g}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)

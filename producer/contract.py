@@ -1,0 +1,203 @@
+"""The public task contract: task names, payload fields and their validation.
+
+Upstream services in any language send these JSON payloads, so the worker validates
+every message with the same rules the Python producer applies before enqueueing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+ANALYZE_TASK = "changewatch.analyze_session"
+COMPARE_TASK = "changewatch.compare_sessions"
+QUEUE = "changewatch"
+
+ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
+MIN_IMAGES = 3
+# Clocks of phones and servers drift; a capture time this far ahead is still accepted.
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+class JobError(ValueError):
+    """A job that can never succeed as sent: ``code`` for machines, the message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class AnalyzeJob:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    captured_at: datetime
+    images: dict[str, S3Uri]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "user_id": str(self.user_id),
+            "session_id": str(self.session_id),
+            "captured_at": self.captured_at.isoformat(),
+            "images": {angle: str(uri) for angle, uri in self.images.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    user_id: uuid.UUID
+    current_session_id: uuid.UUID
+    previous_session_id: uuid.UUID
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "user_id": str(self.user_id),
+            "current_session_id": str(self.current_session_id),
+            "previous_session_id": str(self.previous_session_id),
+        }
+
+
+def parse_uuid(value: object, field: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise JobError("invalid_uuid", f"{field} must be a UUID string, got {value!r}")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise JobError("invalid_uuid", f"{field} is not a valid UUID: {value!r}") from None
+
+
+def parse_captured_at(value: object, now: datetime | None = None) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise JobError(
+                "invalid_captured_at", f"captured_at is not an ISO 8601 time: {value!r}"
+            ) from None
+    else:
+        raise JobError("invalid_captured_at", f"captured_at must be a string, got {value!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise JobError(
+            "invalid_captured_at",
+            f"captured_at needs a timezone (e.g. +00:00 or Z): {value!r}",
+        )
+    now = now or datetime.now(timezone.utc)
+    if moment > now + FUTURE_SKEW:
+        raise JobError("invalid_captured_at", f"captured_at is in the future: {value!r}")
+    return moment
+
+
+def parse_s3_uri(value: object, angle: str) -> S3Uri:
+    if not isinstance(value, str) or not value.startswith("s3://"):
+        raise JobError("invalid_image_uri", f"image {angle!r} must be an s3:// URI, got {value!r}")
+    bucket, _, key = value[len("s3://") :].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise JobError("invalid_image_uri", f"image {angle!r} needs s3://BUCKET/KEY, got {value!r}")
+    return S3Uri(bucket, key)
+
+
+def parse_images(value: object) -> dict[str, S3Uri]:
+    pairs: list[tuple[object, object]]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        # Also accept [{"angle": ..., "uri": ...}], which keeps duplicates visible.
+        pairs = []
+        for item in value:
+            if not isinstance(item, Mapping) or set(item) != {"angle", "uri"}:
+                raise JobError(
+                    "invalid_images", f"each image must be {{'angle', 'uri'}}, got {item!r}"
+                )
+            pairs.append((item["angle"], item["uri"]))
+    else:
+        raise JobError("invalid_images", f"images must be an object of angle -> s3 URI: {value!r}")
+    images: dict[str, S3Uri] = {}
+    for angle, uri in pairs:
+        if angle not in ANGLES:
+            raise JobError(
+                "unknown_angle", f"unknown angle {angle!r}; expected one of {', '.join(ANGLES)}"
+            )
+        if angle in images:
+            raise JobError("duplicate_angle", f"angle {angle!r} is given more than once")
+        images[str(angle)] = parse_s3_uri(uri, str(angle))
+    if len(images) < MIN_IMAGES:
+        raise JobError(
+            "too_few_images", f"a session needs at least {MIN_IMAGES} images, got {len(images)}"
+        )
+    # Canonical angle order makes batches, rows and results stable.
+    return {angle: images[angle] for angle in ANGLES if angle in images}
+
+
+def _check_fields(payload: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+    missing = sorted(required - payload.keys())
+    if missing:
+        raise JobError("invalid_payload", f"payload is missing field(s): {', '.join(missing)}")
+    extra = sorted(payload.keys() - required - optional)
+    if extra:
+        raise JobError("invalid_payload", f"payload has unknown field(s): {', '.join(extra)}")
+
+
+def parse_analyze(payload: Mapping[str, Any]) -> AnalyzeJob:
+    _check_fields(payload, {"user_id", "session_id", "captured_at", "images"}, set())
+    return AnalyzeJob(
+        user_id=parse_uuid(payload["user_id"], "user_id"),
+        session_id=parse_uuid(payload["session_id"], "session_id"),
+        captured_at=parse_captured_at(payload["captured_at"]),
+        images=parse_images(payload["images"]),
+    )
+
+
+def parse_compare(payload: Mapping[str, Any]) -> CompareJob:
+    _check_fields(payload, {"user_id", "current_session_id", "previous_session_id"}, set())
+    job = CompareJob(
+        user_id=parse_uuid(payload["user_id"], "user_id"),
+        current_session_id=parse_uuid(payload["current_session_id"], "current_session_id"),
+        previous_session_id=parse_uuid(payload["previous_session_id"], "previous_session_id"),
+    )
+    if job.current_session_id == job.previous_session_id:
+        raise JobError("same_session", "a session cannot be compared with itself")
+    return job
+
+
+def analysis_result(
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    captured_at: datetime,
+    model_id: str,
+    embedding_dim: int,
+    change_score: float,
+    is_first_session: bool,
+    baseline_session_count: int,
+    per_angle: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The analysis JSON every consumer sees, from the CLI, the API or the task result."""
+    return {
+        "session_id": str(session_id),
+        "user_id": str(user_id),
+        "captured_at": captured_at.isoformat(),
+        "status": "succeeded",
+        "is_first_session": is_first_session,
+        "change_score": change_score,
+        "baseline_session_count": baseline_session_count,
+        "per_angle": per_angle,
+        "model_id": model_id,
+        "embedding_dim": embedding_dim,
+    }

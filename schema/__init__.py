@@ -1,0 +1,1 @@
+"""Plain SQL migrations for changewatch's Postgres database."""

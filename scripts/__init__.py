@@ -1,0 +1,1 @@
+"""Scripts and helpers that run a local changewatch stack (tests, demo, benchmarks)."""

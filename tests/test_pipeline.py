@@ -1,0 +1,327 @@
+"""End to end: CLI -> Redis -> real Celery worker -> S3 server -> Postgres, with real photos."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from kombu.utils.uuid import uuid as kombu_uuid
+
+from producer import Producer
+from producer.contract import ANALYZE_TASK, QUEUE
+from scripts.localstack import ROOT
+from tests.conftest import BUCKET, Uploader
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+T0 = datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)
+
+
+def cli(*args: str, timeout: float = 240) -> tuple[int, dict[str, Any] | None, str]:
+    """Run ``python -m producer`` as a user would; (exit code, JSON on stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, out, proc.stderr
+
+
+def analyze_args(
+    user: uuid.UUID | str, session: uuid.UUID, at: datetime | str, images: dict[str, str]
+) -> list[str]:
+    when = at if isinstance(at, str) else at.isoformat()
+    args = ["analyze", "--user-id", str(user), "--session-id", str(session), "--captured-at", when]
+    for angle, uri in images.items():
+        args += ["--image", f"{angle}={uri}"]
+    return args
+
+
+def session_files(photos: Path, names: list[str]) -> dict[str, Path]:
+    angles = ["front", "left", "right", "up", "down", "raised"]
+    return {angle: photos / name for angle, name in zip(angles, names, strict=False)}
+
+
+SERIES = [
+    "DSCN0010.jpg",
+    "DSCN0012.jpg",
+    "DSCN0021.jpg",
+    "DSCN0025.jpg",
+    "DSCN0027.jpg",
+    "DSCN0029.jpg",
+    "DSCN0038.jpg",
+    "DSCN0040.jpg",
+    "DSCN0042.jpg",
+]
+
+
+def series_sessions(photos: Path) -> list[dict[str, Path]]:
+    """Three sessions of one person's 'photos': real Nikon shots, shifted per session."""
+    series = [photos / "series" / n for n in SERIES]
+    return [
+        dict(zip(["front", "left", "right", "up"], series[i : i + 4], strict=True))
+        for i in (0, 2, 5)
+    ]
+
+
+def test_cli_analyze_wait_prints_first_and_later_scores(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """The core promise: first session 0.0, later sessions measured against history."""
+    user = uuid.uuid4()
+    sessions = [uuid.uuid4() for _ in range(3)]
+    results = []
+    for i, files in enumerate(series_sessions(photos)):
+        images = uploader.session(user, files)
+        code, out, err = cli(
+            *analyze_args(user, sessions[i], T0 + timedelta(weeks=3 * i), images), "--wait"
+        )
+        assert code == 0, err
+        results.append(out)
+    first, second, third = results
+    assert first["is_first_session"] is True
+    assert first["change_score"] == 0.0
+    assert first["baseline_session_count"] == 0
+    assert all(a["change_score"] == 0.0 for a in first["per_angle"])
+    assert second["is_first_session"] is False and second["baseline_session_count"] == 1
+    assert third["baseline_session_count"] == 2
+    assert second["change_score"] > 0 and third["change_score"] > 0
+    assert {a["angle"] for a in third["per_angle"]} == {"front", "left", "right", "up"}
+    assert third["embedding_dim"] == 2048
+    assert third["model_id"].startswith("resnet50/random-seed0/")
+
+    code, status, _ = cli("status", str(sessions[2]))
+    assert code == 0 and status["status"] == "succeeded" and status["error"] is None
+    code, stored, _ = cli("result", str(sessions[2]))
+    assert code == 0 and stored == third
+
+    with psycopg.connect(producer.dsn) as conn:
+        rows = conn.execute(
+            "SELECT angle, model_id, cardinality(embedding) FROM angle_embeddings"
+            " WHERE session_id = %s ORDER BY angle",
+            (sessions[2],),
+        ).fetchall()
+    assert [r[0] for r in rows] == ["front", "left", "right", "up"]
+    assert {r[1] for r in rows} == {third["model_id"]} and {r[2] for r in rows} == {2048}
+
+
+def _run_sessions(
+    producer: Producer,
+    uploader: Uploader,
+    user: uuid.UUID,
+    files: list[dict[str, Path]],
+    order: list[int],
+) -> dict[int, uuid.UUID]:
+    ids = {i: uuid.uuid4() for i in range(len(files))}
+    for i in order:
+        producer.analyze(
+            user, ids[i], T0 + timedelta(days=14 * i), uploader.session(user, files[i])
+        )
+        producer.wait(ids[i], timeout=240)
+    return ids
+
+
+def _scores(producer: Producer, ids: dict[int, uuid.UUID]) -> list[tuple[float, int, list[float]]]:
+    out = []
+    for i in sorted(ids):
+        r = producer.result(ids[i])
+        out.append(
+            (
+                r["change_score"],
+                r["baseline_session_count"],
+                [a["change_score"] for a in r["per_angle"]],
+            )
+        )
+    return out
+
+
+def test_results_do_not_depend_on_processing_order(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """Analyzing session 3 before 1 and 2 ends with the numbers of in-order processing."""
+    files = series_sessions(photos)
+    in_order = _scores(producer, _run_sessions(producer, uploader, uuid.uuid4(), files, [0, 1, 2]))
+    reversed_ids = _run_sessions(producer, uploader, uuid.uuid4(), files, [2, 0, 1])
+    out_of_order = _scores(producer, reversed_ids)
+    for (a, na, pa), (b, nb, pb) in zip(in_order, out_of_order, strict=True):
+        assert na == nb
+        assert a == pytest.approx(b, abs=1e-6)
+        assert pa == pytest.approx(pb, abs=1e-6)
+
+    # Re-analysis overwrites in place and gives identical numbers.
+    last = reversed_ids[2]
+    before = producer.result(last)
+    status = producer.status(last)
+    user = uuid.UUID(before["user_id"])
+    producer.analyze(user, last, T0 + timedelta(days=28), uploader.session(user, files[2]))
+    after = producer.wait(last, timeout=240)
+    assert after["change_score"] == pytest.approx(before["change_score"], abs=1e-6)
+    assert producer.status(last)["attempts"] == status["attempts"] + 1
+    with psycopg.connect(producer.dsn) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM angle_embeddings WHERE session_id = %s", (last,)
+        ).fetchone()
+    assert count == (4,)
+
+
+def test_compare_two_sessions_and_refuse_other_users(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """compare reports delta, stability and trend by embedding; never across users."""
+    user = uuid.uuid4()
+    ids = _run_sessions(producer, uploader, user, series_sessions(photos)[:2], [0, 1])
+    code, out, err = cli(
+        "compare",
+        "--user-id",
+        str(user),
+        "--current",
+        str(ids[1]),
+        "--previous",
+        str(ids[0]),
+        "--wait",
+    )
+    assert code == 0, err
+    assert out["comparison_method"] == "embedding"
+    assert 0 < out["overall_delta"] < 1
+    assert out["stability_index"] == pytest.approx(1 - out["overall_delta"])
+    assert out["overall_trend"] in ("stable", "mild_variation", "significant_shift")
+    assert {row["angle"] for row in out["per_angle"]} == {"front", "left", "right", "up"}
+    assert all(row["embedding_distance"] is not None for row in out["per_angle"])
+
+    other = uuid.uuid4()
+    code, out, err = cli(
+        "compare", "--user-id", str(other), "--current", str(ids[1]), "--previous", str(ids[0])
+    )
+    assert code == 2 and "not_same_user" in err
+    code, _, err = cli(
+        "compare", "--user-id", str(user), "--current", str(ids[1]), "--previous", str(ids[1])
+    )
+    assert code == 2 and "same_session" in err
+
+
+def test_rotated_and_heic_photos_are_analyzed(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """An iPhone's HEIC and a Canon's EXIF-rotated JPEG go through the whole pipeline."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    files = {
+        "front": photos / "camera" / "canon_hdr_NO.jpg",
+        "left": photos / "heic" / "iphone_13_pro_max.HEIC",
+        "right": photos / "camera" / "iphone_hdr_YES.jpg",
+    }
+    producer.analyze(user, session, T0, uploader.session(user, files))
+    result = producer.wait(session, timeout=240)
+    assert [a["angle"] for a in result["per_angle"]] == ["front", "left", "right"]
+
+
+def test_bad_image_fails_the_job_clearly_and_the_worker_goes_on(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A missing object and a text file fail their own job with a code; the next job works."""
+    user = uuid.uuid4()
+    good = uploader.session(user, series_sessions(photos)[0])
+    missing = {**good, "front": f"s3://{BUCKET}/{user}/does-not-exist.jpg"}
+    code, out, err = cli(*analyze_args(user, uuid.uuid4(), T0, missing), "--wait")
+    assert code == 1
+    assert out["status"] == "failed" and out["error"]["code"] == "image_missing"
+    assert "image_missing" in err
+
+    text = {**good, "left": uploader.put(user, "notes.jpg", b"<html>not a photo</html>")}
+    code, out, _ = cli(*analyze_args(user, uuid.uuid4(), T0, text), "--wait")
+    assert code == 1 and out["error"]["code"] == "unsupported_format"
+    assert "'left'" in out["error"]["message"]
+
+    session = uuid.uuid4()
+    code, out, _ = cli(*analyze_args(user, session, T0, good), "--wait")
+    assert code == 0 and out["session_id"] == str(session)
+
+
+def test_cli_rejects_invalid_jobs_before_enqueueing(producer: Producer) -> None:
+    """Bad arguments exit 2 with a one-line reason and leave nothing queued."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    uri = f"s3://{BUCKET}/{user}/a.jpg"
+    three = {"front": uri, "left": uri, "right": uri}
+    cases = {
+        "invalid_captured_at": analyze_args(user, session, "2026-01-05T09:30:00", three),
+        "too_few_images": analyze_args(user, session, T0, {"front": uri, "left": uri}),
+        "unknown_angle": analyze_args(user, session, T0, {**three, "back": uri}),
+        "invalid_uuid": analyze_args("nope", session, T0, three),
+        "invalid_image_uri": analyze_args(user, session, T0, {**three, "up": "http://x/y.jpg"}),
+    }
+    for expected, args in cases.items():
+        code, out, err = cli(*args)
+        assert code == 2, (expected, err)
+        assert expected in err and len(err.strip().splitlines()) == 1
+        assert out is None
+    dup = [*analyze_args(user, session, T0, three), "--image", f"front={uri}"]
+    code, _, err = cli(*dup)
+    assert code == 2 and "duplicate_angle" in err
+    with psycopg.connect(producer.dsn) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session,)).fetchone()
+            is None
+        )
+
+
+def test_raw_message_from_a_non_python_producer(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """The documented Celery protocol-2 JSON message, pushed straight to Redis, is analyzed."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    payload = {
+        "user_id": str(user),
+        "session_id": str(session),
+        "captured_at": "2026-02-01T08:00:00Z",
+        "images": uploader.session(user, series_sessions(photos)[0]),
+    }
+    task_id = kombu_uuid()
+    message = {
+        "body": base64.b64encode(
+            json.dumps(
+                [[], payload, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+            ).encode()
+        ).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": ANALYZE_TASK,
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "argsrepr": "()",
+            "kwargsrepr": "{}",
+            "origin": "other",
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": task_id,
+        },
+    }
+    r = redis.Redis.from_url(producer.celery.conf.broker_url)
+    r.lpush(QUEUE, json.dumps(message))
+    result = producer.wait(session, timeout=240)
+    assert result["user_id"] == str(user)
+    assert producer.status(session)["task_id"] == task_id

@@ -1,0 +1,51 @@
+"""The Celery app and the worker's lifecycle hooks.
+
+Resources (model, DB pool, S3 client) are built once per worker process: in the child
+after the fork for prefork, or in the worker itself for the threads/solo pools, before
+it starts consuming, so the first job never waits for a cold model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+
+log = logging.getLogger(__name__)
+
+app = Celery("changewatch", include=["worker.tasks"])
+app.config_from_object("celeryconfig")
+
+
+def _setup() -> None:
+    # Imported here so that producers importing worker.settings never load torch.
+    from worker import resources
+
+    resources.setup()
+
+
+def _is_prefork(pool_cls: Any) -> bool:
+    cls = get_implementation(pool_cls)
+    return isinstance(cls, type) and issubclass(cls, PreforkPool)
+
+
+@signals.worker_init.connect
+def before_worker_start(sender: Any = None, **_: Any) -> None:
+    if not _is_prefork(getattr(sender, "pool_cls", None) or app.conf.worker_pool):
+        _setup()
+
+
+@signals.worker_process_init.connect
+def before_child_start(**_: Any) -> None:
+    _setup()
+
+
+@signals.worker_shutdown.connect
+@signals.worker_process_shutdown.connect
+def after_worker_stop(**_: Any) -> None:
+    from worker import resources
+
+    resources.teardown()

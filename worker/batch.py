@@ -1,0 +1,114 @@
+"""Micro-batching: the images of several concurrent sessions share one forward pass.
+
+Task threads call ``submit`` with one session's images and wait on a future; a single
+thread gathers requests until ``max_batch`` images or ``max_wait_s`` have passed (like
+Triton's dynamic batching), runs the model once and hands each session its rows back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.embed import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    images: np.ndarray
+    future: Future[np.ndarray] = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int
+    sessions: int
+    waited_s: float
+    embed_s: float
+
+
+class MicroBatcher:
+    def __init__(self, embedder: Embedder, max_batch: int = 32, max_wait_s: float = 0.005) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.last: BatchStats | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, images: np.ndarray) -> Future[np.ndarray]:
+        if self._thread is None:
+            raise RuntimeError("MicroBatcher.start() has not run")
+        request = _Request(images)
+        self._requests.put(request)
+        return request.future
+
+    def embed(self, images: np.ndarray, timeout: float | None = 300) -> np.ndarray:
+        return self.submit(images).result(timeout=timeout)
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch, count = [first], len(first.images)
+        deadline = time.perf_counter() + self.max_wait_s
+        while count < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                request = (
+                    self._requests.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else (self._requests.get_nowait())
+                )
+            except queue.Empty:
+                break
+            if request is None:
+                return batch, True
+            batch.append(request)
+            count += len(request.images)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch, stopping = self._gather(first)
+            started = time.perf_counter()
+            try:
+                out = self.embedder.predict(np.concatenate([r.images for r in batch]))
+            except Exception as exc:  # a failed forward pass fails exactly its sessions
+                log.exception("forward pass of %d sessions failed", len(batch))
+                for request in batch:
+                    request.future.set_exception(exc)
+                continue
+            done = time.perf_counter()
+            offset = 0
+            for request in batch:
+                rows = len(request.images)
+                request.future.set_result(out[offset : offset + rows])
+                offset += rows
+            self.last = BatchStats(
+                size=offset,
+                sessions=len(batch),
+                waited_s=started - batch[0].queued_at,
+                embed_s=done - started,
+            )

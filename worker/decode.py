@@ -1,0 +1,110 @@
+"""Image bytes -> upright, equalized, centre-cropped 224x224 RGB uint8.
+
+Normalization to ImageNet statistics happens later, on the model's device, so only
+uint8 travels between stages (4x less to copy, and the GPU does the arithmetic).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+from producer.contract import JobError
+
+register_heif_opener()
+
+# Bump when any step below changes what reaches the model: it is part of the model id.
+PREPROCESS_VERSION = "prep1"
+INPUT_SIZE = 224
+# JPEGs are decoded at a reduced DCT scale whose short side is at least this; see decode_upright.
+DRAFT_SIDE = 2 * INPUT_SIZE
+# ResNet50 downsamples by 32: anything smaller carries no usable detail.
+MIN_SIDE = 32
+# Formats a phone or camera upload may be in; anything else is rejected, not guessed at.
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF", "HEIF", "BMP"})
+# Pillow's own bomb guard: images declaring more pixels than this are refused before decoding.
+MAX_PIXELS = 80_000_000
+
+
+def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
+    """Decode, turn upright by EXIF orientation and convert to 8-bit RGB.
+
+    ``draft_side`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far
+    larger than the model needs; None decodes at full size (the reference path).
+    """
+    if not data:
+        raise JobError("image_empty", "the image file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=None)
+            fmt = image.format or "unknown"
+            if fmt not in SUPPORTED_FORMATS:
+                raise JobError("unsupported_format", f"unsupported image format {fmt}")
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise JobError(
+                    "image_too_large",
+                    f"image declares {width}x{height} pixels, over the limit of {MAX_PIXELS}",
+                )
+            if draft_side and fmt == "JPEG":
+                image.draft("RGB", (draft_side, draft_side))
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return to_rgb(upright)
+    except JobError:
+        raise
+    except UnidentifiedImageError:
+        raise JobError(
+            "unsupported_format", "the file is not an image in a supported format"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise JobError(
+            "image_too_large", f"image rejected as a decompression bomb: {exc}"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise JobError("image_corrupt", f"the image data is corrupt or truncated: {exc}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; transparency composited on white, 16-bit scaled rather than clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.alpha_composite(image.convert("RGBA"))
+        image = background
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def equalize_crop_resize(image: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
+    """Y-channel histogram equalization, centre square crop, INTER_AREA resize."""
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise JobError(
+            "image_too_small",
+            f"image is {width}x{height}; the model needs at least {MIN_SIDE} px on each side",
+        )
+    rgb = np.asarray(image, dtype=np.uint8)
+    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    ycrcb[:, :, 0] = cv2.equalizeHist(np.ascontiguousarray(ycrcb[:, :, 0]))
+    rgb = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+    side = min(width, height)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = rgb[top : top + side, left : left + side]
+    interpolation = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def preprocess(data: bytes, draft_side: int | None = DRAFT_SIDE) -> np.ndarray:
+    """Bytes -> (224, 224, 3) uint8 RGB ready for the model's normalization."""
+    return equalize_crop_resize(decode_upright(data, draft_side))

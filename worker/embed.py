@@ -1,0 +1,140 @@
+"""The model holder: one ResNet50 without its classifier, set up once per worker process.
+
+Shaped like LitServe's API: ``setup(device)`` once, then ``predict`` on uint8 batches.
+Normalization runs on the model's device so only uint8 crosses to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models import ResNet50_Weights, resnet50
+
+from worker.decode import INPUT_SIZE, PREPROCESS_VERSION
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 2048
+RANDOM_SEED = 0
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The configured weights cannot be loaded; the worker must not start without them."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("CHANGEWATCH_DEVICE=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def build_backbone(weights: str) -> tuple[torch.nn.Module, str]:
+    """ResNet50 with fc replaced by identity, and a tag naming the weights exactly."""
+    if weights == "random":
+        log.warning("CHANGEWATCH_MODEL_WEIGHTS=random: seeded random weights, for tests only")
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(RANDOM_SEED)
+        model = resnet50(weights=None)
+        torch.random.set_rng_state(generator_state)
+        tag = f"random-seed{RANDOM_SEED}"
+    elif weights == "imagenet":
+        chosen = ResNet50_Weights.DEFAULT
+        try:
+            model = resnet50(weights=chosen)
+        except Exception as exc:
+            raise WeightsUnavailable(
+                f"could not load torchvision's ImageNet weights {chosen} ({exc}). Put "
+                f"{Path(chosen.url).name} in $TORCH_HOME/hub/checkpoints (default "
+                "~/.cache/torch), or set CHANGEWATCH_MODEL_WEIGHTS to a local .pth file"
+            ) from exc
+        tag = chosen.name.lower()
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(
+                f"CHANGEWATCH_MODEL_WEIGHTS={weights!r} is neither 'imagenet', 'random' "
+                "nor an existing weights file"
+            )
+        model = resnet50(weights=None)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except Exception as exc:
+            raise WeightsUnavailable(f"cannot read weights file {path}: {exc}") from exc
+        backbone_missing = [k for k in missing if not k.startswith("fc.")]
+        if backbone_missing or [k for k in unexpected if not k.startswith("fc.")]:
+            raise WeightsUnavailable(
+                f"{path} is not a ResNet50 state_dict (missing {backbone_missing[:3]}..., "
+                f"unexpected {list(unexpected)[:3]}...)"
+            )
+        tag = f"file-{_file_digest(path)}"
+    model.fc = torch.nn.Identity()
+    return model.eval(), tag
+
+
+class Embedder:
+    """One warm ResNet50; thread-safe ``predict`` (calls are serialized on the model)."""
+
+    def __init__(self, weights: str = "imagenet") -> None:
+        self.weights = weights
+        self.device = torch.device("cpu")
+        self.model_id = ""
+        self._model: torch.nn.Module | None = None
+        self._lock = threading.Lock()
+
+    def setup(self, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        model, tag = build_backbone(self.weights)
+        model = model.to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
+        self.model_id = f"resnet50/{tag}/{PREPROCESS_VERSION}"
+        # Warm once so the first real job does not pay for lazy initialization.
+        self.predict(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
+        log.info("model %s ready on %s", self.model_id, self.device)
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, 224, 224, 3) uint8 RGB -> (N, 2048) float32 embeddings."""
+        if self._model is None:
+            raise RuntimeError("Embedder.setup() has not run")
+        if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise ValueError(f"expected (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {images.shape}")
+        with self._lock, torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            batch = batch.permute(0, 3, 1, 2).float()
+            batch = (batch - self._mean) / self._std
+            if self.device.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = self._model(batch)
+            else:
+                out = self._model(batch)
+            return out.float().cpu().numpy()

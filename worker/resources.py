@@ -1,0 +1,84 @@
+"""What a worker process creates once at start and passes down to every task.
+
+Built after any fork (nothing here may touch CUDA in a parent that forks), closed at
+shutdown. Tasks get them from ``current()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from worker.batch import MicroBatcher
+from worker.embed import Embedder
+from worker.fetch import make_s3_client
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    embedder: Embedder
+    batcher: MicroBatcher
+    db: ConnectionPool
+    s3: Any
+    fetch_pool: ThreadPoolExecutor
+
+    @classmethod
+    def create(cls, settings: Settings) -> Resources:
+        embedder = Embedder(settings.model_weights)
+        embedder.setup(settings.device)
+        batcher = MicroBatcher(embedder, settings.max_batch, settings.max_wait_ms / 1000)
+        batcher.start()
+        db = ConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            open=True,
+            name="changewatch-worker",
+        )
+        return cls(
+            settings=settings,
+            embedder=embedder,
+            batcher=batcher,
+            db=db,
+            s3=make_s3_client(settings),
+            fetch_pool=ThreadPoolExecutor(max_workers=16, thread_name_prefix="fetch"),
+        )
+
+    def close(self) -> None:
+        self.batcher.stop()
+        self.fetch_pool.shutdown(wait=False, cancel_futures=True)
+        self.db.close()
+
+
+_lock = threading.Lock()
+_current: Resources | None = None
+
+
+def setup(settings: Settings | None = None) -> Resources:
+    """Create this process's resources once; later calls return the same ones."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Resources.create(settings or Settings.from_env())
+        return _current
+
+
+def current() -> Resources:
+    return _current if _current is not None else setup()
+
+
+def teardown() -> None:
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.close()
+            _current = None

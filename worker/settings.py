@@ -1,0 +1,98 @@
+"""Worker settings, read from the environment in one place.
+
+Names follow the ecosystem where one exists (Celery, libpq-style DSNs, boto3's own
+``AWS_*`` variables, which boto3 reads itself); ours start with ``CHANGEWATCH_``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch"
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+@dataclass(frozen=True)
+class TrendThresholds:
+    """overall_delta below ``stable`` is stable, below ``mild`` mild_variation, else a shift."""
+
+    stable: float = 0.10
+    mild: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stable <= self.mild:
+            raise ValueError(
+                f"trend thresholds need 0 <= stable <= mild, got {self.stable}, {self.mild}"
+            )
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # "imagenet" (torchvision's weights), a path to a state_dict file, or "random" (tests only).
+    model_weights: str = "imagenet"
+    device: Device = "auto"
+    # A job may only read s3://<bucket>/<user_id>/... ; empty allowed_buckets means any bucket.
+    allowed_buckets: tuple[str, ...] = ()
+    # Keys must start with this; "{user_id}" is replaced by the job's user. Empty disables.
+    key_prefix: str = "{user_id}/"
+    max_image_bytes: int = 40 * 1024 * 1024
+    s3_max_attempts: int = 5
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 30.0
+    db_pool_max: int = 8
+    # Micro-batcher: at most this many images per forward pass, waiting at most this long.
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    trend: TrendThresholds = field(default_factory=TrendThresholds)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        device = os.environ.get("CHANGEWATCH_DEVICE", "auto").strip().lower() or "auto"
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"CHANGEWATCH_DEVICE must be auto, cpu or cuda, got {device!r}")
+        buckets = os.environ.get("CHANGEWATCH_ALLOWED_BUCKETS", "")
+        return cls(
+            database_url=database_url(),
+            model_weights=os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip()
+            or "imagenet",
+            device=device,  # type: ignore[arg-type]
+            allowed_buckets=tuple(b.strip() for b in buckets.split(",") if b.strip()),
+            key_prefix=os.environ.get("CHANGEWATCH_KEY_PREFIX", cls.key_prefix),
+            max_image_bytes=_env_int("CHANGEWATCH_MAX_IMAGE_BYTES", cls.max_image_bytes),
+            s3_max_attempts=_env_int("CHANGEWATCH_S3_MAX_ATTEMPTS", cls.s3_max_attempts),
+            db_pool_max=_env_int("CHANGEWATCH_DB_POOL_MAX", cls.db_pool_max),
+            max_batch=_env_int("CHANGEWATCH_MAX_BATCH", cls.max_batch),
+            max_wait_ms=_env_float("CHANGEWATCH_MAX_WAIT_MS", cls.max_wait_ms),
+            trend=TrendThresholds(
+                stable=_env_float("CHANGEWATCH_TREND_STABLE_BELOW", 0.10),
+                mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25),
+            ),
+        )

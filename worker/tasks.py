@@ -1,0 +1,145 @@
+"""The two public tasks: analyze a session, compare two sessions.
+
+Each stage lives in its own module (fetch -> decode -> batch -> embed -> score ->
+store); a task only wires them together and decides what a failure means: a
+``JobError`` is permanent and recorded on the job at once, a transient fault (storage
+or database unreachable) is retried with Celery's exponential backoff and jitter, and
+recorded as failed only when the retries are spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import psycopg
+import psycopg_pool
+from botocore.exceptions import BotoCoreError, ClientError
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from producer.contract import (
+    ANALYZE_TASK,
+    COMPARE_TASK,
+    JobError,
+    analysis_result,
+    parse_analyze,
+    parse_compare,
+)
+from worker import resources, score, store
+from worker.app import app
+from worker.decode import preprocess
+from worker.fetch import fetch_images
+
+log = logging.getLogger(__name__)
+
+# Faults that may pass: the same job can succeed later without any change.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    BotoCoreError,
+    ClientError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    TimeoutError,
+    ConnectionError,
+)
+MAX_RETRIES = 5
+
+
+def _backoff(task: Task) -> int:
+    return get_exponential_backoff_interval(
+        factor=2, retries=task.request.retries, maximum=120, full_jitter=True
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    # Exception text from boto3/psycopg names hosts and objects, never credentials.
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _session_id_of(payload: Mapping[str, Any]) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(payload.get("session_id")))
+    except ValueError:
+        return None
+
+
+# throws: a JobError is an expected outcome, logged without a traceback.
+@app.task(name=ANALYZE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
+def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
+    res = resources.current()
+    try:
+        job = parse_analyze(payload)
+    except JobError as err:
+        session_id = _session_id_of(payload)
+        if session_id is not None:
+            store.fail_job(res.db, session_id, err.code, err.message)
+        log.warning("rejected analyze message: %s (%s)", err.message, err.code)
+        raise
+    try:
+        store.start_job(res.db, job, self.request.id)
+        images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
+        arrays = []
+        for angle, data in images.items():
+            try:
+                arrays.append(preprocess(data))
+            except JobError as err:
+                raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
+        vectors = res.batcher.embed(np.stack(arrays))
+        embeddings = dict(zip(images, vectors, strict=True))
+        analysis = store.save_analysis(res.db, job, res.embedder.model_id, embeddings)
+    except JobError as err:
+        store.fail_job(res.db, job.session_id, err.code, err.message)
+        log.warning("session %s failed: %s (%s)", job.session_id, err.message, err.code)
+        raise
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            store.fail_job(res.db, job.session_id, "dependency_unavailable", _describe(exc))
+            raise
+        log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+    except Exception as exc:
+        store.fail_job(res.db, job.session_id, "internal_error", _describe(exc))
+        raise
+    return analysis_result(
+        session_id=job.session_id,
+        user_id=job.user_id,
+        captured_at=job.captured_at,
+        model_id=res.embedder.model_id,
+        embedding_dim=len(next(iter(embeddings.values()))),
+        change_score=analysis.change_score,
+        is_first_session=analysis.is_first_session,
+        baseline_session_count=analysis.baseline_session_count,
+        per_angle=analysis.per_angle,
+    )
+
+
+@app.task(name=COMPARE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
+def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
+    res = resources.current()
+    job = parse_compare(payload)
+    try:
+        store.start_comparison(res.db, job)
+        current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
+        previous = store.load_for_comparison(res.db, job.previous_session_id, job.user_id)
+        result = {
+            "user_id": str(job.user_id),
+            **score.compare(current, previous, res.settings.trend),
+        }
+    except JobError as err:
+        if err.code == "session_not_ready" and self.request.retries < self.max_retries:
+            # Sent right after its analyses: give them time to finish.
+            raise self.retry(countdown=_backoff(self)) from err
+        store.finish_comparison(res.db, job, None, err)
+        raise
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            store.finish_comparison(
+                res.db, job, None, JobError("dependency_unavailable", _describe(exc))
+            )
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+    store.finish_comparison(res.db, job, result)
+    return result
