@@ -1,0 +1,78 @@
+"""The model holder: weights are loaded for real or refused clearly, and tagged exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import resnet50
+
+from worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
+
+
+@pytest.fixture(scope="module")
+def random_embedder() -> Embedder:
+    embedder = Embedder("random")
+    embedder.setup("cpu")
+    return embedder
+
+
+def test_random_weights_are_seeded_and_tagged(random_embedder: Embedder) -> None:
+    """Two workers with 'random' produce identical embeddings, and the id says 'random'."""
+    other = Embedder("random")
+    other.setup("cpu")
+    batch = np.random.default_rng(1).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
+    a, b = random_embedder.predict(batch), other.predict(batch)
+    assert a.shape == (2, EMBEDDING_DIM) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert random_embedder.model_id == "resnet50/random-seed0/prep1"
+
+
+def test_weights_file_is_loaded_and_identified_by_its_digest(
+    tmp_path: Path, random_embedder: Embedder
+) -> None:
+    """A local weights file is the offline way to run real weights; its hash names the model."""
+    torch.manual_seed(3)
+    path = tmp_path / "resnet50.pth"
+    torch.save(resnet50(weights=None).state_dict(), path)
+    embedder = Embedder(str(path))
+    embedder.setup("cpu")
+    assert embedder.model_id.startswith("resnet50/file-") and embedder.model_id.endswith("/prep1")
+    batch = np.full((1, 224, 224, 3), 128, np.uint8)
+    assert not np.allclose(embedder.predict(batch), random_embedder.predict(batch))
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint", "wrong-shape"])
+def test_missing_or_wrong_weights_file_is_refused(tmp_path: Path, content: object) -> None:
+    """A worker must not start on weights it cannot load, and must say why."""
+    path = tmp_path / "weights.pth"
+    if content == "wrong-shape":
+        torch.save({"conv1.weight": torch.zeros(1)}, path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(WeightsUnavailable, match=r"weights\.pth|CHANGEWATCH_MODEL_WEIGHTS"):
+        Embedder(str(path)).setup("cpu")
+
+
+def test_imagenet_weights_load_or_fail_with_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without network or cached weights the error says where to put the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    embedder = Embedder("imagenet")
+    try:
+        embedder.setup("cpu")
+    except WeightsUnavailable as exc:
+        assert "resnet50-" in str(exc) and "CHANGEWATCH_MODEL_WEIGHTS" in str(exc)
+    else:  # a machine with network access downloaded them
+        assert embedder.model_id == "resnet50/imagenet1k_v2/prep1"
+
+
+def test_cuda_requested_without_a_gpu_is_an_error() -> None:
+    """CHANGEWATCH_DEVICE=cuda must not quietly run on the CPU."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        Embedder("random").setup("cuda")

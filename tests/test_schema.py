@@ -1,0 +1,69 @@
+"""Migrations and the keys that keep the data consistent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+
+from schema.migrate import migrate, migration_files
+
+
+def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
+    """`python -m schema migrate` is safe to run on every deploy."""
+    assert migrate(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [v for v, _ in migration_files()]
+
+
+def test_migrate_command_line(database_url: str) -> None:
+    """The documented command exits 0 and reports it is up to date."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "schema", "migrate"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stderr
+
+
+def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
+    """A session has one embedding per angle, whatever a buggy writer tries."""
+    sid, uid = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images)"
+            " VALUES (%s, %s, now(), '{}')",
+            (sid, uid),
+        )
+        insert = (
+            "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
+            " VALUES (%s, 'front', 'm', ARRAY[1.0]::real[])"
+        )
+        conn.execute(insert, (sid,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert, (sid,))
+        conn.rollback()
+    with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images, status)"
+            " VALUES (%s, %s, now(), '{}', 'done')",
+            (uuid.uuid4(), uid),
+        )
+
+
+def test_baseline_query_uses_the_user_time_index(database_url: str) -> None:
+    """'This user's sessions before T' is served by an index, not a scan."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT session_id FROM sessions"
+                " WHERE user_id = %s AND captured_at < now()",
+                (uuid.uuid4(),),
+            )
+        )
+    assert "sessions_user_captured_idx" in plan
