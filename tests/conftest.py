@@ -8,10 +8,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-# Before anything imports celeryconfig: the tests' own Redis databases and Postgres database.
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/15")
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/changewatch_test")
+# Before anything imports celeryconfig: the tests' own Redis databases and Postgres database,
+# never whatever the shell points at (the tests flush and drop them).
+os.environ["CELERY_BROKER_URL"] = os.environ.get(
+    "CHANGEWATCH_TEST_BROKER_URL", "redis://127.0.0.1:6379/14"
+)
+os.environ["CELERY_RESULT_BACKEND"] = os.environ.get(
+    "CHANGEWATCH_TEST_RESULT_BACKEND", "redis://127.0.0.1:6379/15"
+)
+os.environ["DATABASE_URL"] = os.environ.get(
+    "CHANGEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/changewatch_test"
+)
 
 import boto3
 import psycopg
@@ -20,7 +27,7 @@ import redis
 
 from producer import Producer
 from schema.migrate import migrate
-from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, recreate_database
+from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, free_port, recreate_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BUCKET = "changewatch-test"
@@ -100,7 +107,11 @@ def producer(database_url: str, broker: str) -> Producer:
 def worker(database_url: str, broker: str, s3: object, producer: Producer) -> Iterator[Worker]:
     ARTIFACTS.mkdir(exist_ok=True)
     proc = Worker(
-        env={"CHANGEWATCH_MODEL_WEIGHTS": "random", "CHANGEWATCH_DEVICE": "cpu"},
+        env={
+            "CHANGEWATCH_MODEL_WEIGHTS": "random",
+            "CHANGEWATCH_DEVICE": "cpu",
+            "CHANGEWATCH_METRICS_PORT": str(free_port()),
+        },
         name="pytest",
         log_path=ARTIFACTS / "worker.log",
     ).start()

@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from kombu.utils.uuid import uuid as kombu_uuid
 
 from producer import Producer
 from producer.contract import ANALYZE_TASK, QUEUE
-from scripts.localstack import ROOT
+from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -325,3 +326,26 @@ def test_raw_message_from_a_non_python_producer(
     result = producer.wait(session, timeout=240)
     assert result["user_id"] == str(user)
     assert producer.status(session)["task_id"] == task_id
+
+
+def test_worker_metrics_count_jobs_and_time_stages(
+    worker: Worker, photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """An operator scraping /metrics sees finished jobs, stage latencies and the model."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    producer.analyze(user, session, T0, uploader.session(user, series_sessions(photos)[1]))
+    producer.wait(session, timeout=240)
+    port = worker.env["CHANGEWATCH_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    key = 'changewatch_jobs_total{error_code="",outcome="succeeded",task="analyze"}'
+    assert samples[key] >= 1
+    for stage in ("fetch", "decode", "wait_for_batch", "embed", "write"):
+        assert samples[f'changewatch_stage_seconds_count{{stage="{stage}"}}'] >= 1
+    assert samples["changewatch_batch_images_sum"] >= 4
+    assert 'model_id="resnet50/random-seed0/prep1"' in text

@@ -14,6 +14,8 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
+from worker.metrics import serve_from_env as metrics_server
+
 log = logging.getLogger(__name__)
 
 app = Celery("changewatch", include=["worker.tasks"])
@@ -36,6 +38,14 @@ def _is_prefork(pool_cls: Any) -> bool:
 def before_worker_start(sender: Any = None, **_: Any) -> None:
     if not _is_prefork(getattr(sender, "pool_cls", None) or app.conf.worker_pool):
         _setup()
+        # One process holds every task: its registry is the whole worker's.
+        try:
+            port = metrics_server()
+        except OSError as exc:
+            log.error("metrics not served: %s", exc)
+        else:
+            if port:
+                log.info("metrics on :%d/metrics", port)
 
 
 @signals.worker_process_init.connect

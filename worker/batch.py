@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from worker import metrics
 from worker.embed import Embedder
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ class _Request:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-@dataclass(frozen=True)
-class BatchStats:
-    size: int
-    sessions: int
-    waited_s: float
-    embed_s: float
-
-
 class MicroBatcher:
     def __init__(self, embedder: Embedder, max_batch: int = 32, max_wait_s: float = 0.005) -> None:
         self.embedder = embedder
@@ -43,7 +36,6 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self.last: BatchStats | None = None
 
     def start(self) -> None:
         if self._thread is None:
@@ -101,14 +93,12 @@ class MicroBatcher:
                     request.future.set_exception(exc)
                 continue
             done = time.perf_counter()
+            metrics.STAGE_SECONDS.labels("embed").observe(done - started)
+            metrics.BATCH_IMAGES.observe(sum(len(r.images) for r in batch))
+            metrics.BATCH_SESSIONS.observe(len(batch))
             offset = 0
             for request in batch:
+                metrics.STAGE_SECONDS.labels("wait_for_batch").observe(started - request.queued_at)
                 rows = len(request.images)
                 request.future.set_result(out[offset : offset + rows])
                 offset += rows
-            self.last = BatchStats(
-                size=offset,
-                sessions=len(batch),
-                waited_s=started - batch[0].queued_at,
-                embed_s=done - started,
-            )

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from psycopg_pool import ConnectionPool
 
+from worker import metrics
 from worker.batch import MicroBatcher
 from worker.embed import Embedder
 from worker.fetch import make_s3_client
@@ -35,6 +37,15 @@ class Resources:
     def create(cls, settings: Settings) -> Resources:
         embedder = Embedder(settings.model_weights)
         embedder.setup(settings.device)
+        metrics.MODEL.info(
+            {
+                "model_id": embedder.model_id,
+                "device": str(embedder.device),
+                "pipeline": settings.pipeline,
+            }
+        )
+        if embedder.device.type == "cuda":
+            metrics.GPU_MEMORY.set_function(lambda: torch.cuda.memory_allocated(embedder.device))
         batcher = MicroBatcher(embedder, settings.max_batch, settings.max_wait_ms / 1000)
         batcher.start()
         db = ConnectionPool(

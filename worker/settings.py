@@ -71,6 +71,9 @@ class Settings:
     # Micro-batcher: at most this many images per forward pass, waiting at most this long.
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    # "fast" (reduced JPEG decode, micro-batched) or "reference" (full-size decode, one image
+    # per forward pass, as the seed did): the yardstick for benchmarks and fidelity checks.
+    pipeline: Literal["fast", "reference"] = "fast"
     trend: TrendThresholds = field(default_factory=TrendThresholds)
 
     @classmethod
@@ -78,6 +81,9 @@ class Settings:
         device = os.environ.get("CHANGEWATCH_DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"CHANGEWATCH_DEVICE must be auto, cpu or cuda, got {device!r}")
+        pipeline = os.environ.get("CHANGEWATCH_PIPELINE", "fast").strip() or "fast"
+        if pipeline not in ("fast", "reference"):
+            raise ValueError(f"CHANGEWATCH_PIPELINE must be fast or reference, got {pipeline!r}")
         buckets = os.environ.get("CHANGEWATCH_ALLOWED_BUCKETS", "")
         return cls(
             database_url=database_url(),
@@ -91,6 +97,7 @@ class Settings:
             db_pool_max=_env_int("CHANGEWATCH_DB_POOL_MAX", cls.db_pool_max),
             max_batch=_env_int("CHANGEWATCH_MAX_BATCH", cls.max_batch),
             max_wait_ms=_env_float("CHANGEWATCH_MAX_WAIT_MS", cls.max_wait_ms),
+            pipeline=pipeline,  # type: ignore[arg-type]
             trend=TrendThresholds(
                 stable=_env_float("CHANGEWATCH_TREND_STABLE_BELOW", 0.10),
                 mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25),

@@ -10,6 +10,7 @@ recorded as failed only when the retries are spent.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,14 +25,15 @@ from celery.utils.time import get_exponential_backoff_interval
 from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
+    AnalyzeJob,
     JobError,
     analysis_result,
     parse_analyze,
     parse_compare,
 )
-from worker import resources, score, store
+from worker import metrics, resources, score, store
 from worker.app import app
-from worker.decode import preprocess
+from worker.decode import DRAFT_SIDE, preprocess
 from worker.fetch import fetch_images
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,29 @@ def _session_id_of(payload: Mapping[str, Any]) -> uuid.UUID | None:
         return None
 
 
+def _analyze(res: resources.Resources, job: AnalyzeJob) -> tuple[score.Analysis, int]:
+    """fetch -> decode -> batch/embed -> score/store, each stage timed."""
+    reference = res.settings.pipeline == "reference"
+    with metrics.stage("fetch"):
+        images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
+    arrays = []
+    with metrics.stage("decode"):
+        for angle, data in images.items():
+            try:
+                arrays.append(preprocess(data, draft_side=None if reference else DRAFT_SIDE))
+            except JobError as err:
+                raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
+    if reference:  # the seed's way, kept as the benchmark's and fidelity tests' yardstick
+        with metrics.stage("embed"):
+            vectors = np.concatenate([res.embedder.predict(a[None]) for a in arrays])
+    else:
+        vectors = res.batcher.embed(np.stack(arrays))  # times its own wait and embed stages
+    embeddings = dict(zip(images, vectors, strict=True))
+    with metrics.stage("write"):
+        analysis = store.save_analysis(res.db, job, res.embedder.model_id, embeddings)
+    return analysis, int(vectors.shape[1])
+
+
 # throws: a JobError is an expected outcome, logged without a traceback.
 @app.task(name=ANALYZE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
 def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
@@ -78,37 +103,35 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
             store.fail_job(res.db, session_id, err.code, err.message)
         log.warning("rejected analyze message: %s (%s)", err.message, err.code)
         raise
+    started = time.perf_counter()
     try:
         store.start_job(res.db, job, self.request.id)
-        images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
-        arrays = []
-        for angle, data in images.items():
-            try:
-                arrays.append(preprocess(data))
-            except JobError as err:
-                raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
-        vectors = res.batcher.embed(np.stack(arrays))
-        embeddings = dict(zip(images, vectors, strict=True))
-        analysis = store.save_analysis(res.db, job, res.embedder.model_id, embeddings)
+        analysis, dim = _analyze(res, job)
     except JobError as err:
         store.fail_job(res.db, job.session_id, err.code, err.message)
+        metrics.JOBS.labels("analyze", "failed", err.code).inc()
         log.warning("session %s failed: %s (%s)", job.session_id, err.message, err.code)
         raise
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
             store.fail_job(res.db, job.session_id, "dependency_unavailable", _describe(exc))
+            metrics.JOBS.labels("analyze", "failed", "dependency_unavailable").inc()
             raise
+        metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
         log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
         raise self.retry(exc=exc, countdown=_backoff(self)) from exc
     except Exception as exc:
         store.fail_job(res.db, job.session_id, "internal_error", _describe(exc))
+        metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
         raise
+    metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
+    metrics.JOBS.labels("analyze", "succeeded", "").inc()
     return analysis_result(
         session_id=job.session_id,
         user_id=job.user_id,
         captured_at=job.captured_at,
         model_id=res.embedder.model_id,
-        embedding_dim=len(next(iter(embeddings.values()))),
+        embedding_dim=dim,
         change_score=analysis.change_score,
         is_first_session=analysis.is_first_session,
         baseline_session_count=analysis.baseline_session_count,
@@ -133,6 +156,7 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
             # Sent right after its analyses: give them time to finish.
             raise self.retry(countdown=_backoff(self)) from err
         store.finish_comparison(res.db, job, None, err)
+        metrics.JOBS.labels("compare", "failed", err.code).inc()
         raise
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
@@ -142,4 +166,5 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self)) from exc
     store.finish_comparison(res.db, job, result)
+    metrics.JOBS.labels("compare", "succeeded", "").inc()
     return result

@@ -1,0 +1,64 @@
+"""Prometheus metrics of a worker process (prometheus_client), served on its own port.
+
+Per-stage latency histograms answer "where does a session's time go", which is what the
+benchmark reports and what an operator watches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+STAGES = ("fetch", "decode", "wait_for_batch", "embed", "write")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+JOBS = Counter(
+    "changewatch_jobs_total",
+    "Finished jobs by task, outcome and error code",
+    ["task", "outcome", "error_code"],
+)
+STAGE_SECONDS = Histogram(
+    "changewatch_stage_seconds",
+    "Time spent per stage of a session",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+SESSION_SECONDS = Histogram(
+    "changewatch_session_seconds",
+    "Whole analyze task, from start to stored result",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_IMAGES = Histogram(
+    "changewatch_batch_images",
+    "Images per forward pass",
+    buckets=(1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256),
+)
+BATCH_SESSIONS = Histogram(
+    "changewatch_batch_sessions",
+    "Sessions sharing one forward pass",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
+MODEL = Info("changewatch_model", "The model this worker embeds with")
+GPU_MEMORY = Gauge("changewatch_gpu_memory_bytes", "GPU memory allocated by torch")
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def serve_from_env() -> int | None:
+    """Serve /metrics on CHANGEWATCH_METRICS_PORT (default 9808; 0 turns it off)."""
+    port = int(os.environ.get("CHANGEWATCH_METRICS_PORT", "9808"))
+    if port <= 0:
+        return None
+    start_http_server(port, addr=os.environ.get("CHANGEWATCH_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
+    return port
