@@ -46,7 +46,8 @@ class Resources:
         )
         if embedder.device.type == "cuda":
             metrics.GPU_MEMORY.set_function(lambda: torch.cuda.memory_allocated(embedder.device))
-        batcher = MicroBatcher(embedder, settings.max_batch, settings.max_wait_ms / 1000)
+        max_batch = settings.max_batch or (64 if embedder.device.type == "cuda" else 8)
+        batcher = MicroBatcher(embedder, max_batch, settings.max_wait_ms / 1000)
         batcher.start()
         db = ConnectionPool(
             settings.database_url,

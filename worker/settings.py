@@ -68,8 +68,9 @@ class Settings:
     s3_connect_timeout_s: float = 5.0
     s3_read_timeout_s: float = 30.0
     db_pool_max: int = 8
-    # Micro-batcher: at most this many images per forward pass, waiting at most this long.
-    max_batch: int = 32
+    # Micro-batcher: at most this many images per forward pass (0 = by device: larger
+    # batches only pay off on a GPU), waiting at most max_wait_ms for more sessions.
+    max_batch: int = 0
     max_wait_ms: float = 5.0
     # "fast" (reduced JPEG decode, micro-batched) or "reference" (full-size decode, one image
     # per forward pass, as the seed did): the yardstick for benchmarks and fidelity checks.

@@ -1,0 +1,149 @@
+"""``python -m bench``: changewatch's throughput, side by side in one run.
+
+1. the model-only ceiling (forward passes on ready tensors);
+2. a seed-faithful reference pipeline (full-size decode and equalization, one image per
+   forward pass) through real Redis, Postgres, the S3 server and a real worker;
+3. the fast pipeline on the same photos and services, at several concurrencies;
+with per-stage times and peak worker memory. Writes JSON, a markdown table and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# The benchmark's own broker and database (it flushes and recreates them), never the
+# shell's; set before celeryconfig is imported.
+os.environ["CELERY_BROKER_URL"] = os.environ.get(
+    "CHANGEWATCH_BENCH_BROKER_URL", "redis://127.0.0.1:6379/4"
+)
+os.environ["CELERY_RESULT_BACKEND"] = os.environ.get(
+    "CHANGEWATCH_BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/5"
+)
+os.environ["DATABASE_URL"] = os.environ.get(
+    "CHANGEWATCH_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/changewatch_bench"
+)
+
+import boto3
+import redis
+
+from bench import e2e, model_only
+from bench.report import markdown, plot
+from producer import Producer
+from schema.migrate import migrate
+from scripts.localstack import PHOTOS, ROOT, S3Server, recreate_database
+
+BUCKET = "changewatch-bench"
+
+
+def camera_photos() -> list[Path]:
+    """The real phone and camera photos (3-15 MP), the realistic decode cost."""
+    folder = PHOTOS / "camera"
+    photos = sorted(p for p in folder.glob("*.jpg") if p.stat().st_size > 300_000)
+    if not photos:
+        sys.exit(f"no camera photos under {folder}; set CHANGEWATCH_PHOTOS")
+    return photos
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sessions", type=int, default=24, help="sessions per run")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        help="fast-pipeline worker concurrencies to sweep",
+    )
+    parser.add_argument(
+        "--reference-concurrency",
+        type=int,
+        default=1,
+        help="the seed analyzed one session at a time",
+    )
+    parser.add_argument("--model-seconds", type=float, default=3.0)
+    parser.add_argument("--device", default=os.environ.get("CHANGEWATCH_DEVICE", "cpu"))
+    parser.add_argument("--weights", default=os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "random"))
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    photos = camera_photos()
+    print(f"model-only ceiling on {args.device} ...", flush=True)
+    ceiling = model_only.measure(args.weights, args.device, [1, 6, 32], args.model_seconds)
+
+    recreate_database(os.environ["DATABASE_URL"])
+    migrate(os.environ["DATABASE_URL"])
+    for url in (os.environ["CELERY_BROKER_URL"], os.environ["CELERY_RESULT_BACKEND"]):
+        redis.Redis.from_url(url).flushdb()
+    s3_server = S3Server().start()
+    os.environ.update(s3_server.env())
+    try:
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        uploads = e2e.upload_sessions(s3, BUCKET, photos, args.sessions)
+        producer = Producer()
+        env = {"CHANGEWATCH_MODEL_WEIGHTS": args.weights, "CHANGEWATCH_DEVICE": args.device}
+        runs = []
+        print(f"reference pipeline, {args.sessions} sessions ...", flush=True)
+        runs.append(
+            e2e.run(
+                "reference",
+                producer,
+                uploads,
+                env,
+                "reference",
+                args.reference_concurrency,
+                args.out,
+            )
+        )
+        for c in args.concurrency:
+            print(f"fast pipeline, concurrency {c} ...", flush=True)
+            runs.append(e2e.run(f"fast-c{c}", producer, uploads, env, "fast", c, args.out))
+    finally:
+        s3_server.stop()
+
+    reference = runs[0]
+    fast = max(runs[1:], key=lambda r: r.sessions_per_s)
+    model_s_per_session = 6 / max(ceiling.values())
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "device": args.device,
+            "weights": args.weights,
+        },
+        "photos": [p.name for p in photos],
+        "model_only_images_per_s": ceiling,
+        "model_only_s_per_session": model_s_per_session,
+        "runs": [r.as_dict() for r in runs],
+        "best_fast_run": fast.label,
+        "speedup_vs_reference": fast.sessions_per_s / reference.sessions_per_s,
+        "e2e_over_model_only": fast.s_per_session / model_s_per_session,
+        "peak_worker_rss_gib": max(r.peak_rss_bytes for r in runs[1:]) / 2**30,
+    }
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    (args.out / "bench.md").write_text(table)
+    plot(report, args.out / "throughput.png")
+    print(table)
+    return 0 if all(r.succeeded == r.sessions for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""End-to-end runs: N sessions of real camera photos through Redis, a real worker, S3 and
+Postgres; throughput from the database's own timestamps, stages from the worker's metrics."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from producer import Producer
+from producer.contract import ANGLES
+from scripts.localstack import Worker, free_port
+
+T0 = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One session's photos, already in S3."""
+
+    user_id: uuid.UUID
+    captured_at: datetime
+    images: dict[str, str]
+
+
+def upload_sessions(s3: Any, bucket: str, photos: list[Path], count: int) -> list[Upload]:
+    """``count`` six-angle sessions from real photos, a few sessions per user."""
+    blobs = [p.read_bytes() for p in photos]
+    users = [uuid.uuid4() for _ in range(max(1, count // 4))]
+    out = []
+    for i in range(count):
+        user = users[i % len(users)]
+        images = {}
+        for j, angle in enumerate(ANGLES):
+            key = f"{user}/bench/{i:04d}-{angle}.jpg"
+            s3.put_object(Bucket=bucket, Key=key, Body=blobs[(i + j) % len(blobs)])
+            images[angle] = f"s3://{bucket}/{key}"
+        out.append(Upload(user, T0 + timedelta(weeks=i // len(users)), images))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def wait_all(dsn: str, sessions: list[uuid.UUID], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM sessions WHERE session_id = ANY(%s)"
+                " AND status IN ('succeeded', 'failed')",
+                (sessions,),
+            ).fetchone()
+            if row is not None and row[0] == len(sessions):
+                return
+            time.sleep(0.05)
+    raise TimeoutError(f"{len(sessions)} sessions not finished after {timeout}s")
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = sample.labels.get("stage", "")
+            samples[f"{sample.name}{'/' + label if label else ''}"] = sample.value
+    return samples
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class RunResult:
+    label: str
+    pipeline: str
+    concurrency: int
+    sessions: int
+    succeeded: int
+    wall_s: float
+    sessions_per_s: float
+    s_per_session: float
+    latency_p50_s: float
+    latency_p95_s: float
+    # Started -> stored, without the time queued behind the burst.
+    service_p50_s: float
+    service_p95_s: float
+    stage_s_per_session: dict[str, float] = field(default_factory=dict)
+    mean_batch_images: float = 0.0
+    peak_rss_bytes: int = 0
+    worker_cpu_s_per_session: float = 0.0
+    gpu_memory_bytes: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run(
+    label: str,
+    producer: Producer,
+    uploads: list[Upload],
+    env: dict[str, str],
+    pipeline: str,
+    concurrency: int,
+    log_dir: Path,
+) -> RunResult:
+    """Start a worker, send every session at once, wait for all, stop the worker."""
+    port = free_port()
+    worker = Worker(
+        env={
+            **env,
+            "CHANGEWATCH_PIPELINE": pipeline,
+            "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
+            "CHANGEWATCH_METRICS_PORT": str(port),
+        },
+        name=f"bench-{label}",
+        log_path=log_dir / f"worker-{label}.log",
+    ).start()
+    try:
+        worker.wait_ready(producer.celery)
+        before = scrape(port)
+        assert worker.process is not None
+        cpu_before = cpu_seconds(worker.process.pid)
+        sessions = [uuid.uuid4() for _ in uploads]
+        started = time.perf_counter()
+        for sid, up in zip(sessions, uploads, strict=True):
+            producer.analyze(up.user_id, sid, up.captured_at, up.images)
+        wait_all(producer.dsn, sessions, timeout=1800)
+        wall = time.perf_counter() - started
+        after = scrape(port)
+        assert worker.process is not None
+        rss = peak_rss_bytes(worker.process.pid)
+        cpu = cpu_seconds(worker.process.pid) - cpu_before
+    finally:
+        worker.stop()
+    with psycopg.connect(producer.dsn) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM finished_at - created_at),"
+            "       extract(epoch FROM finished_at - started_at) FROM sessions"
+            " WHERE session_id = ANY(%s) AND status = 'succeeded'",
+            (sessions,),
+        ).fetchall()
+    latencies = sorted(float(r[0]) for r in rows)
+    service = sorted(float(r[1]) for r in rows)
+    ok = len(rows)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    stages = {
+        stage: delta(f"changewatch_stage_seconds_sum/{stage}") / max(ok, 1)
+        for stage in ("fetch", "decode", "wait_for_batch", "embed", "write")
+    }
+    batches = delta("changewatch_batch_images_count")
+    return RunResult(
+        label=label,
+        pipeline=pipeline,
+        concurrency=concurrency,
+        sessions=len(sessions),
+        succeeded=ok,
+        wall_s=wall,
+        sessions_per_s=ok / wall,
+        s_per_session=wall / max(ok, 1),
+        latency_p50_s=percentile(latencies, 0.50),
+        latency_p95_s=percentile(latencies, 0.95),
+        service_p50_s=percentile(service, 0.50),
+        service_p95_s=percentile(service, 0.95),
+        stage_s_per_session=stages,
+        mean_batch_images=delta("changewatch_batch_images_sum") / batches if batches else 0.0,
+        peak_rss_bytes=rss,
+        worker_cpu_s_per_session=cpu / max(ok, 1),
+        gpu_memory_bytes=after.get("changewatch_gpu_memory_bytes", 0.0),
+    )
