@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ def images_per_second(embedder: Embedder, batch: int, seconds: float = 3.0) -> f
 
 
 def measure(weights: str, device: str, batches: list[int], seconds: float) -> dict[str, float]:
-    embedder = Embedder(weights)
+    """Same model set-up as the fast pipeline's worker (precision included)."""
+    embedder = Embedder(weights, os.environ.get("CHANGEWATCH_PRECISION", "auto"))
     embedder.setup(device)
     return {str(b): images_per_second(embedder, b, seconds) for b in batches}

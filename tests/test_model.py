@@ -10,6 +10,7 @@ import torch
 from torchvision.models import resnet50
 
 from worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
+from worker.score import cosine_distance
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,12 @@ def test_cuda_requested_without_a_gpu_is_an_error() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA device"):
         Embedder("random").setup("cuda")
+
+
+def test_bf16_autocast_stays_close_to_fp32(random_embedder: Embedder) -> None:
+    """The fast path's precision must not move embeddings more than photos differ."""
+    batch = np.random.default_rng(2).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
+    fast, exact = random_embedder.predict(batch), random_embedder.predict(batch, fp32=True)
+    distances = [cosine_distance(a, b) for a, b in zip(fast, exact, strict=True)]
+    # Two different real photos are ~6e-5..1e-3 apart under these random weights.
+    assert max(distances) < 5e-5, distances

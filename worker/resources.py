@@ -35,7 +35,7 @@ class Resources:
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
-        embedder = Embedder(settings.model_weights)
+        embedder = Embedder(settings.model_weights, settings.precision)
         embedder.setup(settings.device)
         metrics.MODEL.info(
             {

@@ -59,6 +59,8 @@ class Settings:
     # "imagenet" (torchvision's weights), a path to a state_dict file, or "random" (tests only).
     model_weights: str = "imagenet"
     device: Device = "auto"
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32.
+    precision: str = "auto"
     # A job may only read s3://<bucket>/<user_id>/... ; empty allowed_buckets means any bucket.
     allowed_buckets: tuple[str, ...] = ()
     # Keys must start with this; "{user_id}" is replaced by the job's user. Empty disables.
@@ -91,6 +93,7 @@ class Settings:
             model_weights=os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip()
             or "imagenet",
             device=device,  # type: ignore[arg-type]
+            precision=os.environ.get("CHANGEWATCH_PRECISION", "auto").strip() or "auto",
             allowed_buckets=tuple(b.strip() for b in buckets.split(",") if b.strip()),
             key_prefix=os.environ.get("CHANGEWATCH_KEY_PREFIX", cls.key_prefix),
             max_image_bytes=_env_int("CHANGEWATCH_MAX_IMAGE_BYTES", cls.max_image_bytes),

@@ -82,7 +82,7 @@ def _analyze(res: resources.Resources, job: AnalyzeJob) -> tuple[score.Analysis,
                 raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
     if reference:  # the seed's way, kept as the benchmark's and fidelity tests' yardstick
         with metrics.stage("embed"):
-            vectors = np.concatenate([res.embedder.predict(a[None]) for a in arrays])
+            vectors = np.concatenate([res.embedder.predict(a[None], fp32=True) for a in arrays])
     else:
         vectors = res.batcher.embed(np.stack(arrays))  # times its own wait and embed stages
     embeddings = dict(zip(images, vectors, strict=True))
