@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from producer import admin
 from producer.api import JobFailed, NotFound, Producer
 from producer.contract import JobError
 
@@ -45,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--wait", action="store_true")
     compare.add_argument("--timeout", type=float, default=300.0)
 
+    retry = sub.add_parser("retry", help="enqueue a failed job again, or all failed jobs")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("session_id", nargs="?")
+    which.add_argument("--all-failed", action="store_true")
+
+    forget = sub.add_parser("forget-user", help="delete every row of a user, and prove it")
+    forget.add_argument("user_id")
+    forget.add_argument(
+        "--delete-objects", action="store_true", help="also delete s3://BUCKET/<user_id>/..."
+    )
+
     status = sub.add_parser("status", help="a job's state in Postgres")
     status.add_argument("session_id")
     result = sub.add_parser("result", help="a session's stored analysis")
@@ -62,6 +74,11 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
         if args.wait:
             return producer.wait_comparison(args.current, args.previous, args.timeout)
         return queued
+    if args.command == "retry":
+        queued = admin.retry_failed(producer, None if args.all_failed else args.session_id)
+        return {"requeued": len(queued), "jobs": queued}
+    if args.command == "forget-user":
+        return admin.forget_user(producer, args.user_id, args.delete_objects)
     if args.command == "status":
         return producer.status(args.session_id)
     return producer.result(args.session_id)

@@ -60,7 +60,7 @@ class Producer:
         self.dsn = dsn or database_url()
         self.celery = celery or _celery()
 
-    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
 
     # -- analyze -----------------------------------------------------------------
@@ -84,7 +84,7 @@ class Producer:
         )
         task_id = str(uuid.uuid4())
         payload = job.to_payload()
-        with self._connect() as conn:
+        with self.connect() as conn:
             row = conn.execute(
                 """
                 INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
@@ -121,7 +121,7 @@ class Producer:
 
     def status(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
-        with self._connect() as conn:
+        with self.connect() as conn:
             row = conn.execute("SELECT * FROM sessions WHERE session_id = %s", (sid,)).fetchone()
         if row is None:
             raise NotFound(f"no session {sid}")
@@ -142,7 +142,7 @@ class Producer:
 
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
-        with self._connect() as conn:
+        with self.connect() as conn:
             row = conn.execute(
                 """
                 SELECT s.session_id, s.user_id, s.captured_at, s.status, a.model_id,
@@ -158,9 +158,6 @@ class Producer:
             if status["status"] == "failed":
                 raise JobFailed(status)
             raise NotFound(f"session {sid} has no analysis yet (status {status['status']})")
-        if row["status"] != "succeeded":
-            # A re-analysis is under way or failed; the stored analysis is still the last good one.
-            pass
         return analysis_result(
             session_id=row["session_id"],
             user_id=row["user_id"],
@@ -195,7 +192,7 @@ class Producer:
                 "previous_session_id": str(previous),
             }
         )
-        with self._connect() as conn:
+        with self.connect() as conn:
             owners = {
                 r["session_id"]: r["user_id"]
                 for r in conn.execute(
@@ -226,7 +223,7 @@ class Producer:
         return {**job.to_payload(), "status": "queued"}
 
     def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
-        with self._connect() as conn:
+        with self.connect() as conn:
             row = conn.execute(
                 "SELECT * FROM comparisons WHERE current_session_id = %s"
                 " AND previous_session_id = %s",

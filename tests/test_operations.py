@@ -1,0 +1,88 @@
+"""Operator actions against the running stack: replay failed jobs, forget a user."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from producer import Producer
+from producer.admin import forget_user, retry_failed
+from tests.conftest import BUCKET, Uploader
+from tests.test_pipeline import T0, analyze_args, cli, series_sessions
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def test_failed_job_is_replayed_after_the_cause_is_fixed(
+    photos: Path, uploader: Uploader, producer: Producer, s3: object
+) -> None:
+    """A job failed for a missing photo stays findable, and `retry` finishes it later."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    images = uploader.session(user, series_sessions(photos)[0])
+    late_key = f"{user}/late-upload.jpg"
+    images["front"] = f"s3://{BUCKET}/{late_key}"
+    code, out, _ = cli(*analyze_args(user, session, T0, images), "--wait")
+    assert code == 1 and out["error"]["code"] == "image_missing"
+
+    s3.put_object(  # type: ignore[attr-defined]
+        Bucket=BUCKET, Key=late_key, Body=(photos / "series" / "DSCN0042.jpg").read_bytes()
+    )
+    code, out, err = cli("retry", str(session))
+    assert code == 0, err
+    assert out["requeued"] == 1
+    result = producer.wait(session, timeout=240)
+    assert result["is_first_session"] is True
+    assert producer.status(session)["attempts"] == 2
+
+    code, _, err = cli("retry", str(session))
+    assert code == 2 and "not_failed" in err
+
+
+def test_retry_all_failed_requeues_every_failed_job(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """After an outage an operator replays all failed jobs at once."""
+    user = uuid.uuid4()
+    good = uploader.session(user, series_sessions(photos)[1])
+    bad = {**good, "up": f"s3://{BUCKET}/{user}/missing.jpg"}
+    failed = [uuid.uuid4(), uuid.uuid4()]
+    for sid in failed:
+        producer.analyze(user, sid, T0, bad)
+    for sid in failed:
+        with pytest.raises(Exception, match="image_missing"):
+            producer.wait(sid, timeout=240)
+    queued = retry_failed(producer)
+    assert {q["session_id"] for q in queued} >= {str(s) for s in failed}
+
+
+def test_forget_user_removes_every_row_and_photo_and_only_theirs(
+    photos: Path, uploader: Uploader, producer: Producer, s3: object
+) -> None:
+    """forget-user deletes all of one person's data, proves it, and spares everyone else."""
+    gone, kept = uuid.uuid4(), uuid.uuid4()
+    ids = {}
+    for user in (gone, kept):
+        files = series_sessions(photos)
+        ids[user] = [uuid.uuid4(), uuid.uuid4()]
+        for i, sid in enumerate(ids[user]):
+            producer.analyze(user, sid, T0.replace(day=5 + i), uploader.session(user, files[i]))
+            producer.wait(sid, timeout=240)
+        producer.compare(user, ids[user][1], ids[user][0])
+        producer.wait_comparison(ids[user][1], ids[user][0], timeout=240)
+
+    report = forget_user(producer, str(gone), delete_objects=True, s3=s3)
+    assert report["deleted"]["sessions"] == 2 and report["deleted"]["comparisons"] == 1
+    assert report["deleted"]["objects"] == 8
+    assert set(report["remaining"].values()) == {0}, report["remaining"]
+
+    with psycopg.connect(producer.dsn) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%s)", (ids[kept],)
+        ).fetchone()
+    assert left == (8,)
+    assert producer.result(ids[kept][1])["baseline_session_count"] == 1
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{kept}/")  # type: ignore[attr-defined]
+    assert listed["KeyCount"] == 8
