@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -67,3 +69,69 @@ def test_baseline_query_uses_the_user_time_index(database_url: str) -> None:
             )
         )
     assert "sessions_user_captured_idx" in plan
+
+
+@pytest.fixture(scope="module")
+def login_as(database_url: str) -> Iterator[Callable[[str], psycopg.Connection[Any]]]:
+    """Login roles that belong to the migrations' group roles, for this test only."""
+    made: list[str] = []
+
+    def connect(group: str) -> psycopg.Connection[Any]:
+        name = f"cw_test_{group}"
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+            admin.execute(f"CREATE ROLE {name} LOGIN IN ROLE changewatch_{group}")
+        made.append(name)
+        return psycopg.connect(
+            psycopg.conninfo.make_conninfo(database_url, user=name), autocommit=True
+        )
+
+    yield connect
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        for name in made:
+            admin.execute(f"DROP OWNED BY {name}")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def test_producer_role_can_enqueue_and_read_but_not_write_results(
+    login_as: Callable[[str], psycopg.Connection[Any]],
+) -> None:
+    """A leaked producer credential cannot forge analyses or change the schema."""
+    sid = uuid.uuid4()
+    with login_as("producer") as conn:
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images)"
+            " VALUES (%s, %s, now(), '{}')",
+            (sid, uuid.uuid4()),
+        )
+        assert conn.execute("SELECT count(*) FROM analyses").fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO analyses (session_id, model_id, embedding_dim, change_score,"
+                " is_first_session, baseline_session_count, per_angle)"
+                " VALUES (%s, 'm', 1, 0, true, 0, '[]')",
+                (sid,),
+            )
+        for ddl in (
+            "CREATE TABLE sneaky (x int)",
+            "ALTER TABLE sessions ADD COLUMN x int",
+            "DROP TABLE analyses",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(ddl)
+
+
+def test_worker_role_writes_analyses_but_cannot_delete_jobs_or_alter(
+    login_as: Callable[[str], psycopg.Connection[Any]],
+) -> None:
+    """The worker can do its job and nothing more."""
+    with login_as("worker") as conn:
+        conn.execute("SELECT count(*) FROM angle_embeddings")
+        conn.execute("UPDATE sessions SET updated_at = now() WHERE false")
+        for sql in (
+            "DELETE FROM sessions",
+            "ALTER TABLE analyses DROP COLUMN per_angle",
+            "SELECT * FROM schema_migrations",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
