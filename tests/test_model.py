@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
+from scripts.localstack import ROOT
 from worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
 from worker.score import cosine_distance
 
@@ -86,3 +90,24 @@ def test_bf16_autocast_stays_close_to_fp32(random_embedder: Embedder) -> None:
     distances = [cosine_distance(a, b) for a, b in zip(fast, exact, strict=True)]
     # Two different real photos are ~6e-5..1e-3 apart under these random weights.
     assert max(distances) < 5e-5, distances
+
+
+def test_worker_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
+    """A worker that cannot load its model exits non-zero instead of consuming jobs."""
+    env = {
+        **os.environ,
+        "CHANGEWATCH_MODEL_WEIGHTS": str(tmp_path / "missing.pth"),
+        "CHANGEWATCH_METRICS_PORT": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", "doomed@%h"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "missing.pth" in proc.stderr + proc.stdout
+    assert "ready." not in proc.stderr + proc.stdout

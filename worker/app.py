@@ -26,7 +26,13 @@ def _setup() -> None:
     # Imported here so that producers importing worker.settings never load torch.
     from worker import resources
 
-    resources.setup()
+    try:
+        resources.setup()
+    except Exception as exc:
+        # Celery logs and swallows exceptions from signal handlers; a worker without its
+        # model or database must not start consuming jobs it can only fail.
+        log.critical("worker cannot start: %s", exc)
+        raise SystemExit(f"changewatch worker cannot start: {exc}") from exc
 
 
 def _is_prefork(pool_cls: Any) -> bool:
