@@ -23,8 +23,10 @@ def images_per_second(embedder: Embedder, batch: int, seconds: float = 3.0) -> f
             return done / elapsed
 
 
-def measure(weights: str, device: str, batches: list[int], seconds: float) -> dict[str, float]:
-    """Same model set-up as the fast pipeline's worker (precision included)."""
-    embedder = Embedder(weights, os.environ.get("CHANGEWATCH_PRECISION", "auto"))
+def measure(
+    weights: str, device: str, batches: list[int], seconds: float, precision: str | None = None
+) -> dict[str, float]:
+    """Same model set-up as the fast pipeline's worker unless ``precision`` is given."""
+    embedder = Embedder(weights, precision or os.environ.get("CHANGEWATCH_PRECISION", "auto"))
     embedder.setup(device)
     return {str(b): images_per_second(embedder, b, seconds) for b in batches}

@@ -39,7 +39,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['model_only_s_per_session']:.3f} s per six-image session",
         f"- best fast run ({report['best_fast_run']}) vs reference: "
         f"**{report['speedup_vs_reference']:.2f}x** sessions/s",
-        f"- end-to-end time per session / model-only: **{report['e2e_over_model_only']:.2f}x**",
+        f"- end-to-end time per session / model-only: **{report['e2e_over_model_only']:.2f}x**"
+        f" (vs the seed's fp32 batch-6 model step, "
+        f"{report['model_only_fp32_s_per_session']:.3f} s: "
+        f"**{report['e2e_over_model_only_fp32']:.2f}x**)",
         f"- peak worker RSS (fast runs): **{report['peak_worker_rss_gib']:.2f} GiB**",
         "",
         "Stage columns are seconds per session (embed is amortized over the batch).",

@@ -127,6 +127,7 @@ class Embedder:
         self.autocast_dtype: torch.dtype | None = None
         self.model_id = ""
         self._model: torch.nn.Module | None = None
+        self._pinned: torch.Tensor | None = None
         self._lock = threading.Lock()
 
     def setup(self, device: str = "auto") -> None:
@@ -144,6 +145,20 @@ class Embedder:
             "model %s ready on %s (%s)", self.model_id, self.device, self.autocast_dtype or "fp32"
         )
 
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """uint8 to the device; on CUDA through one reused pinned buffer (no per-call pinning).
+
+        Safe to reuse: calls are serialized and each ends with a synchronizing ``.cpu()``.
+        """
+        if self.device.type != "cuda":
+            return host
+        rows = host.shape[0]
+        if self._pinned is None or self._pinned.shape[0] < rows:
+            self._pinned = torch.empty(host.shape, dtype=torch.uint8).pin_memory()
+        staging = self._pinned[:rows]
+        staging.copy_(host)
+        return staging.to(self.device, non_blocking=True)
+
     @property
     def ready(self) -> bool:
         return self._model is not None
@@ -158,7 +173,7 @@ class Embedder:
         if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
             raise ValueError(f"expected (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {images.shape}")
         with self._lock, torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            batch = self._to_device(torch.from_numpy(np.ascontiguousarray(images)))
             batch = batch.permute(0, 3, 1, 2).float()
             batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
             dtype = None if fp32 else self.autocast_dtype
