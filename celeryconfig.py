@@ -31,9 +31,11 @@ worker_pool = os.environ.get("CHANGEWATCH_WORKER_POOL", "threads")
 # starving the model of cores (measured in bench/: 2 beats 4 on a 2-core machine).
 worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.cpu_count() or 2)
 
-# Redis redelivers unacked messages after this long; longer than any job with its retries.
-broker_transport_options = {"visibility_timeout": 6 * 3600}
-result_backend_transport_options = {"visibility_timeout": 6 * 3600}
+# Redis redelivers a dead worker's unacked messages after this long: longer than any job
+# with its retries (retry countdowns wait unacked, as ETA tasks). Tests shorten it.
+_visibility_timeout = int(os.environ.get("CHANGEWATCH_VISIBILITY_TIMEOUT", str(6 * 3600)))
+broker_transport_options = {"visibility_timeout": _visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _visibility_timeout}
 # Keep retrying the broker at start-up (compose starts everything at once).
 broker_connection_retry_on_startup = True
 # Redelivered anyway by acks_late; cancel so a lost connection cannot double-run a job.
