@@ -18,6 +18,8 @@ _LEFT = {
     "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s)",
     "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
     " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
+    "rejected_messages": "SELECT count(*) FROM rejected_messages"
+    " WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
 }
 
 
@@ -61,6 +63,11 @@ def forget_user(
             ).rowcount,
             # Embeddings, analyses and comparisons that reference them go by ON DELETE CASCADE.
             "sessions": conn.execute("DELETE FROM sessions WHERE user_id = %s", (user,)).rowcount,
+            "rejected_messages": conn.execute(
+                "DELETE FROM rejected_messages"
+                " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",
+                (sessions, user),
+            ).rowcount,
         }
     report: dict[str, Any] = {"user_id": str(user), "deleted": deleted}
     with producer.connect() as conn:

@@ -123,8 +123,25 @@ class Producer:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM sessions WHERE session_id = %s", (sid,)).fetchone()
+            if row is None:
+                rejected = conn.execute(
+                    "SELECT task_id, error_code, error_message, received_at"
+                    " FROM rejected_messages WHERE session_id = %s"
+                    " ORDER BY received_at DESC LIMIT 1",
+                    (sid,),
+                ).fetchone()
         if row is None:
-            raise NotFound(f"no session {sid}")
+            if rejected is None:
+                raise NotFound(f"no session {sid}")
+            # A message sent straight to the broker that was not a valid job.
+            return {
+                "session_id": str(sid),
+                "status": "failed",
+                "error": {"code": rejected["error_code"], "message": rejected["error_message"]},
+                "rejected_message": True,
+                "task_id": rejected["task_id"],
+                "finished_at": _iso(rejected["received_at"]),
+            }
         return {
             "session_id": str(row["session_id"]),
             "user_id": str(row["user_id"]),

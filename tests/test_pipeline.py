@@ -17,7 +17,7 @@ import pytest
 import redis
 from kombu.utils.uuid import uuid as kombu_uuid
 
-from producer import Producer
+from producer import JobFailed, Producer
 from producer.contract import ANALYZE_TASK, QUEUE
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
@@ -288,41 +288,8 @@ def test_raw_message_from_a_non_python_producer(
         "captured_at": "2026-02-01T08:00:00Z",
         "images": uploader.session(user, series_sessions(photos)[0]),
     }
-    task_id = kombu_uuid()
-    message = {
-        "body": base64.b64encode(
-            json.dumps(
-                [[], payload, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-            ).encode()
-        ).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py",
-            "task": ANALYZE_TASK,
-            "id": task_id,
-            "root_id": task_id,
-            "parent_id": None,
-            "group": None,
-            "retries": 0,
-            "eta": None,
-            "expires": None,
-            "argsrepr": "()",
-            "kwargsrepr": "{}",
-            "origin": "other",
-        },
-        "properties": {
-            "correlation_id": task_id,
-            "reply_to": "",
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": QUEUE},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": task_id,
-        },
-    }
-    r = redis.Redis.from_url(producer.celery.conf.broker_url)
-    r.lpush(QUEUE, json.dumps(message))
+    task_id, message = _raw_message(ANALYZE_TASK, payload)
+    redis.Redis.from_url(producer.celery.conf.broker_url).lpush(QUEUE, message)
     result = producer.wait(session, timeout=240)
     assert result["user_id"] == str(user)
     assert producer.status(session)["task_id"] == task_id
@@ -349,3 +316,78 @@ def test_worker_metrics_count_jobs_and_time_stages(
         assert samples[f'changewatch_stage_seconds_count{{stage="{stage}"}}'] >= 1
     assert samples["changewatch_batch_images_sum"] >= 4
     assert 'model_id="resnet50/random-seed0/prep1"' in text
+
+
+def _raw_message(task: str, kwargs: dict[str, Any]) -> tuple[str, str]:
+    """A Celery protocol-2 message as a non-Python producer would write it."""
+    task_id = kombu_uuid()
+    body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    message = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": task,
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": task_id,
+        },
+    }
+    return task_id, json.dumps(message)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"drop": "images"}, "invalid_payload"),
+        ({"extra": {"priority": "high"}}, "invalid_payload"),
+        ({"captured_at": "2026-02-01T08:00:00"}, "invalid_captured_at"),
+        ({"images": {"front": "s3://b/k.jpg", "left": "s3://b/k.jpg"}}, "too_few_images"),
+    ],
+)
+def test_malformed_raw_message_is_recorded_and_the_worker_goes_on(
+    change: dict[str, Any], code: str, photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A bad message from another language's client fails findably; the next job succeeds."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    payload: dict[str, Any] = {
+        "user_id": str(user),
+        "session_id": str(session),
+        "captured_at": "2026-02-01T08:00:00Z",
+        "images": uploader.session(user, series_sessions(photos)[0]),
+    }
+    if "drop" in change:
+        del payload[change["drop"]]
+    else:
+        payload.update(change)
+    broker = redis.Redis.from_url(producer.celery.conf.broker_url)
+    task_id, message = _raw_message(ANALYZE_TASK, payload)
+    broker.lpush(QUEUE, message)
+    with pytest.raises(JobFailed) as failed:
+        producer.wait(session, timeout=120)
+    assert failed.value.status["error"]["code"] == code
+    assert failed.value.status["task_id"] == task_id
+    assert failed.value.status["error"]["message"]
+
+    good = {
+        "user_id": str(user),
+        "session_id": str(uuid.uuid4()),
+        "captured_at": "2026-02-01T08:00:00Z",
+        "images": uploader.session(user, series_sessions(photos)[0]),
+    }
+    broker.lpush(QUEUE, _raw_message(ANALYZE_TASK, good)[1])
+    assert producer.wait(good["session_id"], timeout=120)["user_id"] == str(user)

@@ -7,6 +7,7 @@ depend on the order or concurrency in which jobs ran.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Any
 from uuid import UUID
@@ -55,6 +56,30 @@ def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int
     if row is None:
         raise JobError("session_of_other_user", "this session id belongs to another user")
     return int(row[0])
+
+
+def reject_message(
+    pool: ConnectionPool,
+    task_name: str,
+    task_id: str | None,
+    payload: dict[str, Any],
+    error: JobError,
+) -> None:
+    """Record a message that is not a valid job; mark its session failed if one exists."""
+    session_id = None
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        session_id = UUID(str(payload.get("session_id")))
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(
+            """
+            INSERT INTO rejected_messages
+                   (task_name, task_id, session_id, payload, error_code, error_message)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            """,
+            (task_name, task_id, session_id, Jsonb(payload), error.code, error.message[:2000]),
+        )
+    if session_id is not None and task_name.endswith("analyze_session"):
+        fail_job(pool, session_id, error.code, error.message)
 
 
 def fail_job(pool: ConnectionPool, session_id: UUID, code: str, message: str) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -61,13 +59,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _session_id_of(payload: Mapping[str, Any]) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(payload.get("session_id")))
-    except ValueError:
-        return None
-
-
 def _analyze(res: resources.Resources, job: AnalyzeJob) -> tuple[score.Analysis, int]:
     """fetch -> decode -> batch/embed -> score/store, each stage timed."""
     reference = res.settings.pipeline == "reference"
@@ -98,9 +89,8 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     try:
         job = parse_analyze(payload)
     except JobError as err:
-        session_id = _session_id_of(payload)
-        if session_id is not None:
-            store.fail_job(res.db, session_id, err.code, err.message)
+        store.reject_message(res.db, ANALYZE_TASK, self.request.id, payload, err)
+        metrics.JOBS.labels("analyze", "rejected", err.code).inc()
         log.warning("rejected analyze message: %s (%s)", err.message, err.code)
         raise
     started = time.perf_counter()
@@ -142,7 +132,12 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
 @app.task(name=COMPARE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
 def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
     res = resources.current()
-    job = parse_compare(payload)
+    try:
+        job = parse_compare(payload)
+    except JobError as err:
+        store.reject_message(res.db, COMPARE_TASK, self.request.id, payload, err)
+        metrics.JOBS.labels("compare", "rejected", err.code).inc()
+        raise
     try:
         store.start_comparison(res.db, job)
         current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
