@@ -31,6 +31,8 @@ from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, free_port, recrea
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BUCKET = "changewatch-test"
+# Small enough to test the limit without huge uploads, above every real photo (<= 3.1 MB).
+MAX_IMAGE_BYTES = 8_000_000
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -111,6 +113,8 @@ def worker(database_url: str, broker: str, s3: object, producer: Producer) -> It
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": str(free_port()),
+            "CHANGEWATCH_ALLOWED_BUCKETS": BUCKET,
+            "CHANGEWATCH_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         },
         name="pytest",
         log_path=ARTIFACTS / "worker.log",

@@ -78,10 +78,19 @@ def fetch_object(s3: Any, uri: S3Uri, max_bytes: int) -> bytes:
 
 def fetch_images(s3: Any, job: AnalyzeJob, settings: Settings, pool: Executor) -> dict[str, bytes]:
     """All of a session's images, read concurrently; the first error wins."""
-    for uri in job.images.values():
-        check_access(job, uri, settings)
+    for angle, uri in job.images.items():
+        try:
+            check_access(job, uri, settings)
+        except JobError as err:
+            raise JobError(err.code, f"image {angle!r}: {err.message}") from None
     futures = {
         angle: pool.submit(fetch_object, s3, uri, settings.max_image_bytes)
         for angle, uri in job.images.items()
     }
-    return {angle: future.result() for angle, future in futures.items()}
+    images = {}
+    for angle, future in futures.items():
+        try:
+            images[angle] = future.result()
+        except JobError as err:
+            raise JobError(err.code, f"image {angle!r}: {err.message}") from None
+    return images
