@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from producer import admin
+from producer import admin, bulk
 from producer.api import JobFailed, NotFound, Producer
 from producer.contract import JobError
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--wait", action="store_true")
     compare.add_argument("--timeout", type=float, default=300.0)
 
+    bulk = sub.add_parser("bulk", help="enqueue every job of a JSON-lines file")
+    bulk.add_argument("file", type=Path, help="one analyze payload per line")
+    bulk.add_argument("--wait", action="store_true", help="wait for all, with a progress bar")
+    bulk.add_argument("--timeout", type=float, default=3600.0)
+
     retry = sub.add_parser("retry", help="enqueue a failed job again, or all failed jobs")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("session_id", nargs="?")
@@ -74,6 +80,15 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
         if args.wait:
             return producer.wait_comparison(args.current, args.previous, args.timeout)
         return queued
+    if args.command == "bulk":
+        jobs, invalid = bulk.read_jobs(args.file)
+        ids = bulk.enqueue_all(producer, jobs)
+        out: dict[str, Any] = {"enqueued": len(ids), "invalid": invalid}
+        if args.wait:
+            counts = bulk.wait_all(producer, ids, args.timeout)
+            out |= {"succeeded": counts.get("succeeded", 0), "failed": counts.get("failed", 0)}
+            out["unfinished"] = len(ids) - out["succeeded"] - out["failed"]
+        return out
     if args.command == "retry":
         queued = admin.retry_failed(producer, None if args.all_failed else args.session_id)
         return {"requeued": len(queued), "jobs": queued}
@@ -89,7 +104,8 @@ def main(argv: list[str] | None = None, make_producer: Callable[[], Producer] = 
     out: dict[str, Any] | None = None
     try:
         out = _run(args, make_producer())
-        code = 0
+        # bulk: any invalid line or failed/unfinished job makes the run fail as a whole.
+        code = 1 if any(out.get(k) for k in ("invalid", "failed", "unfinished")) else 0
     except JobError as err:
         print(f"error: {err.code}: {err.message}", file=sys.stderr)
         code = 2

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
+from celery import Celery
 
 from producer import Producer
 from producer.admin import forget_user, retry_failed
+from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 from tests.test_pipeline import T0, analyze_args, cli, series_sessions
+from worker.health import readiness
+from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -86,3 +94,59 @@ def test_forget_user_removes_every_row_and_photo_and_only_theirs(
     assert producer.result(ids[kept][1])["baseline_session_count"] == 1
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{kept}/")  # type: ignore[attr-defined]
     assert listed["KeyCount"] == 8
+
+
+def test_bulk_enqueue_reports_bad_lines_and_waits_with_progress(
+    tmp_path: Path, photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A backfill file: good lines run, bad lines are named, a progress bar shows the rate."""
+    user = uuid.uuid4()
+    lines = []
+    for i, files in enumerate(series_sessions(photos)):
+        lines.append(
+            json.dumps(
+                {
+                    "user_id": str(user),
+                    "session_id": str(uuid.uuid4()),
+                    "captured_at": T0.replace(day=5 + i).isoformat(),
+                    "images": uploader.session(user, files),
+                }
+            )
+        )
+    lines.insert(1, json.dumps({"user_id": str(user), "session_id": "nope"}))
+    lines.append("{not json")
+    path = tmp_path / "backfill.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "producer", "bulk", str(path), "--wait", "--timeout", "240"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1  # two bad lines
+    assert out["enqueued"] == 3 and out["succeeded"] == 3 and out["unfinished"] == 0
+    assert [(bad["line"], bad["code"]) for bad in out["invalid"]] == [
+        (2, "invalid_payload"),
+        (5, "invalid_json"),
+    ]
+    assert "analyze: 100%" in proc.stderr and "job/s" in proc.stderr
+
+
+def test_readiness_reports_each_dependency(worker: Worker) -> None:
+    """Health says ready with a loaded model, and names the dependency that is down."""
+    app = Celery()
+    app.config_from_object("celeryconfig")
+    settings = Settings.from_env()
+    port = int(worker.env["CHANGEWATCH_METRICS_PORT"])
+    report = readiness(app, settings, port, node=None, timeout=3)
+    assert report["ready"], report
+    assert "random-seed0" in report["checks"]["model"]["detail"]
+
+    broken = replace(settings, database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    report = readiness(app, broken, port, node=None, timeout=3)
+    assert not report["ready"]
+    assert not report["checks"]["database"]["ok"] and report["checks"]["broker"]["ok"]

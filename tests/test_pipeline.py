@@ -316,6 +316,7 @@ def test_worker_metrics_count_jobs_and_time_stages(
         assert samples[f'changewatch_stage_seconds_count{{stage="{stage}"}}'] >= 1
     assert samples["changewatch_batch_images_sum"] >= 4
     assert 'model_id="resnet50/random-seed0/prep1"' in text
+    assert samples['changewatch_queue_depth{queue="changewatch"}'] >= 0
 
 
 def _raw_message(task: str, kwargs: dict[str, Any]) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
+from worker.logs import use_json
 from worker.metrics import serve_from_env as metrics_server
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,19 @@ def _is_prefork(pool_cls: Any) -> bool:
     return isinstance(cls, type) and issubclass(cls, PreforkPool)
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def after_logging_setup(logger: logging.Logger, **_: Any) -> None:
+    use_json(logger)
+
+
 @signals.worker_init.connect
 def before_worker_start(sender: Any = None, **_: Any) -> None:
     if not _is_prefork(getattr(sender, "pool_cls", None) or app.conf.worker_pool):
         _setup()
         # One process holds every task: its registry is the whole worker's.
         try:
-            port = metrics_server()
+            port = metrics_server(app.conf.broker_url, [app.conf.task_default_queue])
         except OSError as exc:
             log.error("metrics not served: %s", exc)
         else:

@@ -11,7 +11,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+import redis
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 STAGES = ("fetch", "decode", "wait_for_batch", "embed", "write")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -55,10 +58,31 @@ def stage(name: str) -> Iterator[None]:
         STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
 
 
-def serve_from_env() -> int | None:
+class QueueDepth(Collector):
+    """Messages waiting per queue, read from Redis at scrape time (Flower shows none)."""
+
+    def __init__(self, broker_url: str, queues: list[str]) -> None:
+        self.client = redis.Redis.from_url(broker_url, socket_timeout=2)
+        self.queues = queues
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "changewatch_queue_depth", "Messages waiting in the broker per queue", labels=["queue"]
+        )
+        try:
+            for queue in self.queues:
+                family.add_metric([queue], float(self.client.llen(queue)))
+        except redis.RedisError:
+            return  # no sample rather than a wrong one; broker health is checked elsewhere
+        yield family
+
+
+def serve_from_env(broker_url: str = "", queues: list[str] | None = None) -> int | None:
     """Serve /metrics on CHANGEWATCH_METRICS_PORT (default 9808; 0 turns it off)."""
     port = int(os.environ.get("CHANGEWATCH_METRICS_PORT", "9808"))
     if port <= 0:
         return None
+    if broker_url.startswith(("redis://", "rediss://")) and queues:
+        REGISTRY.register(QueueDepth(broker_url, queues))
     start_http_server(port, addr=os.environ.get("CHANGEWATCH_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
     return port

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from worker import metrics, resources, score, store
 from worker.app import app
 from worker.decode import DRAFT_SIDE, preprocess
 from worker.fetch import fetch_images
+from worker.logs import job_event
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +62,45 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _analyze(res: resources.Resources, job: AnalyzeJob) -> tuple[score.Analysis, int]:
+@contextmanager
+def _stage(name: str, job: AnalyzeJob, task_id: str | None) -> Iterator[None]:
+    """Time a stage into its histogram and log one JSON line for it."""
+    started = time.perf_counter()
+    with metrics.stage(name):
+        yield
+    job_event(
+        f"{name} done",
+        event="stage",
+        stage=name,
+        task_id=task_id,
+        session_id=str(job.session_id),
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def _analyze(
+    res: resources.Resources, job: AnalyzeJob, task_id: str | None
+) -> tuple[score.Analysis, int]:
     """fetch -> decode -> batch/embed -> score/store, each stage timed."""
     reference = res.settings.pipeline == "reference"
-    with metrics.stage("fetch"):
+    with _stage("fetch", job, task_id):
         images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
     arrays = []
-    with metrics.stage("decode"):
+    with _stage("decode", job, task_id):
         for angle, data in images.items():
             try:
                 arrays.append(preprocess(data, draft_side=None if reference else DRAFT_SIDE))
             except JobError as err:
                 raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
     if reference:  # the seed's way, kept as the benchmark's and fidelity tests' yardstick
-        with metrics.stage("embed"):
+        with _stage("embed", job, task_id):
             vectors = np.concatenate([res.embedder.predict(a[None], fp32=True) for a in arrays])
     else:
-        vectors = res.batcher.embed(np.stack(arrays))  # times its own wait and embed stages
+        # The batcher times its own wait and embed stages into the histograms.
+        with _stage("batch_and_embed", job, task_id):
+            vectors = res.batcher.embed(np.stack(arrays))
     embeddings = dict(zip(images, vectors, strict=True))
-    with metrics.stage("write"):
+    with _stage("write", job, task_id):
         analysis = store.save_analysis(res.db, job, res.embedder.model_id, embeddings)
     return analysis, int(vectors.shape[1])
 
@@ -96,11 +119,19 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         store.start_job(res.db, job, self.request.id)
-        analysis, dim = _analyze(res, job)
+        analysis, dim = _analyze(res, job, self.request.id)
     except JobError as err:
         store.fail_job(res.db, job.session_id, err.code, err.message)
         metrics.JOBS.labels("analyze", "failed", err.code).inc()
-        log.warning("session %s failed: %s (%s)", job.session_id, err.message, err.code)
+        job_event(
+            f"job failed: {err.message}",
+            event="job",
+            task="analyze",
+            outcome="failed",
+            error_code=err.code,
+            task_id=self.request.id,
+            session_id=str(job.session_id),
+        )
         raise
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
@@ -116,6 +147,16 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         raise
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
     metrics.JOBS.labels("analyze", "succeeded", "").inc()
+    job_event(
+        "analysis stored",
+        event="job",
+        task="analyze",
+        outcome="succeeded",
+        task_id=self.request.id,
+        session_id=str(job.session_id),
+        seconds=round(time.perf_counter() - started, 4),
+        images=len(job.images),
+    )
     return analysis_result(
         session_id=job.session_id,
         user_id=job.user_id,
