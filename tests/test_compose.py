@@ -177,3 +177,19 @@ def test_docker_compose_accepts_the_file() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_gpu_worker_has_its_own_device_node_name_and_health(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """One worker per GPU: distinct device ids and node names, each with a readiness check."""
+    workers = {name: svc for name, svc in services.items() if name.startswith("worker")}
+    assert len(workers) >= 2
+    devices, nodes = [], []
+    for svc in workers.values():
+        reservation = svc["deploy"]["resources"]["reservations"]["devices"][0]
+        devices += reservation["device_ids"]
+        nodes.append(svc["command"][svc["command"].index("--hostname") + 1])
+        assert svc["healthcheck"]["test"][1:] == ["python", "-m", "worker", "health"]
+    assert len(set(devices)) == len(devices) and len(set(nodes)) == len(nodes)
+    assert (ROOT / "worker" / "health.py").is_file()
