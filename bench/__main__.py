@@ -15,7 +15,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     fast = max(runs[1:], key=lambda r: r.sessions_per_s)
     model_s_per_session = 6 / max(ceiling.values())
     report: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             cwd=ROOT,

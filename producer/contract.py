@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 ANALYZE_TASK = "changewatch.analyze_session"
@@ -98,7 +98,7 @@ def parse_captured_at(value: object, now: datetime | None = None) -> datetime:
             "invalid_captured_at",
             f"captured_at needs a timezone (e.g. +00:00 or Z): {value!r}",
         )
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if moment > now + FUTURE_SKEW:
         raise JobError("invalid_captured_at", f"captured_at is in the future: {value!r}")
     return moment

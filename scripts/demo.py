@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -512,7 +512,7 @@ def send_sessions(
     first session is the one with no history (change_score 0.0).
     """
     user_id = uuid.uuid4()
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     first_at = now - SESSION_GAP * (len(sessions) - 1)
     session_ids = [uuid.uuid4() for _ in sessions]
     say(f"user: {user_id}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_a_valid_payload_is_normalized() -> None:
     [
         ({"captured_at": "2026-01-05 09:30"}, "invalid_captured_at"),
         (
-            {"captured_at": (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()},
+            {"captured_at": (datetime.now(UTC) + timedelta(days=2)).isoformat()},
             "invalid_captured_at",
         ),
         ({"session_id": "123"}, "invalid_uuid"),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tests.conftest import BUCKET, Uploader
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-T0 = datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
 def cli(*args: str, timeout: float = 240) -> tuple[int, dict[str, Any] | None, str]:
