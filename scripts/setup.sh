@@ -3,6 +3,22 @@
 # torch/torchvision come from the package index; the CUDA build also runs on CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The Flower browser test drives Debian's chromium through its chromedriver (no downloads).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  SUDO=
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300)
+  if command -v apt-get >/dev/null 2>&1 \
+    && $SUDO "${apt[@]}" update >/dev/null \
+    && $SUDO "${apt[@]}" install -y --no-install-recommends \
+      chromium chromium-driver fonts-liberation >/dev/null; then
+    :
+  else
+    echo "warning: could not install chromium and chromium-driver with apt-get;" \
+      "the Flower browser test will skip (and fail in CI)" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
