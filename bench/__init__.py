@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m bench`` (see README, "Benchmarks")."""
+"""Benchmarks: ``python -m bench`` and ``python -m bench.soak``; results in docs/benchmarks.md."""
