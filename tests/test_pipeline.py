@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -392,3 +393,31 @@ def test_malformed_raw_message_is_recorded_and_the_worker_goes_on(
     }
     broker.lpush(QUEUE, _raw_message(ANALYZE_TASK, good)[1])
     assert producer.wait(good["session_id"], timeout=120)["user_id"] == str(user)
+
+
+def test_a_message_reusing_another_users_session_id_touches_nothing_of_theirs(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A job naming someone else's session id is rejected; their analysis stays intact."""
+    owner, intruder, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    producer.analyze(owner, session, T0, uploader.session(owner, series_sessions(photos)[0]))
+    before = producer.wait(session, timeout=120)
+    payload = {
+        "user_id": str(intruder),
+        "session_id": str(session),
+        "captured_at": "2026-02-01T08:00:00Z",
+        "images": uploader.session(intruder, series_sessions(photos)[1]),
+    }
+    task_id, message = _raw_message(ANALYZE_TASK, payload)
+    redis.Redis.from_url(producer.celery.conf.broker_url).lpush(QUEUE, message)
+    with psycopg.connect(producer.dsn) as conn:
+        for _ in range(600):
+            row = conn.execute(
+                "SELECT error_code FROM rejected_messages WHERE task_id = %s", (task_id,)
+            ).fetchone()
+            if row:
+                break
+            time.sleep(0.1)
+    assert row == ("session_of_other_user",)
+    assert producer.status(session)["status"] == "succeeded"
+    assert producer.result(session) == before

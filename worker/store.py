@@ -64,11 +64,14 @@ def reject_message(
     task_id: str | None,
     payload: dict[str, Any],
     error: JobError,
+    mark_job: bool = True,
 ) -> None:
     """Record a message that is not a valid job; mark its session failed if one exists."""
-    session_id = None
+    session_id = user_id = None
     with contextlib.suppress(ValueError, TypeError, AttributeError):
         session_id = UUID(str(payload.get("session_id")))
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        user_id = UUID(str(payload.get("user_id")))
     with pool.connection() as conn, conn.transaction():
         conn.execute(
             """
@@ -78,19 +81,22 @@ def reject_message(
             """,
             (task_name, task_id, session_id, Jsonb(payload), error.code, error.message[:2000]),
         )
-    if session_id is not None and task_name.endswith("analyze_session"):
-        fail_job(pool, session_id, error.code, error.message)
+    if mark_job and session_id and user_id and task_name.endswith("analyze_session"):
+        fail_job(pool, session_id, user_id, error.code, error.message)
 
 
-def fail_job(pool: ConnectionPool, session_id: UUID, code: str, message: str) -> None:
+def fail_job(
+    pool: ConnectionPool, session_id: UUID, user_id: UUID, code: str, message: str
+) -> None:
+    """Mark the job failed; only the job's own user's session, never another user's."""
     with pool.connection() as conn:
         conn.execute(
             """
             UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,
                    finished_at = now(), updated_at = now()
-             WHERE session_id = %s
+             WHERE session_id = %s AND user_id = %s
             """,
-            (code, message[:2000], session_id),
+            (code, message[:2000], session_id, user_id),
         )
 
 

@@ -119,9 +119,14 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         store.start_job(res.db, job, self.request.id)
+    except JobError as err:  # the session id is another user's: touch nothing of theirs
+        store.reject_message(res.db, ANALYZE_TASK, self.request.id, payload, err, mark_job=False)
+        metrics.JOBS.labels("analyze", "rejected", err.code).inc()
+        raise
+    try:
         analysis, dim = _analyze(res, job, self.request.id)
     except JobError as err:
-        store.fail_job(res.db, job.session_id, err.code, err.message)
+        store.fail_job(res.db, job.session_id, job.user_id, err.code, err.message)
         metrics.JOBS.labels("analyze", "failed", err.code).inc()
         job_event(
             f"job failed: {err.message}",
@@ -135,14 +140,16 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         raise
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
-            store.fail_job(res.db, job.session_id, "dependency_unavailable", _describe(exc))
+            store.fail_job(
+                res.db, job.session_id, job.user_id, "dependency_unavailable", _describe(exc)
+            )
             metrics.JOBS.labels("analyze", "failed", "dependency_unavailable").inc()
             raise
         metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
         log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
         raise self.retry(exc=exc, countdown=_backoff(self)) from exc
     except Exception as exc:
-        store.fail_job(res.db, job.session_id, "internal_error", _describe(exc))
+        store.fail_job(res.db, job.session_id, job.user_id, "internal_error", _describe(exc))
         metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
         raise
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
