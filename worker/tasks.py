@@ -105,6 +105,27 @@ def _analyze(
     return analysis, int(vectors.shape[1])
 
 
+def _retry_or_fail(
+    task: Task, res: resources.Resources, job: AnalyzeJob, exc: BaseException
+) -> None:
+    """A transient fault: raise Celery's Retry with backoff, or, once the retries are
+    spent, record ``dependency_unavailable`` and return (the caller re-raises ``exc``).
+
+    Every transient fault must come through here, including one in ``start_job``: an
+    exception that escapes the task is acknowledged (acks_late acks failures too) and the
+    job is gone, its row left ``queued`` or ``running`` forever.
+    """
+    if task.request.retries >= task.max_retries:
+        store.fail_job(
+            res.db, job.session_id, job.user_id, "dependency_unavailable", _describe(exc)
+        )
+        metrics.JOBS.labels("analyze", "failed", "dependency_unavailable").inc()
+        return
+    metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
+    log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
+    raise task.retry(exc=exc, countdown=_backoff(task)) from exc
+
+
 # throws: a JobError is an expected outcome, logged without a traceback.
 @app.task(name=ANALYZE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
 def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
@@ -123,6 +144,9 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         store.reject_message(res.db, ANALYZE_TASK, self.request.id, payload, err, mark_job=False)
         metrics.JOBS.labels("analyze", "rejected", err.code).inc()
         raise
+    except TRANSIENT_ERRORS as exc:  # the database is down: this job must not be dropped
+        _retry_or_fail(self, res, job, exc)
+        raise
     try:
         analysis, dim = _analyze(res, job, self.request.id)
     except JobError as err:
@@ -139,15 +163,8 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         )
         raise
     except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= self.max_retries:
-            store.fail_job(
-                res.db, job.session_id, job.user_id, "dependency_unavailable", _describe(exc)
-            )
-            metrics.JOBS.labels("analyze", "failed", "dependency_unavailable").inc()
-            raise
-        metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
-        log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        _retry_or_fail(self, res, job, exc)
+        raise
     except Exception as exc:
         store.fail_job(res.db, job.session_id, job.user_id, "internal_error", _describe(exc))
         metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
