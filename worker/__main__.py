@@ -1,0 +1,88 @@
+"""``python -m worker``: operator commands for changewatch workers.
+
+``launch`` runs one Celery worker per GPU (or N CPU workers) and supervises them.
+Arguments after ``--`` go to every ``celery worker``, e.g. ``-- --loglevel INFO``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from worker import launch
+from worker.logs import use_json
+
+
+def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
+    return launch.launch(
+        gpus=args.gpus,
+        cpu=args.cpu,
+        metrics_port=args.metrics_port,
+        grace_s=args.grace,
+        celery_args=passthrough,
+    )
+
+
+def _default_metrics_port() -> int:
+    # An operator's CHANGEWATCH_METRICS_PORT becomes the base, not silently replaced.
+    raw = os.environ.get("CHANGEWATCH_METRICS_PORT", "")
+    return int(raw) if raw.strip().isdigit() else launch.DEFAULT_METRICS_PORT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "launch",
+        help="one Celery worker per GPU (or N CPU workers), supervised",
+        description="Start one `celery -A worker worker` per device, pinned with "
+        "CUDA_VISIBLE_DEVICES and named gpu0@%h, gpu1@%h (cpu0@%h... with --cpu). "
+        "SIGTERM/SIGINT: warm shutdown of all; a crashed worker is restarted with backoff.",
+    )
+    devices = run.add_mutually_exclusive_group(required=True)
+    devices.add_argument("--gpus", metavar="all|0,1,...", help="GPUs to run a worker on")
+    devices.add_argument("--cpu", type=int, metavar="N", help="run N CPU workers instead")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_default_metrics_port(),
+        metavar="PORT",
+        help="worker i serves /metrics on PORT + i; 0 turns metrics off (default: "
+        "$CHANGEWATCH_METRICS_PORT, else 9808)",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=launch.DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help="how long in-flight jobs may finish on shutdown before SIGKILL (%(default)s)",
+    )
+    run.set_defaults(handler=_launch, passthrough=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in args_in:
+        cut = args_in.index("--")
+        args_in, passthrough = args_in[:cut], args_in[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(args_in)
+    if passthrough and not getattr(args, "passthrough", False):
+        parser.error(f"{args.command} takes no arguments after --")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    use_json(logging.getLogger())  # the same lines as the workers' (CHANGEWATCH_LOG_FORMAT)
+    try:
+        return int(args.handler(args, passthrough))
+    except launch.LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
