@@ -113,6 +113,7 @@ def worker(database_url: str, broker: str, s3: object, producer: Producer) -> It
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": str(free_port()),
+            "CHANGEWATCH_METRICS_ADDR": "127.0.0.1",
             "CHANGEWATCH_ALLOWED_BUCKETS": BUCKET,
             "CHANGEWATCH_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         },

@@ -150,3 +150,24 @@ def test_readiness_reports_each_dependency(worker: Worker) -> None:
     report = readiness(app, broken, port, node=None, timeout=3)
     assert not report["ready"]
     assert not report["checks"]["database"]["ok"] and report["checks"]["broker"]["ok"]
+
+
+def test_health_command_exit_codes(worker: Worker) -> None:
+    """Compose's healthcheck: exit 0 with a ready worker, 1 when its metrics are not there."""
+
+    def health(port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", "health", "--metrics-port", port, "--timeout", "3"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ready = health(worker.env["CHANGEWATCH_METRICS_PORT"])
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert json.loads(ready.stdout)["ready"] is True
+    down = health("1")
+    assert down.returncode == 1
+    assert json.loads(down.stdout)["checks"]["model"]["ok"] is False

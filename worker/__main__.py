@@ -1,12 +1,14 @@
 """``python -m worker``: operator commands for changewatch workers.
 
-``launch`` runs one Celery worker per GPU (or N CPU workers) and supervises them.
+``launch`` runs one Celery worker per GPU (or N CPU workers) and supervises them;
+``health`` says whether this host's worker is ready.
 Arguments after ``--`` go to every ``celery worker``, e.g. ``-- --loglevel INFO``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,6 +26,16 @@ def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
         grace_s=args.grace,
         celery_args=passthrough,
     )
+
+
+def _health(args: argparse.Namespace, passthrough: list[str]) -> int:
+    from worker.app import app
+    from worker.health import readiness
+    from worker.settings import Settings
+
+    report = readiness(app, Settings.from_env(), args.metrics_port, args.node, args.timeout)
+    print(json.dumps(report))
+    return 0 if report["ready"] else 1
 
 
 def _default_metrics_port() -> int:
@@ -62,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long in-flight jobs may finish on shutdown before SIGKILL (%(default)s)",
     )
     run.set_defaults(handler=_launch, passthrough=True)
+
+    health = sub.add_parser(
+        "health",
+        help="readiness: model loaded, broker, database and storage reachable",
+        description="Exit 0 when this host's worker has its model loaded and warm (its "
+        "metrics say so, or --node answers a ping) and broker, database and storage "
+        "answer; prints one JSON report.",
+    )
+    health.add_argument("--node", help="check this Celery node by ping (e.g. gpu0@host)")
+    health.add_argument("--metrics-port", type=int, default=_default_metrics_port())
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    health.set_defaults(handler=_health)
     return parser
 
 
