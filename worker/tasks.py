@@ -10,6 +10,7 @@ recorded as failed only when the retries are spent.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +52,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 MAX_RETRIES = 5
 
 
-def _backoff(task: Task) -> int:
-    return get_exponential_backoff_interval(
-        factor=2, retries=task.request.retries, maximum=120, full_jitter=True
-    )
+def _backoff(task: Task) -> float:
+    """Seconds before retry n: half of min(120, 2 * 2**n) fixed, the other half random.
+
+    With full jitter (anything from 0 to the step) five draws near 0 spend every retry
+    within seconds, and an outage of S3 or Postgres of ~15 s failed one queued job in
+    twenty (boto's retry quota drains, so each attempt then fails at once). With half
+    fixed, the five retries of a job span at least 1+2+4+8+16 = 31 s (62 s at most),
+    and the jitter still spreads the jobs that failed together.
+    """
+    step = get_exponential_backoff_interval(factor=2, retries=task.request.retries, maximum=120)
+    return step / 2 + random.uniform(0, step / 2)  # noqa: S311  # jitter, not a secret
 
 
 def _describe(exc: BaseException) -> str:
