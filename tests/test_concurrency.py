@@ -14,7 +14,7 @@ import pytest
 from producer import Producer
 from scripts.localstack import ROOT, Worker, free_port
 from tests.conftest import Uploader
-from tests.test_pipeline import SERIES, T0
+from tests.test_pipeline import SERIES, T0, scores_of
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +37,6 @@ def _sessions(photos: Path) -> list[dict[str, Path]]:
         {a: series[(i + j) % len(series)] for j, a in enumerate(("front", "left", "right"))}
         for i in range(6)
     ]
-
-
-def _scores(producer: Producer, ids: list[uuid.UUID]) -> list[tuple[float, int, list[float]]]:
-    out = []
-    for sid in ids:
-        r = producer.result(sid)
-        out.append(
-            (
-                r["change_score"],
-                r["baseline_session_count"],
-                [a["change_score"] for a in r["per_angle"]],
-            )
-        )
-    return out
 
 
 def test_concurrent_out_of_order_equals_sequential_in_order(
@@ -78,7 +64,10 @@ def test_concurrent_out_of_order_equals_sequential_in_order(
     for sid in ids:
         producer.wait(sid, timeout=240)
 
-    expected, got = _scores(producer, in_order), _scores(producer, ids)
+    expected, got = (
+        scores_of(producer, dict(enumerate(in_order))),
+        scores_of(producer, dict(enumerate(ids))),
+    )
     for (a, na, pa), (b, nb, pb) in zip(expected, got, strict=True):
         assert na == nb and a == pytest.approx(b, abs=1e-6) and pa == pytest.approx(pb, abs=1e-6)
 

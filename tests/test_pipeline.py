@@ -136,7 +136,10 @@ def _run_sessions(
     return ids
 
 
-def _scores(producer: Producer, ids: dict[int, uuid.UUID]) -> list[tuple[float, int, list[float]]]:
+def scores_of(
+    producer: Producer, ids: dict[int, uuid.UUID]
+) -> list[tuple[float, int, list[float]]]:
+    """(change score, baseline count, per-angle scores) of each session, by index."""
     out = []
     for i in sorted(ids):
         r = producer.result(ids[i])
@@ -155,9 +158,11 @@ def test_results_do_not_depend_on_processing_order(
 ) -> None:
     """Analyzing session 3 before 1 and 2 ends with the numbers of in-order processing."""
     files = series_sessions(photos)
-    in_order = _scores(producer, _run_sessions(producer, uploader, uuid.uuid4(), files, [0, 1, 2]))
+    in_order = scores_of(
+        producer, _run_sessions(producer, uploader, uuid.uuid4(), files, [0, 1, 2])
+    )
     reversed_ids = _run_sessions(producer, uploader, uuid.uuid4(), files, [2, 0, 1])
-    out_of_order = _scores(producer, reversed_ids)
+    out_of_order = scores_of(producer, reversed_ids)
     for (a, na, pa), (b, nb, pb) in zip(in_order, out_of_order, strict=True):
         assert na == nb
         assert a == pytest.approx(b, abs=1e-6)
