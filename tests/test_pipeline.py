@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -426,3 +427,25 @@ def test_a_message_reusing_another_users_session_id_touches_nothing_of_theirs(
     assert row == ("session_of_other_user",)
     assert producer.status(session)["status"] == "succeeded"
     assert producer.result(session) == before
+
+
+def test_worker_logs_one_json_line_per_stage_without_secrets(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """Operators grep one session's stages by id; credentials never appear in the log."""
+    user, session = uuid.uuid4(), uuid.uuid4()
+    producer.analyze(user, session, T0, uploader.session(user, series_sessions(photos)[2]))
+    producer.wait(session, timeout=120)
+    log = (ROOT / "artifacts" / "worker.log").read_text()
+    events = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("session_id") == str(session):
+                events.append(record)
+    stages = [e["stage"] for e in events if e.get("event") == "stage"]
+    assert stages == ["fetch", "decode", "batch_and_embed", "write"]
+    assert all(e["task_id"] == producer.status(session)["task_id"] for e in events)
+    outcome = [e for e in events if e.get("event") == "job"]
+    assert [e["outcome"] for e in outcome] == ["succeeded"]
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in log
