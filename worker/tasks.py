@@ -124,14 +124,35 @@ def _retry_or_fail(
     job is gone, its row left ``queued`` or ``running`` forever.
     """
     if task.request.retries >= task.max_retries:
-        store.fail_job(
-            res.db, job.session_id, job.user_id, "dependency_unavailable", _describe(exc)
-        )
+        _fail(task, res, job, "dependency_unavailable", _describe(exc))
         metrics.JOBS.labels("analyze", "failed", "dependency_unavailable").inc()
         return
     metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
     log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
     raise task.retry(exc=exc, countdown=_backoff(task)) from exc
+
+
+def _fail(task: Task, res: resources.Resources, job: AnalyzeJob, code: str, message: str) -> None:
+    """Record the job as failed; if the database cannot take even that, retry the job.
+
+    The task is about to end with an exception and Celery will acknowledge its message:
+    with the failure unrecorded, the row would stay ``running`` forever (seen when the
+    retries ran out during a Postgres outage). One more retry past ``max_retries``
+    keeps the message until the database answers; then the job runs again and either
+    succeeds or records its failure.
+    """
+    try:
+        store.fail_job(res.db, job.session_id, job.user_id, code, message)
+    except TRANSIENT_ERRORS as exc:
+        log.warning(
+            "session %s: cannot record %s (%s); retrying the job",
+            job.session_id,
+            code,
+            _describe(exc),
+        )
+        raise task.retry(
+            exc=exc, countdown=_backoff(task), max_retries=task.request.retries + 1
+        ) from exc
 
 
 # throws: a JobError is an expected outcome, logged without a traceback.
@@ -158,7 +179,7 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     try:
         analysis, dim = _analyze(res, job, self.request.id)
     except JobError as err:
-        store.fail_job(res.db, job.session_id, job.user_id, err.code, err.message)
+        _fail(self, res, job, err.code, err.message)
         metrics.JOBS.labels("analyze", "failed", err.code).inc()
         job_event(
             f"job failed: {err.message}",
@@ -174,7 +195,7 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         _retry_or_fail(self, res, job, exc)
         raise
     except Exception as exc:
-        store.fail_job(res.db, job.session_id, job.user_id, "internal_error", _describe(exc))
+        _fail(self, res, job, "internal_error", _describe(exc))
         metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
         raise
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
