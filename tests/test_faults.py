@@ -1,0 +1,281 @@
+"""Faults injected mid-run, on a private stack: afterwards every session succeeded once.
+
+Each test enqueues a burst of real-photo sessions for several users (shuffled, so later
+sessions often run before earlier ones), breaks one part of the stack while jobs are
+running and others wait in the queue, and then checks Postgres:
+
+- every session is ``succeeded`` with ``attempts >= 1``;
+- exactly one ``analyses`` row and one ``session_embeddings`` row per session, and one
+  ``angle_embeddings`` row per image (no duplicates);
+- no embeddings, analyses or comparisons whose session is gone (no orphans);
+- every user's scores equal those of an undisturbed in-order run of the same photos.
+
+The stack is this module's own (``scripts.faults.FaultStack``): a ``redis-server`` with an
+append-only file on a free port, a throwaway Postgres cluster, moto's S3 server behind a
+TCP proxy, and real Celery workers, all with a 10 s visibility timeout. The machine's
+Redis (6379) and Postgres (5432) are never touched.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from producer import Producer
+from scripts.faults import (
+    SERIES_PLAN,
+    FaultStack,
+    Job,
+    audit,
+    finished_count,
+    have,
+    kill9,
+    paused,
+    postgres_bindir,
+    scores,
+    series_jobs,
+)
+from scripts.localstack import ROOT, Worker
+from tests.conftest import require
+
+VISIBILITY_TIMEOUT = 10
+USERS = 6  # 30 sessions per test: a few seconds of work on two cores
+DEADLINE_S = 150.0
+
+
+@dataclass
+class Burst:
+    """The sessions one test enqueued: per user, its sessions in capture order."""
+
+    users: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
+
+    @property
+    def expected(self) -> dict[uuid.UUID, int]:
+        return {
+            sid: len(SERIES_PLAN[i]) for ids in self.users.values() for i, sid in enumerate(ids)
+        }
+
+    @property
+    def ids(self) -> list[uuid.UUID]:
+        return list(self.expected)
+
+
+@dataclass
+class Fixture:
+    stack: FaultStack
+    producer: Producer
+    photos: Path
+
+    def live_workers(self) -> list[Worker]:
+        return [w for w in self.stack.workers if w.process is not None and w.process.poll() is None]
+
+    def enqueue(self, users: int, seed: int) -> Burst:
+        """``users`` users' whole histories, enqueued in a shuffled order."""
+        burst = Burst()
+        jobs: list[Job] = []
+        client = self.stack.s3_client()
+        for _ in range(users):
+            history = series_jobs(client, self.photos, uuid.uuid4())
+            burst.users[history[0].user_id] = [job.session_id for job in history]
+            jobs += history
+        random.Random(seed).shuffle(jobs)
+        for job in jobs:
+            self.producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
+        return burst
+
+    def progress(self, burst: Burst) -> dict[str, int]:
+        return finished_count(self.stack.database_url, burst.ids)
+
+    def wait_for(self, burst: Burst, ready: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+        """Poll until ``ready(status counts)``; the counts at that moment."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            counts = self.progress(burst)
+            if ready(counts):
+                return counts
+            time.sleep(0.05)
+        raise TimeoutError(f"never reached the fault's trigger: {self.progress(burst)}")
+
+    def wait_done(self, burst: Burst) -> float:
+        """Seconds until every session finished (or the deadline; the audit says what)."""
+        began = time.monotonic()
+        while time.monotonic() - began < DEADLINE_S:
+            try:
+                counts = self.progress(burst)
+            except Exception:  # the database may be the thing still down
+                counts = {}
+            if counts.get("succeeded", 0) + counts.get("failed", 0) == len(burst.ids):
+                break
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def check(self, burst: Burst, reference: list[tuple[float, int, list[float]]]) -> None:
+        """The whole promise: succeeded once, no duplicates, no orphans, same numbers."""
+        report = audit(self.stack.database_url, burst.expected)
+        assert report.missing == 0, report
+        assert report.status == {"succeeded": len(burst.ids)}, report
+        assert report.min_attempts >= 1, report
+        assert report.bad_analyses == 0, report
+        assert report.bad_embeddings == 0, report
+        assert report.bad_session_embeddings == 0, report
+        assert not any(report.orphans.values()), report
+        assert report.clean
+        for user, ids in burst.users.items():
+            got = scores(self.stack.database_url, ids)
+            for i, ((a, na, pa), (b, nb, pb)) in enumerate(zip(got, reference, strict=True)):
+                assert na == nb, (user, i)
+                assert a == pytest.approx(b, abs=1e-6), (user, i)
+                assert pa == pytest.approx(pb, abs=1e-6), (user, i)
+
+    def attempts(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        with psycopg.connect(self.stack.database_url) as conn:
+            return dict(
+                conn.execute(
+                    "SELECT session_id, attempts FROM sessions WHERE session_id = ANY(%s)", (ids,)
+                ).fetchall()
+            )
+
+    def redelivered(self, burst: Burst) -> int:
+        return sum(n > 1 for n in self.attempts(burst.ids).values())
+
+    def running(self, burst: Burst) -> list[uuid.UUID]:
+        with psycopg.connect(self.stack.database_url) as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT session_id FROM sessions WHERE session_id = ANY(%s)"
+                    " AND status = 'running'",
+                    (burst.ids,),
+                )
+            ]
+
+
+def _mid_run(counts: dict[str, int]) -> bool:
+    """Some sessions done, some running, many still queued."""
+    return (
+        counts.get("succeeded", 0) >= 4
+        and counts.get("running", 0) >= 1
+        and counts.get("queued", 0) >= 8
+    )
+
+
+@pytest.fixture(scope="module")
+def faults(photos: Path) -> Iterator[Fixture]:
+    require(have("redis-server"), "redis-server is not installed")
+    require(postgres_bindir() is not None, "PostgreSQL server binaries (initdb) not found")
+    root = Path(tempfile.mkdtemp(prefix="changewatch-faults-"))
+    stack = FaultStack(root, visibility_timeout=VISIBILITY_TIMEOUT)
+    try:
+        stack.start()
+        producer = Producer(dsn=stack.database_url, celery=stack.app)
+        stack.start_worker("w0")
+        yield Fixture(stack, producer, photos)
+    finally:
+        stack.close()
+        logs = ROOT / "artifacts" / "faults"
+        logs.mkdir(parents=True, exist_ok=True)
+        for log in root.glob("worker-*.log"):
+            (logs / log.name).write_bytes(log.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def reference(faults: Fixture) -> list[tuple[float, int, list[float]]]:
+    """One user's sessions, one at a time in capture order, nothing broken."""
+    ids = []
+    for job in series_jobs(faults.stack.s3_client(), faults.photos, uuid.uuid4()):
+        faults.producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
+        faults.producer.wait(job.session_id, timeout=120)
+        ids.append(job.session_id)
+    out = scores(faults.stack.database_url, ids)
+    assert out[0][0] == 0.0 and out[-1][1] == len(SERIES_PLAN) - 1
+    return out
+
+
+def _run(
+    faults: Fixture, reference: list, seed: int, fault: Callable[[], object]
+) -> dict[str, int]:
+    """Enqueue a burst, wait for the middle of it, inject ``fault``, check the outcome."""
+    burst = faults.enqueue(USERS, seed=seed)
+    at_fault = faults.wait_for(burst, _mid_run)
+    began = time.monotonic()
+    fault()
+    print(f"fault with {at_fault} took {time.monotonic() - began:.1f}s")
+    took = faults.wait_done(burst)
+    print(f"all finished {took:.1f}s later; attempts > 1: {faults.redelivered(burst)}")
+    faults.check(burst, reference)
+    return at_fault
+
+
+def test_worker_killed_mid_batch(faults: Fixture, reference: list) -> None:
+    """kill -9 of the only worker with a job running and a queue waiting, then a new one.
+
+    The killed worker's jobs were never acknowledged (acks_late), so Redis holds them in
+    its unacked set. A worker restores those older than the visibility timeout when it
+    starts (and in a sweep every ~100 s, kombu's default throttle), so the replacement is
+    started once the timeout has passed, as a supervisor restarting a crashed worker
+    would. The jobs run again and overwrite their rows in place.
+    """
+    burst = faults.enqueue(USERS, seed=1)
+    (victim,) = faults.live_workers()
+    at_kill = faults.wait_for(burst, _mid_run)
+    kill9(victim.process)
+    killed_at = time.monotonic()
+    in_flight = faults.running(burst)  # frozen now: started, never committed
+    time.sleep(VISIBILITY_TIMEOUT + 1)
+    faults.stack.start_worker("w1")
+    print(f"killed with {at_kill}; replacement ready {time.monotonic() - killed_at:.1f}s later")
+    took = faults.wait_done(burst)
+    print(f"all finished {took:.1f}s later; attempts > 1: {faults.redelivered(burst)}")
+    faults.check(burst, reference)
+    attempts = faults.attempts(in_flight)
+    assert in_flight and all(attempts[sid] >= 2 for sid in in_flight), attempts
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
+def test_redis_restarted_mid_run(faults: Fixture, reference: list, hard: bool) -> None:
+    """The broker goes away for 3 s and comes back from its append-only file.
+
+    SIGTERM flushes the AOF; SIGKILL is a crash (what Redis wrote to the kernel stays).
+    Queued jobs and unacknowledged ones survive in the AOF; the worker reconnects.
+    """
+    _run(faults, reference, 2 + hard, lambda: faults.stack.redis.restart(3.0, hard=hard))
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgres_restarted_mid_run(faults: Fixture, reference: list, mode: str) -> None:
+    """``pg_ctl stop -m fast`` (or ``-m immediate``, a crash with WAL recovery), 4 s down.
+
+    Every open connection is cut. Jobs that hit the dead database, at start or at the
+    write, are retried with backoff (psycopg's OperationalError is transient); the
+    transaction of a job cut mid-write rolls back whole.
+    """
+    _run(faults, reference, 4, lambda: faults.stack.postgres.restart(4.0, mode=mode))
+
+
+def test_s3_hangs_mid_run(faults: Fixture, reference: list) -> None:
+    """The S3 server is frozen (SIGSTOP) for 5 s: requests hang, then complete."""
+    _run(faults, reference, 5, lambda: _freeze(faults.stack, 5.0))
+
+
+def test_s3_refuses_connections_mid_run(faults: Fixture, reference: list) -> None:
+    """S3 is unreachable for 5 s: connections refused, open ones reset; data intact."""
+    _run(faults, reference, 6, lambda: _unreachable(faults.stack, 5.0))
+
+
+def _freeze(stack: FaultStack, seconds: float) -> None:
+    assert stack.s3.process is not None
+    with paused(stack.s3.process, seconds):
+        pass
+
+
+def _unreachable(stack: FaultStack, seconds: float) -> None:
+    with stack.proxy.down(seconds):
+        pass
