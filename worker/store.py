@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import AnalyzeJob, CompareJob, JobError
+from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError
 from worker import score
 from worker.score import Analysis, ComparedSession, StoredSession
 
@@ -123,8 +123,15 @@ def _load_history(
             """,
             (user_id, model_id),
         )
+        # Rows come back in heap order, which the space freed by deletes (redeliveries,
+        # re-analyses of any session) reshuffles: per_angle keeps the contract's order.
         return [
-            StoredSession(sid, captured_at, angles[sid], np.asarray(emb, dtype=np.float32))
+            StoredSession(
+                sid,
+                captured_at,
+                {a: angles[sid][a] for a in ANGLES if a in angles[sid]},
+                np.asarray(emb, dtype=np.float32),
+            )
             for sid, captured_at, emb in cur
         ]
 
