@@ -39,6 +39,7 @@ import contextlib
 import gc
 import json
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from producer import Producer
@@ -63,6 +65,7 @@ from scripts.faults import (
     kill9,
     paused,
     postgres_bindir,
+    same_scores,
     scores,
     series_jobs,
 )
@@ -128,6 +131,11 @@ class Soak:
     pending: list[tuple[float, int]] = field(default_factory=list)
     slots: dict[int, Worker] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # workers that exited without being killed by us (a supervisor restarts them)
+    exits: list[dict[str, Any]] = field(default_factory=list)
+    # per worker name: when it last answered a ping, and its longest silence while alive
+    last_seen: dict[str, float] = field(default_factory=dict)
+    silence: dict[str, float] = field(default_factory=dict)
 
     def start_workers(self) -> None:
         started = [self._start(i, wait=False) for i in range(self.workers)]
@@ -141,13 +149,37 @@ class Soak:
         return worker
 
     def supervise(self) -> None:
-        """Start the workers whose restart is due (the supervisor's restart delay)."""
+        """Start the workers whose restart is due (the supervisor's restart delay), and
+        notice a worker that exited on its own (restarted at once, like a supervisor)."""
         now = time.monotonic()
+        for slot, worker in self.slots.items():
+            if worker.process is not None and worker.process.poll() is not None:
+                self.exits.append({"worker": worker.name, "rc": worker.process.returncode})
+                log(f"worker {worker.name} exited on its own (rc {worker.process.returncode})")
+                worker.process = None
+                self.pending.append((now + 1.0, slot))
         for due, slot in [p for p in self.pending if p[0] <= now]:
             self.pending.remove((due, slot))
             self.restarts += 1
             self._start(slot, wait=False)
             log(f"supervisor: worker slot {slot} started again")
+
+    def watch(self, stop: threading.Event, every: float = 2.0) -> None:
+        """Ping the workers: a live process that stops answering has stopped consuming."""
+        while not stop.wait(every):
+            try:
+                replies = self.stack.app.control.ping(timeout=1.0)
+            except Exception:  # noqa: S112  # the broker may be the thing that is down
+                continue
+            now = time.monotonic()
+            answered = {name.split("@")[0] for reply in replies for name in reply}
+            for worker in list(self.slots.values()):
+                alive = worker.process is not None and worker.process.poll() is None
+                if worker.name in answered:
+                    self.last_seen[worker.name] = now
+                elif alive and worker.name in self.last_seen:
+                    gap = now - self.last_seen[worker.name]
+                    self.silence[worker.name] = max(self.silence.get(worker.name, 0.0), gap)
 
     def inject(self, fault: str, rng: random.Random) -> dict[str, Any]:
         stack = self.stack
@@ -186,6 +218,64 @@ class Soak:
         return event
 
 
+def embeddings(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, np.ndarray]]:
+    """Each session's stored angle embeddings."""
+    out: dict[uuid.UUID, dict[str, np.ndarray]] = collections.defaultdict(dict)
+    with psycopg.connect(dsn) as conn, conn.cursor(binary=True) as cur:
+        cur.execute(
+            "SELECT session_id, angle, embedding FROM angle_embeddings WHERE session_id = ANY(%s)",
+            (ids,),
+        )
+        for sid, angle, vector in cur:
+            out[sid][angle] = np.asarray(vector, dtype=np.float32)
+    return out
+
+
+def rescore(dsn: str, user: uuid.UUID) -> dict[uuid.UUID, list[Any]]:
+    """The user's analyses recomputed now from the stored embeddings (as a write would)."""
+    from worker import score
+    from worker.store import _load_history
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT a.model_id FROM analyses a JOIN sessions s USING (session_id)"
+            " WHERE s.user_id = %s LIMIT 1",
+            (user,),
+        ).fetchone()
+        if row is None:
+            return {}
+        history = _load_history(conn, user, row[0])
+    return {
+        a.session_id: [a.change_score, [p["change_score"] for p in a.per_angle]]
+        for a in score.analyze_history(history)
+    }
+
+
+def history_rows(dsn: str, user: uuid.UUID) -> list[dict[str, Any]]:
+    """The user's sessions as stored: job state, analysis and when it was computed."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """
+            SELECT s.session_id, s.captured_at, s.status, s.attempts, s.started_at,
+                   s.finished_at, a.change_score, a.baseline_session_count, a.per_angle,
+                   a.computed_at,
+                   (SELECT count(*) FROM angle_embeddings e WHERE e.session_id = s.session_id)
+              FROM sessions s LEFT JOIN analyses a USING (session_id)
+             WHERE s.user_id = %s ORDER BY s.captured_at
+            """,
+            (user,),
+        ).fetchall()
+    keys = ("session_id", "captured_at", "status", "attempts", "started_at", "finished_at",
+            "change_score", "baseline", "per_angle", "computed_at", "angles")  # fmt: skip
+    return [
+        {
+            k: v if isinstance(v, (int, float, list)) else str(v)
+            for k, v in zip(keys, r, strict=True)
+        }
+        for r in rows
+    ]
+
+
 def stored_counts(logs: list[Path]) -> collections.Counter[str]:
     """How many executions wrote each session's analysis, from the workers' JSON logs."""
     counts: collections.Counter[str] = collections.Counter()
@@ -217,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no series photos under {PHOTOS}; set CHANGEWATCH_PHOTOS")
     if not have("redis-server") or postgres_bindir() is None:
         sys.exit("needs redis-server and the PostgreSQL server binaries (initdb, pg_ctl)")
+    # A SIGTERM (a CI timeout, kill) still runs the finally below: no cluster left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)  # noqa: S311  # a reproducible fault order, not a secret
     root = Path(tempfile.mkdtemp(prefix="changewatch-soak-"))
     stack = FaultStack(root, visibility_timeout=args.visibility_timeout)
@@ -245,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{len(jobs)} sessions uploaded; sending {args.rate:g}/s, a fault every "
             f"{args.fault_every:g}s")  # fmt: skip
 
+        watching = threading.Event()
+        threading.Thread(target=soak.watch, args=(watching,), daemon=True).start()
         sender = Sender(producer, jobs, args.rate)
         thread = threading.Thread(target=sender.run, name="sender", daemon=True)
         run_began = time.monotonic()
@@ -281,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                 next_fault = time.monotonic() + args.fault_every
             time.sleep(0.2)
         wall = time.monotonic() - run_began
+        watching.set()
 
         sent = list(sender.sent)
         expected = {job.session_id: len(job.images) for job in jobs if job.session_id in sent}
@@ -303,19 +398,43 @@ def main(argv: list[str] | None = None) -> int:
         by_user: dict[uuid.UUID, list[Job]] = collections.defaultdict(list)
         for job in jobs:
             by_user[job.user_id].append(job)
-        mismatched = 0
+        stored = stored_counts(sorted(root.glob("worker-*.log")))
+        reference_vectors = embeddings(stack.database_url, reference_ids)
+        mismatches: list[dict[str, Any]] = []
+        max_score_diff = max_embedding_diff = 0.0
         for history in by_user.values():
             history.sort(key=lambda j: j.index)
             done = [j for j in history if j.session_id in analyses_rows]
             if len(done) != len(history):
                 continue  # an unfinished history cannot match; counted as lost/failed
             got = scores(stack.database_url, [j.session_id for j in history])
+            vectors = embeddings(stack.database_url, [j.session_id for j in history])
             for job, (a, na, pa) in zip(history, got, strict=True):
                 b, nb, pb = reference[job.index]
-                same = na == nb and abs(a - b) <= 1e-6
-                same = same and all(abs(x - y) <= 1e-6 for x, y in zip(pa, pb, strict=True))
-                mismatched += not same
-        stored = stored_counts(sorted(root.glob("worker-*.log")))
+                diff = max([abs(a - b)] + [abs(pa[k] - pb.get(k, float("inf"))) for k in pa])
+                # The same photos were embedded in other micro-batches than the reference's.
+                mine, theirs = vectors[job.session_id], reference_vectors[reference_ids[job.index]]
+                emb = max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine)
+                max_score_diff = max(max_score_diff, diff)
+                max_embedding_diff = max(max_embedding_diff, emb)
+                if not same_scores((a, na, pa), (b, nb, pb)):
+                    mismatches.append(
+                        {
+                            "session_id": str(job.session_id),
+                            "user_id": str(job.user_id),
+                            "index": job.index,
+                            "score_diff": diff,
+                            "baseline_counts": [na, nb],
+                            "max_embedding_diff": emb,
+                            "stored": stored.get(str(job.session_id), 0),
+                            "got": [a, pa],
+                            "reference": [b, pb],
+                            "rescored_now": rescore(stack.database_url, job.user_id)[
+                                job.session_id
+                            ],
+                            "history": history_rows(stack.database_url, job.user_id),
+                        }
+                    )
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": subprocess.run(
@@ -333,14 +452,22 @@ def main(argv: list[str] | None = None) -> int:
             "failed": report.status.get("failed", 0),
             "failed_codes": {str(k): v for k, v in codes.items()},
             "duplicated": report.duplicated,
+            "per_angle_out_of_order": report.unordered,
             "redelivered": report.redelivered,
             "stored_more_than_once": sum(1 for sid in sent if stored.get(str(sid), 0) > 1),
             "lost": len(report.unfinished) + report.missing,
             "lost_sessions": report.unfinished[:20],
-            "mismatched": mismatched,
+            "mismatched": len(mismatches),
+            "mismatches": mismatches[:10],
+            "max_score_diff": max_score_diff,
+            "max_embedding_diff": max_embedding_diff,
             "orphans": report.orphans,
             "faults": soak.events,
             "worker_restarts": soak.restarts,
+            "worker_exits": soak.exits,
+            # the longest time a live worker process did not answer a ping (a stalled
+            # consumer); short gaps come with the Redis faults themselves
+            "worker_max_silence_s": {k: round(v, 1) for k, v in sorted(soak.silence.items())},
             "wall_s": round(wall, 1),
             "sessions_per_s": round(len(sent) / wall, 2) if wall else 0.0,
             "total_s": round(time.monotonic() - began, 1),
@@ -350,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             and result["duplicated"] == 0
             and result["lost"] == 0
             and result["mismatched"] == 0
+            and report.unordered == 0
             and not any(report.orphans.values())
         )
         result["ok"] = ok

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -593,6 +594,7 @@ class Audit:
     bad_embeddings: int  # sessions whose angle_embeddings count differs from their images
     bad_session_embeddings: int
     duplicated: int  # more than one analyses/session_embeddings row, or a repeated angle
+    unordered: int  # analyses whose per_angle list is not in the contract's angle order
     orphans: dict[str, int]
     unfinished: list[str]
 
@@ -605,6 +607,7 @@ class Audit:
             and self.bad_analyses == 0
             and self.bad_embeddings == 0
             and self.bad_session_embeddings == 0
+            and self.unordered == 0
             and not any(self.orphans.values())
         )
 
@@ -620,7 +623,8 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
                    (SELECT count(*) FROM angle_embeddings e WHERE e.session_id = s.session_id),
                    (SELECT count(DISTINCT e.angle) FROM angle_embeddings e
                      WHERE e.session_id = s.session_id),
-                   (SELECT count(*) FROM session_embeddings e WHERE e.session_id = s.session_id)
+                   (SELECT count(*) FROM session_embeddings e WHERE e.session_id = s.session_id),
+                   (SELECT a.per_angle FROM analyses a WHERE a.session_id = s.session_id)
               FROM sessions s WHERE s.session_id = ANY(%s)
             """,
             (ids,),
@@ -641,7 +645,10 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
     bad_analyses = bad_embeddings = bad_session = redelivered = duplicated = 0
     min_attempts = min((r[2] for r in rows), default=0)
     unfinished = []
-    for sid, state, attempts, n_analyses, n_emb, n_distinct, n_session in rows:
+    unordered = 0
+    for sid, state, attempts, n_analyses, n_emb, n_distinct, n_session, per_angle in rows:
+        listed = [p["angle"] for p in per_angle or []]
+        unordered += listed != sorted(listed, key=ANGLES.index)
         status[state] = status.get(state, 0) + 1
         redelivered += attempts > 1
         bad_analyses += n_analyses != 1
@@ -660,9 +667,33 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
         bad_embeddings=bad_embeddings,
         bad_session_embeddings=bad_session,
         duplicated=duplicated,
+        unordered=unordered,
         orphans=orphans,
         unfinished=unfinished,
     )
+
+
+def whereabouts(dsn: str, broker: redis.Redis, ids: Sequence[uuid.UUID]) -> list[str]:
+    """For each unfinished session: its status and attempts, and where its message is.
+
+    ``queue`` (waiting), ``unacked`` (delivered, not acknowledged: a worker restores it
+    after the visibility timeout) or ``nowhere`` (the broker has lost it).
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT session_id, status, attempts, task_id FROM sessions"
+            " WHERE session_id = ANY(%s) AND status NOT IN ('succeeded', 'failed')",
+            (list(ids),),
+        ).fetchall()
+    if not rows:
+        return []
+    queued = {json.loads(m)["headers"]["id"] for m in broker.lrange("changewatch", 0, -1)}
+    unacked = {json.loads(v)[0]["headers"]["id"] for v in broker.hvals("unacked")}
+    return [
+        f"{sid} {status} attempts={attempts} message="
+        + ("queue" if task in queued else "unacked" if task in unacked else "nowhere")
+        for sid, status, attempts, task in rows
+    ]
 
 
 def finished_count(dsn: str, ids: Sequence[uuid.UUID]) -> dict[str, int]:
@@ -674,11 +705,18 @@ def finished_count(dsn: str, ids: Sequence[uuid.UUID]) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
-def scores(dsn: str, ids: Sequence[uuid.UUID]) -> list[tuple[float, int, list[float]]]:
-    """(change score, baseline count, per-angle scores) of each session, in ``ids`` order."""
+Scores = tuple[float, int, dict[str, float]]
+
+
+def scores(dsn: str, ids: Sequence[uuid.UUID]) -> list[Scores]:
+    """(change score, baseline count, {angle: score}) of each session, in ``ids`` order."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = {
-            sid: (float(change), int(count), [float(a["change_score"]) for a in per_angle])
+            sid: (
+                float(change),
+                int(count),
+                {a["angle"]: float(a["change_score"]) for a in per_angle},
+            )
             for sid, change, count, per_angle in conn.execute(
                 "SELECT session_id, change_score, baseline_session_count, per_angle"
                 " FROM analyses WHERE session_id = ANY(%s)",
@@ -686,3 +724,14 @@ def scores(dsn: str, ids: Sequence[uuid.UUID]) -> list[tuple[float, int, list[fl
             )
         }
     return [rows[sid] for sid in ids]
+
+
+def same_scores(got: Scores, want: Scores, tolerance: float = 1e-6) -> bool:
+    """Equal baseline counts and angles, every score within ``tolerance``."""
+    (a, na, pa), (b, nb, pb) = got, want
+    return (
+        na == nb
+        and pa.keys() == pb.keys()
+        and abs(a - b) <= tolerance
+        and all(abs(pa[k] - pb[k]) <= tolerance for k in pa)
+    )
