@@ -68,6 +68,7 @@ from scripts.faults import (
     same_scores,
     scores,
     series_jobs,
+    whereabouts,
 )
 from scripts.localstack import PHOTOS, ROOT, Worker
 
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             "redelivered": report.redelivered,
             "stored_more_than_once": sum(1 for sid in sent if stored.get(str(sid), 0) > 1),
             "lost": len(report.unfinished) + report.missing,
-            "lost_sessions": report.unfinished[:20],
+            "lost_sessions": whereabouts(stack.database_url, stack.redis.client(), sent)[:20],
             "mismatched": len(mismatches),
             "mismatches": mismatches[:10],
             "max_score_diff": max_score_diff,
@@ -485,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(result, indent=2))
         logs = args.out.parent / "logs"
         logs.mkdir(exist_ok=True)
+        for old in logs.glob("worker-*.log"):  # this run's logs only
+            old.unlink()
         for path in root.glob("worker-*.log"):
             (logs / path.name).write_bytes(path.read_bytes())
         print(json.dumps(result, indent=2))
