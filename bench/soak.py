@@ -39,6 +39,7 @@ import contextlib
 import gc
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -484,12 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         result["ok"] = ok
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
-        logs = args.out.parent / "logs"
-        logs.mkdir(exist_ok=True)
-        for old in logs.glob("worker-*.log"):  # this run's logs only
-            old.unlink()
-        for path in root.glob("worker-*.log"):
-            (logs / path.name).write_bytes(path.read_bytes())
         print(json.dumps(result, indent=2))
         return 0 if ok else 1
     finally:
@@ -497,6 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         # collected: let that happen while Redis is still up, not at interpreter exit.
         gc.collect()
         stack.close()
+        logs = args.out.parent / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for old in logs.glob("worker-*.log"):  # this run's logs only
+            old.unlink()
+        for path in root.glob("worker-*.log"):
+            (logs / path.name).write_bytes(path.read_bytes())
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Redis (6379) and Postgres (5432) are never touched.
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -202,6 +203,7 @@ def faults(photos: Path) -> Iterator[Fixture]:
         logs.mkdir(parents=True, exist_ok=True)
         for log in root.glob("worker-*.log"):
             (logs / log.name).write_bytes(log.read_bytes())
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
