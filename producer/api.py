@@ -111,10 +111,16 @@ class Producer:
                 self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
             except Exception as exc:
                 # Never leave a "queued" job that no message will ever pick up.
+                # Only this attempt's own row: never overwrite a result a worker stored.
                 conn.execute(
                     "UPDATE sessions SET status = 'failed', error_code = 'enqueue_failed',"
-                    " error_message = %s, updated_at = now() WHERE session_id = %s",
-                    (f"could not send the task: {type(exc).__name__}: {exc}", job.session_id),
+                    " error_message = %s, updated_at = now()"
+                    " WHERE session_id = %s AND task_id = %s AND status = 'queued'",
+                    (
+                        f"could not send the task: {type(exc).__name__}: {exc}",
+                        job.session_id,
+                        task_id,
+                    ),
                 )
                 raise
         return {"session_id": str(job.session_id), "status": "queued", "task_id": task_id}
