@@ -240,6 +240,8 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
             "user_id": str(job.user_id),
             **score.compare(current, previous, res.settings.trend),
         }
+        # Inside the try: a database fault here is retried, not acknowledged as done.
+        store.finish_comparison(res.db, job, result)
     except JobError as err:
         if err.code == "session_not_ready" and self.request.retries < self.max_retries:
             # Sent right after its analyses: give them time to finish.
@@ -254,6 +256,5 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
             )
             raise
         raise self.retry(exc=exc, countdown=_backoff(self)) from exc
-    store.finish_comparison(res.db, job, result)
     metrics.JOBS.labels("compare", "succeeded", "").inc()
     return result
