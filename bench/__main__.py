@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,7 @@ import boto3
 import redis
 
 from bench import e2e, model_only
-from bench.report import markdown, plot
+from bench.report import git_commit, markdown, plot
 from producer import Producer
 from schema.migrate import migrate
 from scripts.localstack import PHOTOS, ROOT, S3Server, recreate_database
@@ -117,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     model_s_per_session = 6 / max(ceiling.values())
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
+        "commit": git_commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -41,7 +41,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from bench.report import git_commit
 from producer import Producer
 from scripts.faults import (
     SERIES_PLAN,
@@ -439,13 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip(),
+            "commit": git_commit(),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "sent": len(sent),
             "not_sent": len(sender.not_sent),
