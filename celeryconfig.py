@@ -34,7 +34,14 @@ worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.
 # Redis redelivers a dead worker's unacked messages after this long: longer than any job
 # with its retries (retry countdowns wait unacked, as ETA tasks). Tests shorten it.
 _visibility_timeout = int(os.environ.get("CHANGEWATCH_VISIBILITY_TIMEOUT", str(6 * 3600)))
-broker_transport_options = {"visibility_timeout": _visibility_timeout}
+# A worker sweeps unacked messages past the timeout back to the queue every this many
+# seconds (kombu's default, interval 10 x throttle 10, can add 100 s to a redelivery).
+_restore_every = int(os.environ.get("CHANGEWATCH_UNACKED_RESTORE_INTERVAL", "30"))
+broker_transport_options = {
+    "visibility_timeout": _visibility_timeout,
+    "unacked_restore_interval": _restore_every,
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": _visibility_timeout}
 # Keep retrying the broker at start-up (compose starts everything at once).
 broker_connection_retry_on_startup = True

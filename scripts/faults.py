@@ -543,6 +543,7 @@ class FaultStack:
             "CELERY_RESULT_BACKEND": self.backend_url,
             "DATABASE_URL": self.database_url,
             "CHANGEWATCH_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
+            "CHANGEWATCH_UNACKED_RESTORE_INTERVAL": "2",
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": "0",
