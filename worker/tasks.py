@@ -21,6 +21,7 @@ import psycopg
 import psycopg_pool
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Task
+from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from producer.contract import (
@@ -63,6 +64,24 @@ def _backoff(task: Task) -> float:
     """
     step = get_exponential_backoff_interval(factor=2, retries=task.request.retries, maximum=120)
     return step / 2 + random.uniform(0, step / 2)  # noqa: S311  # jitter, not a secret
+
+
+def _retry(task: Task, exc: BaseException, **options: Any) -> Retry:
+    """Celery's ``retry()``, but a retry that cannot be published keeps this message.
+
+    ``retry()`` publishes a copy with the countdown, then the original is acknowledged.
+    When that publish fails (the broker is down) Celery raises ``Reject(requeue=False)``
+    and the job is dropped with its row left ``running``. Requeue instead: if the broker
+    takes the reject, the job runs again at once; if not, the message stays unacked and
+    comes back after the visibility timeout. Either way nothing is lost.
+    """
+    try:
+        return task.retry(exc=exc, countdown=_backoff(task), throw=False, **options)
+    except Reject as rejected:
+        log.warning(
+            "task %s: could not publish its retry (%s); requeueing it", task.request.id, rejected
+        )
+        raise Reject(rejected.reason, requeue=True) from exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -129,7 +148,7 @@ def _retry_or_fail(
         return
     metrics.JOBS.labels("analyze", "retried", type(exc).__name__).inc()
     log.warning("session %s: transient %s; retrying", job.session_id, _describe(exc))
-    raise task.retry(exc=exc, countdown=_backoff(task)) from exc
+    raise _retry(task, exc) from exc
 
 
 def _fail(task: Task, res: resources.Resources, job: AnalyzeJob, code: str, message: str) -> None:
@@ -150,9 +169,7 @@ def _fail(task: Task, res: resources.Resources, job: AnalyzeJob, code: str, mess
             code,
             _describe(exc),
         )
-        raise task.retry(
-            exc=exc, countdown=_backoff(task), max_retries=task.request.retries + 1
-        ) from exc
+        raise _retry(task, exc, max_retries=task.request.retries + 1) from exc
 
 
 # throws: a JobError is an expected outcome, logged without a traceback.
@@ -245,7 +262,7 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
     except JobError as err:
         if err.code == "session_not_ready" and self.request.retries < self.max_retries:
             # Sent right after its analyses: give them time to finish.
-            raise self.retry(countdown=_backoff(self)) from err
+            raise _retry(self, err) from err
         store.finish_comparison(res.db, job, None, err)
         metrics.JOBS.labels("compare", "failed", err.code).inc()
         raise
@@ -255,6 +272,6 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
                 res.db, job, None, JobError("dependency_unavailable", _describe(exc))
             )
             raise
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise _retry(self, exc) from exc
     metrics.JOBS.labels("compare", "succeeded", "").inc()
     return result
