@@ -23,6 +23,8 @@ Afterwards it counts, from Postgres and the workers' logs:
 - ``redelivered``: sessions started more than once (``attempts > 1``: retries and
   redeliveries); ``stored_more_than_once``: sessions whose analysis was written by more
   than one execution (from the workers' "analysis stored" log lines);
+- ``resent_by_reaper``: sessions whose message the broker lost, found and re-sent by
+  the reaper (``producer.reaper``, run every 5 s here as compose runs it every minute);
 - ``lost``: sessions not finished by the deadline;
 - ``mismatched``: sessions whose scores differ from an undisturbed in-order run (> 1e-6);
 - ``orphans``: embeddings, analyses or comparisons whose session is gone.
@@ -55,7 +57,7 @@ import numpy as np
 import psycopg
 
 from bench.report import git_commit
-from producer import Producer
+from producer import Producer, reaper
 from scripts.faults import (
     SERIES_PLAN,
     FaultStack,
@@ -138,6 +140,8 @@ class Soak:
     # per worker name: when it last answered a ping, and its longest silence while alive
     last_seen: dict[str, float] = field(default_factory=dict)
     silence: dict[str, float] = field(default_factory=dict)
+    # sessions the reaper found without a message and sent again
+    reaped: list[str] = field(default_factory=list)
 
     def start_workers(self) -> None:
         started = [self._start(i, wait=False) for i in range(self.workers)]
@@ -182,6 +186,17 @@ class Soak:
                 elif alive and worker.name in self.last_seen:
                     gap = now - self.last_seen[worker.name]
                     self.silence[worker.name] = max(self.silence.get(worker.name, 0.0), gap)
+
+    def reap(self, producer: Producer, stop: threading.Event, every: float = 5.0) -> None:
+        """The deployment's reaper (compose's ``reaper`` service), on the soak's clock."""
+        while not stop.wait(every):
+            try:
+                done = reaper.reap(producer, older_than=2 * self.stack.visibility_timeout)
+            except Exception:  # noqa: S112  # the broker or database may be down
+                continue
+            if done.sessions:
+                log(f"reaper re-sent {done.sessions}")
+            self.reaped += done.sessions
 
     def inject(self, fault: str, rng: random.Random) -> dict[str, Any]:
         stack = self.stack
@@ -341,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
         watching = threading.Event()
         threading.Thread(target=soak.watch, args=(watching,), daemon=True).start()
+        threading.Thread(target=soak.reap, args=(producer, watching), daemon=True).start()
         sender = Sender(producer, jobs, args.rate)
         thread = threading.Thread(target=sender.run, name="sender", daemon=True)
         run_began = time.monotonic()
@@ -451,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_angle_out_of_order": report.unordered,
             "redelivered": report.redelivered,
             "stored_more_than_once": sum(1 for sid in sent if stored.get(str(sid), 0) > 1),
+            "resent_by_reaper": len(soak.reaped),
             "lost": len(report.unfinished) + report.missing,
             "lost_sessions": whereabouts(stack.database_url, stack.redis.client(), sent)[:20],
             "mismatched": len(mismatches),

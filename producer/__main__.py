@@ -1,5 +1,7 @@
 """``python -m producer``: analyze, compare, status and result, one JSON object on stdout.
 
+``reap --every S`` runs until stopped and prints one JSON line per pass that re-sent jobs.
+
 Exit status: 0 done, 1 the job failed or is unknown, 2 bad arguments or an invalid job,
 3 a dependency (database, broker) is unreachable, 4 --wait timed out. A one-line reason
 goes to stderr.
@@ -12,9 +14,9 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from producer import admin, bulk
+from producer import admin, bulk, reaper
 from producer.api import JobFailed, NotFound, Producer
 from producer.contract import JobError
 
@@ -57,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("session_id", nargs="?")
     which.add_argument("--all-failed", action="store_true")
 
+    reap = sub.add_parser(
+        "reap", help="send again the queued/running jobs whose broker message was lost"
+    )
+    reap.add_argument(
+        "--older-than",
+        type=float,
+        default=reaper.DEFAULT_OLDER_THAN_S,
+        metavar="S",
+        help="only jobs unchanged for S seconds (default %(default)g)",
+    )
+    reap.add_argument(
+        "--every", type=float, metavar="S", help="run until stopped, a pass every S seconds"
+    )
+
     forget = sub.add_parser("forget-user", help="delete every row of a user, and prove it")
     forget.add_argument("user_id")
     forget.add_argument(
@@ -68,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     result = sub.add_parser("result", help="a session's stored analysis")
     result.add_argument("session_id")
     return parser
+
+
+def _reap_forever(producer: Producer, older_than: float, every: float) -> NoReturn:
+    try:
+        for done in reaper.reap_forever(producer, older_than, every):
+            if done.sessions or done.comparisons:
+                print(json.dumps(done.report()), flush=True)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    raise AssertionError("the reaper loop never ends")
 
 
 def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
@@ -92,6 +118,10 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
     if args.command == "retry":
         queued = admin.retry_failed(producer, None if args.all_failed else args.session_id)
         return {"requeued": len(queued), "jobs": queued}
+    if args.command == "reap":
+        if args.every is None:
+            return reaper.reap(producer, args.older_than).report()
+        _reap_forever(producer, args.older_than, args.every)
     if args.command == "forget-user":
         return admin.forget_user(producer, args.user_id, args.delete_objects)
     if args.command == "status":

@@ -95,6 +95,25 @@ def test_commands_name_modules_in_this_repo(services: dict[str, dict[str, Any]])
     assert (ROOT / "schema").is_dir()
 
 
+def test_a_reaper_resends_lost_jobs_and_keeps_running(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Without it, a message lost in a Redis crash leaves its session queued forever."""
+    from producer.__main__ import build_parser
+
+    reaper = services["reaper"]
+    cmd = _command(reaper)
+    assert cmd[:4] == ["python", "-m", "producer", "reap"], cmd
+    args = build_parser().parse_args(cmd[3:])  # the flags the CLI really takes
+    assert args.every and args.every > 0
+    assert reaper.get("restart") == "unless-stopped"
+    assert _env(reaper).get("DATABASE_URL") == _env(services["worker"]).get("DATABASE_URL")
+    assert _env(reaper).get("CELERY_BROKER_URL") == _env(services["worker"]).get(
+        "CELERY_BROKER_URL"
+    )
+    assert _condition(reaper, "migrate") == "service_completed_successfully"
+
+
 def test_worker_gets_every_setting_it_reads(services: dict[str, dict[str, Any]]) -> None:
     """A missing variable silently falls back to 127.0.0.1 defaults inside the container."""
     env = _env(services["worker"])

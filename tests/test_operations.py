@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -12,9 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from celery import Celery
+from psycopg.types.json import Jsonb
 
-from producer import Producer
+from producer import Producer, reaper
 from producer.admin import forget_user, retry_failed
+from producer.contract import ANALYZE_TASK, QUEUE
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 from tests.test_pipeline import T0, analyze_args, cli, series_sessions
@@ -171,3 +174,67 @@ def test_health_command_exit_codes(worker: Worker) -> None:
     down = health("1")
     assert down.returncode == 1
     assert json.loads(down.stdout)["checks"]["model"]["ok"] is False
+
+
+def _lose_message(producer: Producer, user: uuid.UUID, images: dict[str, str]) -> uuid.UUID:
+    """A session recorded ``queued`` 10 min ago whose message the broker no longer has:
+    what a Redis crash between a worker's pop and its ``unacked`` write leaves behind."""
+    session = uuid.uuid4()
+    with producer.connect() as conn:
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id,"
+            " updated_at) VALUES (%s, %s, %s, %s, 'queued', %s, now() - interval '10 minutes')",
+            (
+                session,
+                user,
+                T0,
+                Jsonb(images),
+                str(uuid.uuid4()),
+            ),
+        )
+    return session
+
+
+def test_reaper_resends_a_session_whose_message_was_lost(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A job whose broker message is gone would stay ``queued`` forever; `reap` finds it,
+    sends it again, and it succeeds. A second pass finds nothing more to do."""
+    user = uuid.uuid4()
+    lost = _lose_message(producer, user, uploader.session(user, series_sessions(photos)[0]))
+
+    code, out, err = cli("reap", "--older-than", "60")
+    assert code == 0, err
+    assert out == {"resent_sessions": [str(lost)], "resent_comparisons": []}
+    result = producer.wait(lost, timeout=240)
+    assert result["is_first_session"] is True and result["change_score"] == 0.0
+
+    code, out, err = cli("reap", "--older-than", "0")
+    assert code == 0, err
+    assert str(lost) not in out["resent_sessions"]
+
+
+def test_reaper_leaves_alone_a_job_whose_message_the_broker_holds(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """A job waiting out a retry countdown (held by a worker, unacknowledged) looks as old
+    as a lost one in Postgres; the reaper must not send it twice."""
+    user = uuid.uuid4()
+    images = uploader.session(user, series_sessions(photos)[1])
+    session = _lose_message(producer, user, images)
+    payload = {
+        "user_id": str(user),
+        "session_id": str(session),
+        "captured_at": T0.isoformat(),
+        "images": images,
+    }
+    producer.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, countdown=20)
+    deadline = time.monotonic() + 30
+    while str(session) not in reaper.alive(producer).sessions:  # taken by the worker
+        assert time.monotonic() < deadline, "the worker never received the delayed task"
+        time.sleep(0.2)
+
+    assert str(session) not in reaper.reap(producer, older_than=60).sessions
+    assert producer.status(session)["status"] == "queued"
+    assert producer.wait(session, timeout=240)["is_first_session"] is True
+    assert producer.status(session)["attempts"] == 1  # ran once: the reaper sent nothing
