@@ -94,6 +94,14 @@ CASES: dict[str, tuple[Callable[[Path], bytes], str | None]] = {
     "cmyk_jpeg": (lambda p: _encoded(_photo(p).convert("CMYK"), "JPEG"), None),
     "rgba_png": (lambda p: _png(_photo(p).convert("RGBA")), None),
     "heic_iphone": (lambda p: (p / "heic" / "iphone_13_pro_max.HEIC").read_bytes(), None),
+    "truncated_heic": (
+        lambda p: (p / "heic" / "iphone_13_pro_max.HEIC").read_bytes()[:300_000],
+        "image_corrupt",
+    ),
+    "truncated_tiff": (
+        lambda p: (p / "exif-quirks" / "BSG1.tiff").read_bytes()[:20_000],
+        "image_corrupt",
+    ),
 }
 
 

@@ -238,15 +238,21 @@ def test_heic_photos_decode(photos: Path, name: str) -> None:
     assert array.std() > 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: libheif fills the missing grid tiles of a truncated HEIC with green and "
-    "reports no error, so decode_upright returns a half-green photo",
-)
-def test_truncated_heic_is_image_corrupt(photos: Path) -> None:
-    """A half-uploaded iPhone photo must fail, not be analysed with its lower half green."""
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.999])
+def test_truncated_heic_is_image_corrupt(photos: Path, kept: float) -> None:
+    """A half-uploaded iPhone photo must fail, not be analysed with its lower half green
+    (libheif fills missing tiles and reports no error)."""
     data = (photos / "heic" / "IMG_5195.HEIC").read_bytes()
-    assert outcome(data[: len(data) // 2]) == "image_corrupt"
+    assert outcome(data[: int(len(data) * kept)]) == "image_corrupt"
+
+
+@pytest.mark.parametrize("name", ["exif-quirks/BSG1.tiff", "camera/canon_hdr_NO.jpg"])
+def test_a_supported_format_cut_short_is_corrupt_not_unsupported(photos: Path, name: str) -> None:
+    """The user re-uploads a damaged file; "unsupported format" would send them to convert
+    a photo whose format is fine."""
+    data = (photos / name).read_bytes()
+    for kept in (64, len(data) // 3):
+        assert outcome(data[:kept]) == "image_corrupt", kept
 
 
 # --- 4. Real-world files: a model input or a JobError, never a crash ----------------------------

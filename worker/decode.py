@@ -34,6 +34,45 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF", "HEIF", "BM
 MAX_PIXELS = 80_000_000
 
 
+# Leading bytes of the supported formats: a file that starts like one of them but cannot
+# be opened is a damaged upload (image_corrupt), not a format we refuse.
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"BM", "BMP"),
+    (8, b"WEBP", "WEBP"),
+    (4, b"ftyp", "HEIF"),
+)
+
+
+def _looks_like(data: bytes) -> str | None:
+    for offset, magic, fmt in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return fmt
+    return None
+
+
+def _heif_missing_bytes(data: bytes) -> int:
+    """How many bytes the file's top-level ISO BMFF boxes declare beyond its end.
+
+    libheif decodes a truncated HEIC without an error, filling the missing tiles with
+    green; the box sizes are the only sign that half the photo never arrived.
+    """
+    pos, end = 0, len(data)
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size == 1 and pos + 16 <= end:  # a 64-bit size follows the type
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        if size == 0:  # the last box runs to the end of the file
+            return 0
+        if size < 8:
+            return 0  # not a box header: leave the judgement to libheif
+        pos += size
+    return max(0, pos - end)
+
+
 def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
     """Decode, turn upright by EXIF orientation and convert to 8-bit RGB.
 
@@ -55,6 +94,11 @@ def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Im
                     "image_too_large",
                     f"image declares {width}x{height} pixels, over the limit of {MAX_PIXELS}",
                 )
+            if fmt == "HEIF" and (missing := _heif_missing_bytes(data)):
+                raise JobError(
+                    "image_corrupt",
+                    f"the HEIF file is truncated: {missing} bytes of it are missing",
+                )
             if draft_side and fmt == "JPEG":
                 image.draft("RGB", (draft_side, draft_side))
             image.load()
@@ -63,6 +107,10 @@ def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Im
     except JobError:
         raise
     except UnidentifiedImageError:
+        if fmt := _looks_like(data):
+            raise JobError(
+                "image_corrupt", f"the file starts as a {fmt} but cannot be read: truncated?"
+            ) from None
         raise JobError(
             "unsupported_format", "the file is not an image in a supported format"
         ) from None
