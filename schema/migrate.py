@@ -56,3 +56,29 @@ def ensure_database(database_url: str) -> bool:
             return False
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     return True
+
+
+# The group roles of migration 0002 that a service's login role may join.
+GROUPS = ("changewatch_worker", "changewatch_producer")
+
+
+def ensure_login(database_url: str, user: str, password: str, group: str) -> bool:
+    """Create (or update the password of) a login role in ``group``; True when created.
+
+    Services log in as these, never as the schema's owner: a leaked worker or producer
+    credential can then do that service's job and nothing more.
+    """
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    sql = psycopg.sql
+    role = sql.Identifier(user)
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        # Hashed by libpq (SCRAM, as the server asks): no plain password in server logs.
+        hashed = conn.pgconn.encrypt_password(password.encode(), user.encode()).decode()
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+        verb = sql.SQL("ALTER" if exists else "CREATE")
+        conn.execute(
+            sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(verb, role, sql.Literal(hashed))
+        )
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), role))
+    return not exists

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from schema.__main__ import build_parser as schema_parser
+
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,8 +93,10 @@ def test_commands_name_modules_in_this_repo(services: dict[str, dict[str, Any]])
     assert _command(services["worker"])[3] == "worker"
     assert _command(services["flower"])[3] == "flower"
     cmd = _command(services["migrate"])
-    assert cmd[:3] == ["python", "-m", "schema"] and cmd[3:] == ["migrate"]
+    assert cmd[:4] == ["python", "-m", "schema", "migrate"]
     assert (ROOT / "schema").is_dir()
+    args = schema_parser().parse_args(cmd[3:])  # the flags `python -m schema` really takes
+    assert args.worker_login and args.producer_login
 
 
 def test_a_reaper_resends_lost_jobs_and_keeps_running(
@@ -107,7 +111,6 @@ def test_a_reaper_resends_lost_jobs_and_keeps_running(
     args = build_parser().parse_args(cmd[3:])  # the flags the CLI really takes
     assert args.every and args.every > 0
     assert reaper.get("restart") == "unless-stopped"
-    assert _env(reaper).get("DATABASE_URL") == _env(services["worker"]).get("DATABASE_URL")
     assert _env(reaper).get("CELERY_BROKER_URL") == _env(services["worker"]).get(
         "CELERY_BROKER_URL"
     )
@@ -124,20 +127,30 @@ def test_worker_gets_every_setting_it_reads(services: dict[str, dict[str, Any]])
 
 def test_urls_point_at_compose_services(services: dict[str, dict[str, Any]]) -> None:
     """Broker, database and S3 URLs must name services of this file, not localhost."""
-    for name in ("worker", "flower", "migrate"):
+    for name in ("worker", "flower", "migrate", "reaper"):
         env = _env(services[name])
         for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL"):
+            if name == "flower" and key == "DATABASE_URL":
+                continue  # Flower reads the broker only
             host = urlsplit(env[key]).hostname
             assert host in services, f"{name}: {key} points at {host!r}"
     assert urlsplit(_env(services["worker"])["AWS_ENDPOINT_URL_S3"]).hostname in services
 
 
 def test_credentials_match_between_services(services: dict[str, dict[str, Any]]) -> None:
-    """The worker must log in with the same user/password Postgres and MinIO were given."""
+    """Migrations run as the owner Postgres was given; the worker and the reaper log in as
+    the least-privilege roles migrate creates, with the passwords it set; MinIO's match."""
     worker, pg, minio = (_env(services[n]) for n in ("worker", "postgres", "minio"))
-    db = urlsplit(worker["DATABASE_URL"])
-    assert (db.username, db.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
-    assert db.path.lstrip("/") == pg["POSTGRES_DB"]
+    migrate = _env(services["migrate"])
+    owner = urlsplit(migrate["DATABASE_URL"])
+    assert (owner.username, owner.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
+    cmd = _command(services["migrate"])
+    for service, url in (("worker", worker), ("producer", _env(services["reaper"]))):
+        db = urlsplit(url["DATABASE_URL"])
+        assert db.username == cmd[cmd.index(f"--{service}-login") + 1], service
+        assert db.username != pg["POSTGRES_USER"], f"{service} logs in as the schema's owner"
+        assert db.password == migrate[f"CHANGEWATCH_{service.upper()}_DB_PASSWORD"], service
+        assert db.path.lstrip("/") == pg["POSTGRES_DB"]
     assert worker["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
     assert worker["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
     bucket = _env(services["minio-init"])["CHANGEWATCH_BUCKET"]

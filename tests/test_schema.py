@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from schema.migrate import migrate, migration_files
+from scripts.localstack import ROOT
 
 
 def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
@@ -135,3 +137,54 @@ def test_worker_role_writes_analyses_but_cannot_delete_jobs_or_alter(
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql)
+
+
+def test_migrate_creates_the_services_login_roles(database_url: str) -> None:
+    """Compose's migrate step makes the worker's and producer's logins; run twice it
+    updates them. Each can log in and holds its group's rights, and only those."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CHANGEWATCH_WORKER_DB_PASSWORD": "w-Secret-1",
+        "CHANGEWATCH_PRODUCER_DB_PASSWORD": "p-Secret-1",
+    }
+    args = ["migrate", "--worker-login", "cw_svc_worker", "--producer-login", "cw_svc_producer"]
+    with psycopg.connect(database_url, autocommit=True) as admin:  # left by a killed run
+        admin.execute("DROP ROLE IF EXISTS cw_svc_worker, cw_svc_producer")
+    try:
+        for verb in ("created", "updated"):
+            proc = _schema_cli(env, *args)
+            assert proc.returncode == 0, proc.stderr
+            assert f"{verb} login cw_svc_worker in changewatch_worker" in proc.stderr
+            assert "Secret" not in proc.stderr + proc.stdout
+        with psycopg.connect(database_url) as conn:
+            stored = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'cw_svc_worker'"
+            ).fetchone()[0]
+            assert stored.startswith("SCRAM-SHA-256$")  # a hash, never the password
+        url = psycopg.conninfo.make_conninfo(database_url, user="cw_svc_worker")
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT count(*) FROM analyses")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM sessions")
+        url = psycopg.conninfo.make_conninfo(database_url, user="cw_svc_producer")
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM analyses")
+
+        proc = _schema_cli({**env, "CHANGEWATCH_WORKER_DB_PASSWORD": ""}, *args)
+        assert proc.returncode == 2 and "CHANGEWATCH_WORKER_DB_PASSWORD" in proc.stderr
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("DROP ROLE IF EXISTS cw_svc_worker, cw_svc_producer")
+
+
+def _schema_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "schema", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
