@@ -4,6 +4,7 @@ and a real Celery worker process. Missing services skip locally and fail in CI."
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 import redis
 
 from producer import Producer
-from schema.migrate import migrate
+from schema.migrate import ensure_login, migrate
 from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, free_port, recreate_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,6 +35,7 @@ BUCKET = "changewatch-test"
 # Small enough to test the limit without huge uploads, above every real photo (<= 3.1 MB).
 MAX_IMAGE_BYTES = 8_000_000
 ARTIFACTS = ROOT / "artifacts"
+WORKER_LOGIN = "changewatch_test_worker"
 
 
 def require(ok: bool, why: str) -> None:
@@ -108,8 +110,12 @@ def producer(database_url: str, broker: str) -> Producer:
 @pytest.fixture(scope="session")
 def worker(database_url: str, broker: str, s3: object, producer: Producer) -> Iterator[Worker]:
     ARTIFACTS.mkdir(exist_ok=True)
+    # The worker logs in as a member of changewatch_worker, as deployments do: every
+    # pipeline test then also proves that role's rights are enough, and no more is used.
+    ensure_login(database_url, WORKER_LOGIN, secrets.token_urlsafe(16), "changewatch_worker")
     proc = Worker(
         env={
+            "DATABASE_URL": psycopg.conninfo.make_conninfo(database_url, user=WORKER_LOGIN),
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": str(free_port()),
