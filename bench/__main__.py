@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     photos = camera_photos()
     print(f"model-only ceiling on {args.device} ...", flush=True)
-    ceiling = model_only.measure(args.weights, args.device, [1, 6, 32], args.model_seconds)
+    # 6 and 12: the batches a CPU worker runs (one or two whole sessions); 32 for GPUs.
+    ceiling = model_only.measure(args.weights, args.device, [1, 6, 12, 32], args.model_seconds)
     # The seed's model step (fp32, one session per pass), the yardstick the targets were set on.
     seed_model = model_only.measure(args.weights, args.device, [6], args.model_seconds, "fp32")
 

@@ -88,6 +88,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far: the worker plus the S3 server, Redis,
+    Postgres and this process, which all share the same cores in a local run."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -114,6 +122,8 @@ class RunResult:
     mean_batch_images: float = 0.0
     peak_rss_bytes: int = 0
     worker_cpu_s_per_session: float = 0.0
+    # Everything on the machine, worker included: what the cores really had to do.
+    machine_cpu_s_per_session: float = 0.0
     gpu_memory_bytes: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -146,6 +156,7 @@ def run(
         before = scrape(port)
         assert worker.process is not None
         cpu_before = cpu_seconds(worker.process.pid)
+        machine_before = machine_cpu_seconds()
         sessions = [uuid.uuid4() for _ in uploads]
         started = time.perf_counter()
         for sid, up in zip(sessions, uploads, strict=True):
@@ -156,6 +167,7 @@ def run(
         assert worker.process is not None
         rss = peak_rss_bytes(worker.process.pid)
         cpu = cpu_seconds(worker.process.pid) - cpu_before
+        machine = machine_cpu_seconds() - machine_before
     finally:
         worker.stop()
     with psycopg.connect(producer.dsn) as conn:
@@ -194,5 +206,6 @@ def run(
         mean_batch_images=delta("changewatch_batch_images_sum") / batches if batches else 0.0,
         peak_rss_bytes=rss,
         worker_cpu_s_per_session=cpu / max(ok, 1),
+        machine_cpu_s_per_session=machine / max(ok, 1),
         gpu_memory_bytes=after.get("changewatch_gpu_memory_bytes", 0.0),
     )

@@ -26,7 +26,12 @@ def images_per_second(embedder: Embedder, batch: int, seconds: float = 3.0) -> f
 def measure(
     weights: str, device: str, batches: list[int], seconds: float, precision: str | None = None
 ) -> dict[str, float]:
-    """Same model set-up as the fast pipeline's worker unless ``precision`` is given."""
-    embedder = Embedder(weights, precision or os.environ.get("CHANGEWATCH_PRECISION", "auto"))
+    """Same model set-up as the fast pipeline's worker unless ``precision`` is given (then
+    the seed's: that precision, BatchNorm not folded)."""
+    embedder = Embedder(
+        weights,
+        precision or os.environ.get("CHANGEWATCH_PRECISION", "auto"),
+        fold_batchnorm=precision is None,
+    )
     embedder.setup(device)
     return {str(b): images_per_second(embedder, b, seconds) for b in batches}

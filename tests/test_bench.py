@@ -39,6 +39,7 @@ def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: st
         assert run["succeeded"] == run["sessions"] == 3
         assert run["sessions_per_s"] > 0 and run["latency_p95_s"] >= run["latency_p50_s"] > 0
         assert run["stage_s_per_session"]["decode"] > 0 and run["peak_rss_bytes"] > 0
+        assert run["machine_cpu_s_per_session"] >= run["worker_cpu_s_per_session"] > 0
     assert report["speedup_vs_reference"] > 0 and report["e2e_over_model_only"] > 0
     assert all(v > 0 for v in report["model_only_images_per_s"].values())
     assert (tmp_path / "throughput.png").stat().st_size > 1000

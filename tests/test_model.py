@@ -111,3 +111,16 @@ def test_worker_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "missing.pth" in proc.stderr + proc.stdout
     assert "ready." not in proc.stderr + proc.stdout
+
+
+def test_folded_batchnorm_gives_the_seeds_embeddings(random_embedder: Embedder) -> None:
+    """The fast pipeline's model (BatchNorm folded into the convs) must embed photos as the
+    seed's unfolded ResNet50 does, or scores would drift between the two."""
+    assert random_embedder.fold_batchnorm
+    seed = Embedder("random", fold_batchnorm=False)
+    seed.setup("cpu")
+    batch = np.random.default_rng(4).integers(0, 255, (3, 224, 224, 3), dtype=np.uint8)
+    for fp32 in (True, False):
+        folded, unfolded = random_embedder.predict(batch, fp32=fp32), seed.predict(batch, fp32=fp32)
+        distances = [cosine_distance(a, b) for a, b in zip(folded, unfolded, strict=True)]
+        assert max(distances) < 1e-5, (fp32, distances)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.fx.experimental.optimization import fuse as fold_conv_batchnorm
 from torchvision.models import ResNet50_Weights, resnet50
 
 from worker.decode import INPUT_SIZE, PREPROCESS_VERSION
@@ -120,9 +121,12 @@ class Embedder:
     between CPU and GPU workers.
     """
 
-    def __init__(self, weights: str = "imagenet", precision: str = "auto") -> None:
+    def __init__(
+        self, weights: str = "imagenet", precision: str = "auto", fold_batchnorm: bool = True
+    ) -> None:
         self.weights = weights
         self.precision = precision
+        self.fold_batchnorm = fold_batchnorm
         self.device = torch.device("cpu")
         self.autocast_dtype: torch.dtype | None = None
         self.model_id = ""
@@ -134,6 +138,11 @@ class Embedder:
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(self.precision, self.device)
         model, tag = build_backbone(self.weights)
+        if self.fold_batchnorm:
+            # Inference never updates BatchNorm, so each one folds into the conv before it:
+            # one pass less over every activation (10-20% faster on CPU, bench/), the same
+            # embeddings to ~1e-6 cosine. The reference pipeline keeps the seed's model.
+            model = fold_conv_batchnorm(model)
         # channels_last suits both oneDNN on CPU (~20% faster) and cuDNN's tensor cores.
         self._model = model.to(self.device).to(memory_format=torch.channels_last)
         self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255

@@ -35,7 +35,11 @@ class Resources:
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
-        embedder = Embedder(settings.model_weights, settings.precision)
+        embedder = Embedder(
+            settings.model_weights,
+            settings.precision,
+            fold_batchnorm=settings.pipeline == "fast",
+        )
         embedder.setup(settings.device)
         metrics.MODEL.info(
             {
