@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,21 @@ BUCKET = "changewatch-test"
 MAX_IMAGE_BYTES = 8_000_000
 ARTIFACTS = ROOT / "artifacts"
 WORKER_LOGIN = "changewatch_test_worker"
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the repo root, as a user or a deployment runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def require(ok: bool, why: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from scripts.localstack import ROOT
+from tests.conftest import run_module
 from worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
 from worker.score import cosine_distance
 
@@ -99,15 +97,7 @@ def test_worker_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
         "CHANGEWATCH_MODEL_WEIGHTS": str(tmp_path / "missing.pth"),
         "CHANGEWATCH_METRICS_PORT": "0",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", "doomed@%h"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_module("celery", "-A", "worker", "worker", "-n", "doomed@%h", env=env)
     assert proc.returncode != 0
     assert "missing.pth" in proc.stderr + proc.stdout
     assert "ready." not in proc.stderr + proc.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +11,7 @@ import psycopg
 import pytest
 
 from schema.migrate import migrate, migration_files
-from scripts.localstack import ROOT
+from tests.conftest import run_module
 
 
 def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
@@ -26,9 +24,7 @@ def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
 
 def test_migrate_command_line(database_url: str) -> None:
     """The documented command exits 0 and reports it is up to date."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "schema", "migrate"], capture_output=True, text=True, check=False
-    )
+    proc = run_module("schema", "migrate")
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stderr
 
@@ -153,7 +149,7 @@ def test_migrate_creates_the_services_login_roles(database_url: str) -> None:
         admin.execute("DROP ROLE IF EXISTS cw_svc_worker, cw_svc_producer")
     try:
         for verb in ("created", "updated"):
-            proc = _schema_cli(env, *args)
+            proc = run_module("schema", *args, env=env)
             assert proc.returncode == 0, proc.stderr
             assert f"{verb} login cw_svc_worker in changewatch_worker" in proc.stderr
             assert "Secret" not in proc.stderr + proc.stdout
@@ -171,20 +167,8 @@ def test_migrate_creates_the_services_login_roles(database_url: str) -> None:
         with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM analyses")
 
-        proc = _schema_cli({**env, "CHANGEWATCH_WORKER_DB_PASSWORD": ""}, *args)
+        proc = run_module("schema", *args, env={**env, "CHANGEWATCH_WORKER_DB_PASSWORD": ""})
         assert proc.returncode == 2 and "CHANGEWATCH_WORKER_DB_PASSWORD" in proc.stderr
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute("DROP ROLE IF EXISTS cw_svc_worker, cw_svc_producer")
-
-
-def _schema_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "schema", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tomllib
 import uuid
 
 from scripts.localstack import ROOT
+from tests.conftest import run_module
 
 SECRET = "s3cr3t-Pa55word"
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("producer", *args, env={**os.environ, **env})
 
 
 def test_database_password_is_not_in_the_error() -> None:
@@ -58,12 +50,5 @@ def test_ruff_security_rules_are_on_and_pass() -> None:
     """The bandit-derived S rules are selected for the whole tree, and it is clean."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "S" in config["tool"]["ruff"]["lint"]["select"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "."],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_module("ruff", "check", ".")
     assert proc.returncode == 0, proc.stdout
