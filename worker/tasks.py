@@ -66,7 +66,7 @@ def _backoff(task: Task) -> float:
     return step / 2 + random.uniform(0, step / 2)  # noqa: S311  # jitter, not a secret
 
 
-def _retry(task: Task, exc: BaseException, **options: Any) -> Retry:
+def _retry(task: Task, exc: BaseException | None, **options: Any) -> Retry:
     """Celery's ``retry()``, but a retry that cannot be published keeps this message.
 
     ``retry()`` publishes a copy with the countdown, then the original is acknowledged.
@@ -261,8 +261,9 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
         store.finish_comparison(res.db, job, result)
     except JobError as err:
         if err.code == "session_not_ready" and self.request.retries < self.max_retries:
-            # Sent right after its analyses: give them time to finish.
-            raise _retry(self, err) from err
+            # Sent right after its analyses: give them time to finish. Not a fault, so
+            # no exception is reported as the retry's reason.
+            raise _retry(self, None) from err
         store.finish_comparison(res.db, job, None, err)
         metrics.JOBS.labels("compare", "failed", err.code).inc()
         raise
