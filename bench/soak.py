@@ -74,6 +74,7 @@ from scripts.faults import (
     whereabouts,
 )
 from scripts.localstack import PHOTOS, ROOT, Worker
+from worker.store import decode_vector
 
 FAULTS = (
     "kill_worker",
@@ -244,14 +245,13 @@ def embeddings(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, np.n
             (ids,),
         )
         for sid, angle, vector in cur:
-            out[sid][angle] = np.asarray(vector, dtype=np.float32)
+            out[sid][angle] = decode_vector(vector)
     return out
 
 
 def rescore(dsn: str, user: uuid.UUID) -> dict[uuid.UUID, list[Any]]:
     """The user's analyses recomputed now from the stored embeddings (as a write would)."""
-    from worker import score
-    from worker.store import _load_history
+    from worker.store import history_scores
 
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
@@ -261,10 +261,10 @@ def rescore(dsn: str, user: uuid.UUID) -> dict[uuid.UUID, list[Any]]:
         ).fetchone()
         if row is None:
             return {}
-        history = _load_history(conn, user, row[0])
+        analyses = history_scores(conn, user, row[0])
     return {
         a.session_id: [a.change_score, [p["change_score"] for p in a.per_angle]]
-        for a in score.analyze_history(history)
+        for a in analyses
     }
 
 

@@ -1,6 +1,7 @@
 """``python -m producer``: analyze, compare, status and result, one JSON object on stdout.
 
 ``reap --every S`` runs until stopped and prints one JSON line per pass that re-sent jobs.
+``backfill`` and ``model list|activate`` roll a new embedding model out (or back).
 
 Exit status: 0 done, 1 the job failed or is unknown, 2 bad arguments or an invalid job,
 3 a dependency (database, broker) is unreachable, 4 --wait timed out. A one-line reason
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from producer import admin, bulk, reaper
+from producer import admin, bulk, models, reaper
 from producer.api import JobFailed, NotFound, Producer
 from producer.contract import JobError
 
@@ -79,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--delete-objects", action="store_true", help="also delete s3://BUCKET/<user_id>/..."
     )
 
+    backfill = sub.add_parser(
+        "backfill",
+        help="re-embed stored sessions with the model of the workers now consuming",
+    )
+    backfill.add_argument("--model", help="the model id (default: the consuming workers')")
+    backfill.add_argument("--user-id", help="only this person's sessions")
+    backfill.add_argument("--wait", action="store_true", help="wait, with a progress bar")
+    backfill.add_argument("--timeout", type=float, default=24 * 3600.0)
+
+    model = sub.add_parser("model", help="list models, or make one the model results report")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub.add_parser("list", help="models, their analyses, missing sessions and workers")
+    activate = model_sub.add_parser("activate", help="switch results to this model")
+    activate.add_argument("model_id")
+    activate.add_argument(
+        "--force", action="store_true", help="even while sessions lack its analysis"
+    )
+
     status = sub.add_parser("status", help="a job's state in Postgres")
     status.add_argument("session_id")
     result = sub.add_parser("result", help="a session's stored analysis")
@@ -124,6 +143,12 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
         _reap_forever(producer, args.older_than, args.every)
     if args.command == "forget-user":
         return admin.forget_user(producer, args.user_id, args.delete_objects)
+    if args.command == "backfill":
+        return models.backfill(producer, args.model, args.user_id, args.wait, args.timeout)
+    if args.command == "model":
+        if args.model_command == "list":
+            return models.list_models(producer)
+        return models.activate(producer, args.model_id, args.force)
     if args.command == "status":
         return producer.status(args.session_id)
     return producer.result(args.session_id)
@@ -136,6 +161,9 @@ def main(argv: list[str] | None = None, make_producer: Callable[[], Producer] = 
         out = _run(args, make_producer())
         # bulk: any invalid line or failed/unfinished job makes the run fail as a whole.
         code = 1 if any(out.get(k) for k in ("invalid", "failed", "unfinished")) else 0
+        if out.get("interrupted"):  # backfill stopped with Ctrl+C: run it again to resume
+            print("interrupted: run the same command again to resume", file=sys.stderr)
+            code = 130
     except JobError as err:
         print(f"error: {err.code}: {err.message}", file=sys.stderr)
         code = 2

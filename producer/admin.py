@@ -14,7 +14,9 @@ from producer.contract import JobError, parse_uuid
 _LEFT = {
     "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
     "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(s)s)",
-    "session_embeddings": "SELECT count(*) FROM session_embeddings WHERE session_id = ANY(%(s)s)",
+    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = ANY(%(s)s)",
+    "baseline_sums": "SELECT count(*) FROM baseline_sums WHERE user_id = %(u)s",
+    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = ANY(%(s)s)",
     "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s)",
     "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
     " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
@@ -61,8 +63,12 @@ def forget_user(
             "comparisons": conn.execute(
                 "DELETE FROM comparisons WHERE user_id = %s", (user,)
             ).rowcount,
-            # Embeddings, analyses and comparisons that reference them go by ON DELETE CASCADE.
+            # Requests, embeddings, analyses, backfills and comparisons that reference them
+            # go by ON DELETE CASCADE.
             "sessions": conn.execute("DELETE FROM sessions WHERE user_id = %s", (user,)).rowcount,
+            "baseline_sums": conn.execute(
+                "DELETE FROM baseline_sums WHERE user_id = %s", (user,)
+            ).rowcount,
             "rejected_messages": conn.execute(
                 "DELETE FROM rejected_messages"
                 " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",

@@ -21,6 +21,7 @@ from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
+    CompareJob,
     JobError,
     analysis_result,
     parse_analyze,
@@ -85,28 +86,43 @@ class Producer:
         task_id = str(uuid.uuid4())
         payload = job.to_payload()
         with self.connect() as conn:
-            row = conn.execute(
-                """
-                INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
-                VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
-                ON CONFLICT (session_id) DO UPDATE
-                   SET status = 'queued', captured_at = EXCLUDED.captured_at,
-                       images = EXCLUDED.images, task_id = EXCLUDED.task_id,
-                       error_code = NULL, error_message = NULL, finished_at = NULL,
-                       updated_at = now()
-                 WHERE sessions.user_id = EXCLUDED.user_id
-                RETURNING session_id
-                """,
-                {
-                    "sid": job.session_id,
-                    "uid": job.user_id,
-                    "at": job.captured_at,
-                    "images": Jsonb(payload["images"]),
-                    "task": task_id,
-                },
-            ).fetchone()
-            if row is None:
-                raise JobError("session_of_other_user", "this session id belongs to another user")
+            with conn.transaction():
+                row = conn.execute(
+                    """
+                    INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
+                    VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
+                    ON CONFLICT (session_id) DO UPDATE
+                       SET status = 'queued', captured_at = EXCLUDED.captured_at,
+                           images = EXCLUDED.images, task_id = EXCLUDED.task_id,
+                           error_code = NULL, error_message = NULL, finished_at = NULL,
+                           updated_at = now()
+                     WHERE sessions.user_id = EXCLUDED.user_id
+                    RETURNING session_id
+                    """,
+                    {
+                        "sid": job.session_id,
+                        "uid": job.user_id,
+                        "at": job.captured_at,
+                        "images": Jsonb(payload["images"]),
+                        "task": task_id,
+                    },
+                ).fetchone()
+                if row is None:
+                    raise JobError(
+                        "session_of_other_user", "this session id belongs to another user"
+                    )
+                # Numbered now, so this request is newer than every one recorded before it,
+                # whatever order the workers run them in.
+                conn.execute(
+                    """
+                    WITH request AS (
+                        INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
+                        RETURNING seq, session_id)
+                    UPDATE sessions s SET request_seq = request.seq
+                      FROM request WHERE s.session_id = request.session_id
+                    """,
+                    (task_id, job.session_id),
+                )
             try:
                 self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
             except Exception as exc:
@@ -168,10 +184,13 @@ class Producer:
         with self.connect() as conn:
             row = conn.execute(
                 """
-                SELECT s.session_id, s.user_id, s.captured_at, s.status, a.model_id,
+                SELECT s.session_id, s.user_id, a.captured_at, s.status, a.model_id,
                        a.embedding_dim, a.change_score, a.is_first_session,
-                       a.baseline_session_count, a.per_angle
-                  FROM sessions s JOIN analyses a USING (session_id)
+                       a.baseline_session_count, a.per_angle, r.task_id AS request_task_id
+                  FROM sessions s
+                  JOIN models m ON m.active
+                  JOIN analyses a ON a.session_id = s.session_id AND a.model_id = m.model_id
+                  LEFT JOIN analysis_requests r ON r.seq = a.request_seq
                  WHERE s.session_id = %s
                 """,
                 (sid,),
@@ -191,6 +210,7 @@ class Producer:
             is_first_session=row["is_first_session"],
             baseline_session_count=row["baseline_session_count"],
             per_angle=row["per_angle"],
+            request_task_id=row["request_task_id"],
         )
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
@@ -246,17 +266,46 @@ class Producer:
         return {**job.to_payload(), "status": "queued"}
 
     def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
+        """The stored comparison, if it still follows from the current analyses.
+
+        A comparison remembers the analysis revisions it was computed from; when either
+        session was re-analyzed or rescored since (or the active model changed), its
+        numbers are stale: it is sent again and reported as queued with ``stale: true``.
+        """
+        cur = parse_uuid(str(current), "current")
+        prev = parse_uuid(str(previous), "previous")
         with self.connect() as conn:
             row = conn.execute(
-                "SELECT * FROM comparisons WHERE current_session_id = %s"
-                " AND previous_session_id = %s",
-                (parse_uuid(str(current), "current"), parse_uuid(str(previous), "previous")),
+                """
+                SELECT c.*,
+                       c.current_revision IS NOT NULL
+                       AND (c.model_id, c.current_revision, c.previous_revision)
+                           IS DISTINCT FROM (m.model_id, ac.revision, ap.revision) AS stale
+                  FROM comparisons c
+                  LEFT JOIN models m ON m.active
+                  LEFT JOIN analyses ac ON ac.session_id = c.current_session_id
+                                       AND ac.model_id = m.model_id
+                  LEFT JOIN analyses ap ON ap.session_id = c.previous_session_id
+                                       AND ap.model_id = m.model_id
+                 WHERE c.current_session_id = %s AND c.previous_session_id = %s
+                """,
+                (cur, prev),
             ).fetchone()
+            if row is not None and row["status"] == "succeeded" and row["stale"]:
+                conn.execute(
+                    "UPDATE comparisons SET status = 'queued', updated_at = now()"
+                    " WHERE current_session_id = %s AND previous_session_id = %s"
+                    " AND status = 'succeeded'",
+                    (cur, prev),
+                )
+                job = CompareJob(row["user_id"], cur, prev)
+                self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE)
+                row = {**row, "status": "queued", "error_code": None}
         if row is None:
             raise NotFound(f"no comparison of {current} with {previous}")
         if row["status"] == "succeeded":
             return {**row["result"], "status": "succeeded"}
-        return {
+        out = {
             "user_id": str(row["user_id"]),
             "current_session_id": str(row["current_session_id"]),
             "previous_session_id": str(row["previous_session_id"]),
@@ -265,6 +314,9 @@ class Producer:
             if row["error_code"]
             else None,
         }
+        if row["stale"] and row["status"] == "queued":
+            out["stale"] = True
+        return out
 
     def wait_comparison(
         self, current: str | uuid.UUID, previous: str | uuid.UUID, timeout: float = 300.0

@@ -15,6 +15,14 @@ from typing import Any
 ANALYZE_TASK = "changewatch.analyze_session"
 COMPARE_TASK = "changewatch.compare_sessions"
 QUEUE = "changewatch"
+# Re-embeds a stored session with one model (python -m producer backfill); each model's
+# workers consume their own backfill queue, so a job always reaches the model it names.
+EMBED_TASK = "changewatch.embed_session"
+BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
+
+
+def backfill_queue(model_id: str) -> str:
+    return BACKFILL_QUEUE_PREFIX + model_id
 
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
@@ -176,6 +184,23 @@ def parse_compare(payload: Mapping[str, Any]) -> CompareJob:
     return job
 
 
+@dataclass(frozen=True)
+class EmbedJob:
+    session_id: uuid.UUID
+    model_id: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"session_id": str(self.session_id), "model_id": self.model_id}
+
+
+def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
+    _check_fields(payload, {"session_id", "model_id"}, set())
+    model_id = payload["model_id"]
+    if not isinstance(model_id, str) or not model_id or len(model_id) > 200:
+        raise JobError("invalid_payload", f"model_id must be a model id string, got {model_id!r}")
+    return EmbedJob(parse_uuid(payload["session_id"], "session_id"), model_id)
+
+
 def analysis_result(
     *,
     session_id: uuid.UUID,
@@ -187,8 +212,13 @@ def analysis_result(
     is_first_session: bool,
     baseline_session_count: int,
     per_angle: list[dict[str, Any]],
+    request_task_id: str | None = None,
 ) -> dict[str, Any]:
-    """The analysis JSON every consumer sees, from the CLI, the API or the task result."""
+    """The analysis JSON every consumer sees, from the CLI, the API or the task result.
+
+    ``request_task_id`` names the request whose photos and capture time these numbers
+    come from: after a failed or pending re-analysis it is an older one than ``status``'s.
+    """
     return {
         "session_id": str(session_id),
         "user_id": str(user_id),
@@ -200,4 +230,5 @@ def analysis_result(
         "per_angle": per_angle,
         "model_id": model_id,
         "embedding_dim": embedding_dim,
+        "request_task_id": request_task_id,
     }

@@ -23,8 +23,11 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text()) for name in names]
 
 
-def migrate(database_url: str) -> list[str]:
-    """Return the versions applied by this call (empty when already up to date)."""
+def migrate(database_url: str, until: str | None = None) -> list[str]:
+    """Return the versions applied by this call (empty when already up to date).
+
+    ``until`` stops after that version (tests of a migration on older data use it).
+    """
     applied: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
@@ -32,6 +35,8 @@ def migrate(database_url: str) -> list[str]:
             conn.execute(_CREATE_VERSIONS)
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for version, sql in migration_files():
+                if until is not None and version > until:
+                    break
                 if version in done:
                     continue
                 with conn.transaction():

@@ -593,8 +593,8 @@ class Audit:
     missing: int  # expected sessions without a row
     bad_analyses: int  # sessions without exactly one analyses row
     bad_embeddings: int  # sessions whose angle_embeddings count differs from their images
-    bad_session_embeddings: int
-    duplicated: int  # more than one analyses/session_embeddings row, or a repeated angle
+    bad_sums: int  # people whose running baseline sums differ from their stored embeddings
+    duplicated: int  # more than one analyses row, or a repeated angle
     unordered: int  # analyses whose per_angle list is not in the contract's angle order
     orphans: dict[str, int]
     unfinished: list[str]
@@ -607,10 +607,33 @@ class Audit:
             and self.min_attempts >= 1
             and self.bad_analyses == 0
             and self.bad_embeddings == 0
-            and self.bad_session_embeddings == 0
+            and self.bad_sums == 0
             and self.unordered == 0
             and not any(self.orphans.values())
         )
+
+
+def sums_mismatched(dsn: str, users: set[uuid.UUID]) -> int:
+    """People whose running sums (kept incrementally by every write) are not exactly the
+    sums of their stored embeddings, for any model."""
+    from worker.store import _load_totals, _rebuild_totals
+
+    bad = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for user in users:
+            models = conn.execute(
+                "SELECT DISTINCT model_id FROM analyses WHERE user_id = %s", (user,)
+            ).fetchall()
+            for (model,) in models:
+                kept = _load_totals(conn, user, model)
+                truth = _rebuild_totals(conn, user, model)
+                same = kept is not None and kept.sessions == truth.sessions
+                for angle, (count, total) in truth.angles.items():
+                    stored = kept.angles.get(angle) if kept else None
+                    same = same and stored is not None and stored[0] == count
+                    same = same and stored is not None and bool((stored[1] == total).all())
+                bad += not same
+    return bad
 
 
 def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
@@ -624,14 +647,14 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
                    (SELECT count(*) FROM angle_embeddings e WHERE e.session_id = s.session_id),
                    (SELECT count(DISTINCT e.angle) FROM angle_embeddings e
                      WHERE e.session_id = s.session_id),
-                   (SELECT count(*) FROM session_embeddings e WHERE e.session_id = s.session_id),
+                   s.user_id,
                    (SELECT a.per_angle FROM analyses a WHERE a.session_id = s.session_id)
               FROM sessions s WHERE s.session_id = ANY(%s)
             """,
             (ids,),
         ).fetchall()
         orphans = {}
-        for table in ("angle_embeddings", "session_embeddings", "analyses"):
+        for table in ("angle_embeddings", "analyses"):
             row = conn.execute(
                 f"SELECT count(*) FROM {table} t"  # fixed table names
                 " WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)"
@@ -643,19 +666,18 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
         ).fetchone()
         orphans["comparisons"] = int(row[0]) if row else 0
     status: dict[str, int] = {}
-    bad_analyses = bad_embeddings = bad_session = redelivered = duplicated = 0
+    bad_analyses = bad_embeddings = redelivered = duplicated = 0
     min_attempts = min((r[2] for r in rows), default=0)
     unfinished = []
     unordered = 0
-    for sid, state, attempts, n_analyses, n_emb, n_distinct, n_session, per_angle in rows:
+    for sid, state, attempts, n_analyses, n_emb, n_distinct, _, per_angle in rows:
         listed = [p["angle"] for p in per_angle or []]
         unordered += listed != sorted(listed, key=ANGLES.index)
         status[state] = status.get(state, 0) + 1
         redelivered += attempts > 1
         bad_analyses += n_analyses != 1
         bad_embeddings += not (n_emb == n_distinct == expected[sid])
-        bad_session += n_session != 1
-        duplicated += n_analyses > 1 or n_session > 1 or n_emb > n_distinct
+        duplicated += n_analyses > 1 or n_emb > n_distinct
         if state not in ("succeeded", "failed"):
             unfinished.append(f"{sid}:{state}")
     return Audit(
@@ -666,7 +688,7 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
         missing=len(ids) - len(rows),
         bad_analyses=bad_analyses,
         bad_embeddings=bad_embeddings,
-        bad_session_embeddings=bad_session,
+        bad_sums=sums_mismatched(dsn, {r[6] for r in rows}),
         duplicated=duplicated,
         unordered=unordered,
         orphans=orphans,

@@ -5,8 +5,8 @@ sessions often run before earlier ones), breaks one part of the stack while jobs
 running and others wait in the queue, and then checks Postgres:
 
 - every session is ``succeeded`` with ``attempts >= 1``;
-- exactly one ``analyses`` row and one ``session_embeddings`` row per session, and one
-  ``angle_embeddings`` row per image (no duplicates);
+- exactly one ``analyses`` row per session, and one ``angle_embeddings`` row per image
+  (no duplicates), and running baseline sums equal to the sums of the stored embeddings;
 - no embeddings, analyses or comparisons whose session is gone (no orphans);
 - every user's scores equal those of an undisturbed in-order run of the same photos.
 
@@ -158,7 +158,7 @@ class Fixture:
         assert report.min_attempts >= 1, report
         assert report.bad_analyses == 0, report
         assert report.bad_embeddings == 0, report
-        assert report.bad_session_embeddings == 0, report
+        assert report.bad_sums == 0, report
         assert not any(report.orphans.values()), report
         assert report.unordered == 0, report  # per_angle in the contract's angle order
         assert report.clean

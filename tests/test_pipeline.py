@@ -113,7 +113,7 @@ def test_cli_analyze_wait_prints_first_and_later_scores(
 
     with psycopg.connect(producer.dsn) as conn:
         rows = conn.execute(
-            "SELECT angle, model_id, cardinality(embedding) FROM angle_embeddings"
+            "SELECT angle, model_id, octet_length(embedding) / 4 FROM angle_embeddings"
             " WHERE session_id = %s ORDER BY angle",
             (sessions[2],),
         ).fetchall()

@@ -38,9 +38,12 @@ def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
             " VALUES (%s, %s, now(), '{}')",
             (sid, uid),
         )
+        conn.execute(
+            "INSERT INTO models (model_id, embedding_dim) VALUES ('m', 1) ON CONFLICT DO NOTHING"
+        )
         insert = (
             "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
-            " VALUES (%s, 'front', 'm', ARRAY[1.0]::real[])"
+            " VALUES (%s, 'front', 'm', float4send(1.0))"
         )
         conn.execute(insert, (sid,))
         with pytest.raises(psycopg.errors.UniqueViolation):

@@ -8,6 +8,7 @@ it starts consuming, so the first job never waits for a cold model.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -47,8 +48,55 @@ def after_logging_setup(logger: logging.Logger, **_: Any) -> None:
     use_json(logger)
 
 
+def _choose_queues() -> None:
+    """Consume this model's backfill queue always, the jobs queue only while it is active.
+
+    Workers of a model that is not the active one never take analyze jobs, so two models
+    on one deployment never split a person's history; ``producer model activate`` moves
+    the jobs queue to the new model's workers (Celery's add_consumer/cancel_consumer).
+    """
+    import psycopg
+
+    from producer.contract import QUEUE, backfill_queue
+    from worker import store
+    from worker.embed import EMBEDDING_DIM, model_id_for
+    from worker.settings import Settings
+
+    settings = Settings.from_env()
+    model_id = model_id_for(settings.model_weights)
+    deadline = time.monotonic() + 120  # a worker may start while Postgres restarts
+    while True:
+        try:
+            with psycopg.connect(
+                settings.database_url, autocommit=True, connect_timeout=10
+            ) as conn:
+                active = store.register_model(conn, model_id, EMBEDDING_DIM)
+            break
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("cannot register the model yet (%s); retrying", exc)
+            time.sleep(2)
+    queues = app.amqp.queues
+    queues.select_add(backfill_queue(model_id))
+    if active != model_id:
+        if QUEUE in queues.consume_from:
+            queues.deselect([QUEUE])
+        log.warning(
+            "model %s is not the active model (%s): consuming only %s until it is activated",
+            model_id,
+            active,
+            backfill_queue(model_id),
+        )
+
+
 @signals.worker_init.connect
 def before_worker_start(sender: Any = None, **_: Any) -> None:
+    try:
+        _choose_queues()
+    except Exception as exc:
+        log.critical("worker cannot start: %s", exc)
+        raise SystemExit(f"changewatch worker cannot start: {exc}") from exc
     if not _is_prefork(getattr(sender, "pool_cls", None) or app.conf.worker_pool):
         _setup()
         # One process holds every task: its registry is the whole worker's.

@@ -48,6 +48,26 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def weights_tag(weights: str) -> str:
+    """The tag naming the weights exactly, known before (and without) loading them."""
+    if weights == "random":
+        return f"random-seed{RANDOM_SEED}"
+    if weights == "imagenet":
+        return ResNet50_Weights.DEFAULT.name.lower()
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"CHANGEWATCH_MODEL_WEIGHTS={weights!r} is neither 'imagenet', 'random' "
+            "nor an existing weights file"
+        )
+    return f"file-{_file_digest(path)}"
+
+
+def model_id_for(weights: str) -> str:
+    """Architecture, weights and preprocessing: what makes embeddings comparable."""
+    return f"resnet50/{weights_tag(weights)}/{PREPROCESS_VERSION}"
+
+
 def build_backbone(weights: str) -> tuple[torch.nn.Module, str]:
     """ResNet50 with fc replaced by identity, and a tag naming the weights exactly."""
     if weights == "random":
@@ -137,7 +157,7 @@ class Embedder:
     def setup(self, device: str = "auto") -> None:
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(self.precision, self.device)
-        model, tag = build_backbone(self.weights)
+        model, _ = build_backbone(self.weights)
         if self.fold_batchnorm:
             # Inference never updates BatchNorm, so each one folds into the conv before it:
             # one pass less over every activation (10-20% faster on CPU, bench/), the same
@@ -147,7 +167,7 @@ class Embedder:
         self._model = model.to(self.device).to(memory_format=torch.channels_last)
         self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
-        self.model_id = f"resnet50/{tag}/{PREPROCESS_VERSION}"
+        self.model_id = model_id_for(self.weights)
         # Warm once so the first real job does not pay for lazy initialization.
         self.predict(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
         log.info(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from psycopg_pool import ConnectionPool
 
-from worker import metrics
+from worker import metrics, store
 from worker.batch import MicroBatcher
 from worker.embed import Embedder
 from worker.fetch import make_s3_client
@@ -32,6 +33,23 @@ class Resources:
     db: ConnectionPool
     s3: Any
     fetch_pool: ThreadPoolExecutor
+    # The active model as last read (and when): a cheap check before taking a job; the
+    # write transaction checks again, so a stale answer can cost work, never a wrong row.
+    _active: tuple[float, str | None] = (float("-inf"), None)
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def model_is_active(self, max_age_s: float = 5.0) -> bool:
+        checked, active = self._active
+        if time.monotonic() - checked > max_age_s:
+            active = store.active_model(self.db)
+            self._active = (time.monotonic(), active)
+        return active == self.model_id
+
+    def forget_active_model(self) -> None:
+        self._active = (float("-inf"), None)
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:

@@ -1,14 +1,20 @@
 """Baselines, change scores and comparisons: pure functions over embeddings.
 
-A session's baseline is the mean embedding of the same user's sessions captured
-strictly earlier (same model); change = cosine distance to it. Everything here is a
-function of the stored embeddings alone, so the order jobs ran in cannot matter.
+A session's baseline is built from the same person's sessions captured strictly earlier
+(same model): per angle, the mean of that angle's earlier embeddings; for the session,
+the mean of the baselines of the angles it has, compared with the mean of those same
+angles' embeddings, so a session of three angles is compared like with like. change =
+cosine distance to the baseline.
+
+Baselines come from running sums in exact int64 fixed point (``to_fixed``): integer
+addition is associative, so sums kept incrementally in any order, with sessions added,
+removed and re-added, equal the sums of the history as it stands, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +22,11 @@ from uuid import UUID
 import numpy as np
 
 from worker.settings import TrendThresholds
+
+# 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
+# float32's own precision for typical activations (0.01-10).
+FIXED_SCALE = float(2**28)
+_MAX_ABS = 2.0**20
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -27,6 +38,41 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(min(max(1.0 - float(a64 @ b64) / norms, 0.0), 2.0))
 
 
+def to_fixed(vector: np.ndarray) -> np.ndarray:
+    """An embedding as int64 fixed point: the unit that running sums add exactly."""
+    v64 = np.asarray(vector, dtype=np.float64)
+    if not np.all(np.isfinite(v64)) or float(np.max(np.abs(v64), initial=0.0)) > _MAX_ABS:
+        raise ValueError("embedding has non-finite or out-of-range values")
+    return np.rint(v64 * FIXED_SCALE).astype(np.int64)
+
+
+@dataclass
+class Totals:
+    """Running sums of one person's analyzed sessions under one model.
+
+    ``sessions`` counts sessions; ``angles`` maps angle -> (sessions with it, int64 sum).
+    """
+
+    sessions: int = 0
+    angles: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+
+    def copy(self) -> Totals:
+        return Totals(self.sessions, {a: (n, s.copy()) for a, (n, s) in self.angles.items()})
+
+    def add(self, angles: dict[str, np.ndarray], sign: int = 1) -> None:
+        """Add (sign=1) or remove (sign=-1) one session's embeddings."""
+        self.sessions += sign
+        for angle, vector in angles.items():
+            count, total = self.angles.get(angle, (0, np.zeros(vector.shape[0], np.int64)))
+            self.angles[angle] = (count + sign, total + sign * to_fixed(vector))
+
+    def mean(self, angle: str) -> np.ndarray | None:
+        count, total = self.angles.get(angle, (0, None))
+        if not count or total is None:
+            return None
+        return total.astype(np.float64) / (FIXED_SCALE * count)
+
+
 @dataclass(frozen=True)
 class StoredSession:
     """One analyzed session's embeddings, as read back for baseline computation."""
@@ -34,7 +80,8 @@ class StoredSession:
     session_id: UUID
     captured_at: datetime
     angles: dict[str, np.ndarray]
-    session: np.ndarray
+    # The mean of the angles; kept for callers that have it, never needed for scoring.
+    session: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -50,56 +97,69 @@ def session_embedding(angles: dict[str, np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(list(angles.values())), axis=0).astype(np.float32)
 
 
-def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
-    """Analyses for every session of one user's history (one model), in capture order.
+def score_against(session_id: UUID, angles: dict[str, np.ndarray], baseline: Totals) -> Analysis:
+    """One session against the sums of its strictly earlier sessions.
 
-    Sessions with equal capture times are not each other's baseline ("strictly before").
-    Running sums make this linear in the history's length.
+    An angle with no earlier photo scores 0.0 with no baseline; the session score uses
+    only the angles that have one (0.0 when none has).
     """
-    ordered = sorted(history, key=lambda s: (s.captured_at, str(s.session_id)))
-    dim = ordered[0].session.shape[0] if ordered else 0
-    session_sum, session_count = np.zeros(dim, np.float64), 0
-    angle_sum: dict[str, np.ndarray] = {}
-    angle_count: dict[str, int] = {}
+    per_angle = []
+    mine, theirs = [], []
+    for angle, embedding in angles.items():
+        base = baseline.mean(angle)
+        count = baseline.angles.get(angle, (0, None))[0]
+        score = 0.0
+        if base is not None:
+            score = cosine_distance(embedding, base)
+            mine.append(embedding.astype(np.float64))
+            theirs.append(base)
+        per_angle.append({"angle": angle, "change_score": score, "baseline_session_count": count})
+    change = 0.0
+    if mine:
+        change = cosine_distance(np.mean(mine, axis=0), np.mean(theirs, axis=0))
+    return Analysis(
+        session_id=session_id,
+        change_score=change,
+        is_first_session=baseline.sessions == 0,
+        baseline_session_count=baseline.sessions,
+        per_angle=per_angle,
+    )
+
+
+def _by_capture_time(sessions: Iterable[StoredSession]) -> list[list[StoredSession]]:
+    """Groups of equal capture time, in capture order (ties: not each other's baseline)."""
+    groups: list[list[StoredSession]] = []
+    for item in sorted(sessions, key=lambda s: (s.captured_at, str(s.session_id))):
+        if groups and groups[-1][0].captured_at == item.captured_at:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def rescore_suffix(totals: Totals, suffix: Sequence[StoredSession]) -> list[Analysis]:
+    """Analyses of ``suffix``: every session captured at or after some time T.
+
+    ``totals`` are the sums over the whole history, suffix included. Walking back from the
+    latest capture time, removing each group leaves exactly its baseline, so only the
+    suffix is read, never the sessions before T: an appended session reads nothing.
+    """
+    running = totals.copy()
     results: list[Analysis] = []
-    index = 0
-    while index < len(ordered):
-        # All sessions at this capture time share the baseline built before it.
-        group_end = index
-        while (
-            group_end < len(ordered)
-            and ordered[group_end].captured_at == ordered[index].captured_at
-        ):
-            group_end += 1
-        group = ordered[index:group_end]
+    for group in reversed(_by_capture_time(suffix)):
         for item in group:
-            per_angle = []
-            for angle, embedding in item.angles.items():
-                count = angle_count.get(angle, 0)
-                score = cosine_distance(embedding, angle_sum[angle] / count) if count else 0.0
-                per_angle.append(
-                    {"angle": angle, "change_score": score, "baseline_session_count": count}
-                )
-            change = (
-                cosine_distance(item.session, session_sum / session_count) if session_count else 0.0
-            )
-            results.append(
-                Analysis(
-                    session_id=item.session_id,
-                    change_score=change,
-                    is_first_session=session_count == 0,
-                    baseline_session_count=session_count,
-                    per_angle=per_angle,
-                )
-            )
-        for item in group:
-            session_sum += item.session
-            session_count += 1
-            for angle, embedding in item.angles.items():
-                angle_sum[angle] = angle_sum.get(angle, np.zeros(dim, np.float64)) + embedding
-                angle_count[angle] = angle_count.get(angle, 0) + 1
-        index = group_end
+            running.add(item.angles, sign=-1)
+        results.extend(score_against(item.session_id, item.angles, running) for item in group)
     return results
+
+
+def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
+    """Analyses for every session of one user's history (one model), in capture order."""
+    totals = Totals()
+    for item in history:
+        totals.add(item.angles)
+    by_id = {a.session_id: a for a in rescore_suffix(totals, history)}
+    return [by_id[item.session_id] for group in _by_capture_time(history) for item in group]
 
 
 def trend(overall_delta: float, thresholds: TrendThresholds) -> str:
@@ -118,22 +178,27 @@ class ComparedSession:
     angle_scores: dict[str, float]
     angles: dict[str, np.ndarray]
     session: np.ndarray | None
+    # The analysis revision read: a stored comparison is current while both still match.
+    revision: int = 0
 
 
 def compare(
     current: ComparedSession, previous: ComparedSession, thresholds: TrendThresholds
 ) -> dict[str, Any]:
-    """Compare two analyzed sessions of one user.
+    """Compare two analyzed sessions of one user, like with like.
 
-    Embedding distance is used when both sessions have embeddings from the same model;
-    otherwise the mean absolute per-angle score delta, and the result says so.
+    overall_delta is the distance between the two sessions' mean embeddings over the
+    angles both have, when both come from the same model; otherwise the mean absolute
+    per-angle score delta, and the result says so.
     """
+    common = [a for a in current.angle_scores if a in previous.angle_scores]
+    shared = [a for a in common if a in current.angles and a in previous.angles]
     by_embedding = (
         current.session is not None
         and previous.session is not None
         and current.model_id == previous.model_id
+        and bool(shared)
     )
-    common = [a for a in current.angle_scores if a in previous.angle_scores]
     per_angle = []
     for angle in common:
         row: dict[str, Any] = {
@@ -147,8 +212,10 @@ def compare(
             )
         per_angle.append(row)
     if by_embedding:
-        assert current.session is not None and previous.session is not None
-        delta = cosine_distance(current.session, previous.session)
+        delta = cosine_distance(
+            np.mean([current.angles[a].astype(np.float64) for a in shared], axis=0),
+            np.mean([previous.angles[a].astype(np.float64) for a in shared], axis=0),
+        )
         method = "embedding"
     else:
         deltas = [abs(row["score_delta"]) for row in per_angle]

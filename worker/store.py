@@ -1,14 +1,25 @@
 """Postgres writes of the worker: job state, embeddings, analyses, comparisons.
 
-Every analysis is written in one transaction under a per-user advisory lock, and the
-user's whole history (same model) is rescored from stored embeddings, so results never
-depend on the order or concurrency in which jobs ran.
+The store keeps numbers true without reading a person's history:
+
+- Requests are ordered (``analysis_requests.seq``); only the session's newest request
+  writes, so a late retry of an older request cannot overwrite a newer re-analysis.
+- A session's last good analysis (``sessions.good_*`` and its rows) is replaced only by a
+  newer good one: a failed attempt records its error and nothing else.
+- Baselines come from running sums per person, model and angle (``baseline_sums``, exact
+  int64 fixed point), updated in the analysis's own transaction under the person's
+  advisory lock. An appended session reads those sums and nothing else; one captured
+  before others rescales only the sessions captured at or after it.
+- Embeddings and analyses are keyed by model. Only workers of the active model write
+  analyze results (checked inside the transaction); other models' rows come from backfills.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -19,43 +30,129 @@ from psycopg_pool import ConnectionPool
 
 from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError
 from worker import score
-from worker.score import Analysis, ComparedSession, StoredSession
+from worker.score import Analysis, ComparedSession, StoredSession, Totals
+
+Conn = psycopg.Connection[Any]
+
+# Vectors cross the connection as bytea in Postgres's own (big-endian) binary order, so
+# SQL can build them too (float4send); numpy decodes them without a Python loop.
+_F32 = np.dtype(">f4")
+_I64 = np.dtype(">i8")
 
 
-def _lock_user(conn: psycopg.Connection[Any], user_id: UUID) -> None:
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=_F32).tobytes()
+
+
+def decode_vector(data: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(data, dtype=_F32).astype(np.float32)
+
+
+def _encode_sum(total: np.ndarray) -> bytes:
+    return np.asarray(total, dtype=_I64).tobytes()
+
+
+def _decode_sum(data: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(data, dtype=_I64).astype(np.int64)
+
+
+class ModelNotActive(RuntimeError):
+    """This worker's model is not the one results report: it must not write analyze results."""
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A newer request for the session exists; this one wrote nothing."""
+
+    session_id: UUID
+    newest_task_id: str | None
+
+
+def _lock_user(conn: Conn, user_id: UUID) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))", (str(user_id),))
 
 
-def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int:
-    """Mark the session running (creating it for producers that only sent the task).
+# -- models -----------------------------------------------------------------------------
 
-    Returns the attempt number. A session id already owned by another user is refused.
+
+def register_model(conn: Conn, model_id: str, dim: int) -> str | None:
+    """Record a worker's model; the first model ever registered becomes active.
+
+    Returns the active model's id. Takes a plain connection: the prefork parent registers
+    before any pool exists.
     """
+    conn.execute(
+        "INSERT INTO models (model_id, embedding_dim) VALUES (%s, %s)"
+        " ON CONFLICT (model_id) DO NOTHING",
+        (model_id, dim),
+    )
+    with contextlib.suppress(psycopg.errors.UniqueViolation), conn.transaction():
+        conn.execute(
+            "UPDATE models SET active = true, activated_at = now() WHERE model_id = %s"
+            " AND NOT EXISTS (SELECT 1 FROM models WHERE active)",
+            (model_id,),
+        )
+    row = conn.execute("SELECT model_id FROM models WHERE active").fetchone()
+    return None if row is None else str(row[0])
+
+
+def active_model(pool: ConnectionPool) -> str | None:
     with pool.connection() as conn:
+        row = conn.execute("SELECT model_id FROM models WHERE active").fetchone()
+    return None if row is None else str(row[0])
+
+
+# -- job state --------------------------------------------------------------------------
+
+
+def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int | Superseded:
+    """Record the request if new and, if it is the session's newest, mark the session running.
+
+    Returns the request's sequence number, or ``Superseded`` when a newer request for the
+    session was recorded first (a late retry or redelivery of an older request). A session
+    id already owned by another user is refused.
+    """
+    task = task_id or f"untracked-{job.session_id}"
+    images = Jsonb(job.to_payload()["images"])
+    with pool.connection() as conn, conn.transaction():
+        # A message sent straight to the broker has no row yet.
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images, task_id)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+            (job.session_id, job.user_id, job.captured_at, images, task),
+        )
+        owner, newest_seq, newest_task = conn.execute(
+            "SELECT user_id, request_seq, task_id FROM sessions WHERE session_id = %s FOR UPDATE",
+            (job.session_id,),
+        ).fetchone() or (None, None, None)
+        if owner != job.user_id:
+            raise JobError("session_of_other_user", "this session id belongs to another user")
+        conn.execute(
+            "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)"
+            " ON CONFLICT (task_id) DO NOTHING",
+            (task, job.session_id),
+        )
         row = conn.execute(
-            """
-            INSERT INTO sessions (session_id, user_id, captured_at, images, status,
-                                  attempts, task_id, started_at)
-            VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'running', 1, %(task)s, now())
-            ON CONFLICT (session_id) DO UPDATE
-               SET status = 'running', attempts = sessions.attempts + 1,
-                   captured_at = EXCLUDED.captured_at, images = EXCLUDED.images,
-                   task_id = EXCLUDED.task_id, error_code = NULL, error_message = NULL,
-                   started_at = now(), finished_at = NULL, updated_at = now()
-             WHERE sessions.user_id = EXCLUDED.user_id
-            RETURNING attempts
-            """,
-            {
-                "sid": job.session_id,
-                "uid": job.user_id,
-                "at": job.captured_at,
-                "images": Jsonb(job.to_payload()["images"]),
-                "task": task_id,
-            },
+            "SELECT seq, session_id FROM analysis_requests WHERE task_id = %s", (task,)
         ).fetchone()
-    if row is None:
-        raise JobError("session_of_other_user", "this session id belongs to another user")
-    return int(row[0])
+        assert row is not None
+        seq, request_session = int(row[0]), row[1]
+        if request_session != job.session_id:
+            raise JobError("invalid_payload", f"task id {task} was sent for another session")
+        if newest_seq is not None and seq < newest_seq:
+            return Superseded(job.session_id, newest_task)
+        conn.execute(
+            """
+            UPDATE sessions
+               SET status = 'running', attempts = attempts + 1, request_seq = %s,
+                   captured_at = %s, images = %s, task_id = %s, error_code = NULL,
+                   error_message = NULL, started_at = clock_timestamp(), finished_at = NULL,
+                   updated_at = clock_timestamp()
+             WHERE session_id = %s
+            """,
+            (seq, job.captured_at, images, task, job.session_id),
+        )
+    return seq
 
 
 def reject_message(
@@ -86,125 +183,354 @@ def reject_message(
 
 
 def fail_job(
-    pool: ConnectionPool, session_id: UUID, user_id: UUID, code: str, message: str
+    pool: ConnectionPool,
+    session_id: UUID,
+    user_id: UUID,
+    code: str,
+    message: str,
+    task_id: str | None = None,
 ) -> None:
-    """Mark the job failed; only the job's own user's session, never another user's."""
+    """Mark the attempt failed: only the job's own user's session, and only while this
+    request (``task_id``, when given) is the session's newest. Its good analysis stays."""
     with pool.connection() as conn:
         conn.execute(
             """
             UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,
-                   finished_at = now(), updated_at = now()
-             WHERE session_id = %s AND user_id = %s
+                   finished_at = clock_timestamp(), updated_at = clock_timestamp()
+             WHERE session_id = %s AND user_id = %s AND (%s::text IS NULL OR task_id = %s)
             """,
-            (code, message[:2000], session_id, user_id),
+            (code, message[:2000], session_id, user_id, task_id, task_id),
         )
 
 
-def _load_history(
-    conn: psycopg.Connection[Any], user_id: UUID, model_id: str
-) -> list[StoredSession]:
-    angles: dict[UUID, dict[str, np.ndarray]] = defaultdict(dict)
+# -- the incremental analysis write -----------------------------------------------------
+
+
+def _load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(
+            "SELECT angle, sessions, total FROM baseline_sums WHERE user_id = %s AND model_id = %s",
+            (user_id, model_id),
+        ).fetchall()
+    if not rows:
+        return None
+    totals = Totals()
+    for angle, count, total in rows:
+        if angle == "session":
+            totals.sessions = int(count)
+        else:
+            totals.angles[angle] = (int(count), _decode_sum(total))
+    return totals
+
+
+def _read_sessions(conn: Conn, user_id: UUID, model_id: str, since: datetime | None) -> dict:
+    """Embeddings and stored analyses of this person's sessions (captured at or after
+    ``since``; all when None), by session id."""
+    where = "" if since is None else " AND a.captured_at >= %s"
+    params: tuple[Any, ...] = (user_id, model_id) if since is None else (user_id, model_id, since)
+    found: dict[UUID, dict[str, Any]] = {}
     with conn.cursor(binary=True) as cur:
         cur.execute(
-            """
-            SELECT e.session_id, e.angle, e.embedding
-              FROM angle_embeddings e JOIN sessions s USING (session_id)
-             WHERE s.user_id = %s AND e.model_id = %s
-            """,
-            (user_id, model_id),
+            "SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,"
+            "       a.baseline_session_count, a.per_angle, e.angle, e.embedding"
+            "  FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)"
+            " WHERE a.user_id = %s AND a.model_id = %s" + where,
+            params,
         )
-        for session_id, angle, embedding in cur:
-            angles[session_id][angle] = np.asarray(embedding, dtype=np.float32)
+        for sid, at, change, first, count, per_angle, angle, embedding in cur:
+            item = found.setdefault(
+                sid,
+                {"captured_at": at, "stored": (change, first, count, per_angle), "angles": {}},
+            )
+            item["angles"][angle] = decode_vector(embedding)
+    for item in found.values():  # the contract's angle order, whatever the heap order
+        item["angles"] = {a: item["angles"][a] for a in ANGLES if a in item["angles"]}
+    return found
+
+
+def _rebuild_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals:
+    """Sums from the stored embeddings: a person's first write, or after a migration."""
+    totals = Totals()
+    for item in _read_sessions(conn, user_id, model_id, None).values():
+        totals.add(item["angles"])
+    return totals
+
+
+def _stored_values(analysis: Analysis) -> tuple[Any, ...]:
+    return (
+        analysis.change_score,
+        analysis.is_first_session,
+        analysis.baseline_session_count,
+        analysis.per_angle,
+    )
+
+
+def _write_analysis(
+    conn: Conn,
+    *,
+    user_id: UUID,
+    session_id: UUID,
+    captured_at: datetime,
+    previous_at: datetime | None,
+    model_id: str,
+    request_seq: int,
+    embeddings: dict[str, np.ndarray],
+) -> Analysis:
+    """Replace the session's embeddings under ``model_id``, rescore what it changes,
+    keep the sums. The caller holds the person's lock inside one transaction."""
+    totals = _load_totals(conn, user_id, model_id) or _rebuild_totals(conn, user_id, model_id)
+    since = captured_at if previous_at is None else min(captured_at, previous_at)
+    suffix = _read_sessions(conn, user_id, model_id, since)
+    old = suffix.pop(session_id, None)
+    if old is not None:
+        totals.add(old["angles"], sign=-1)
+    totals.add(embeddings)
+    others = [
+        StoredSession(sid, item["captured_at"], item["angles"]) for sid, item in suffix.items()
+    ]
+    analyses = score.rescore_suffix(
+        totals, [*others, StoredSession(session_id, captured_at, embeddings)]
+    )
+    mine = next(a for a in analyses if a.session_id == session_id)
+    changed = [
+        a
+        for a in analyses
+        if a.session_id != session_id and _stored_values(a) != suffix[a.session_id]["stored"]
+    ]
+    dim = int(next(iter(embeddings.values())).shape[0])
+    touched = sorted(set(embeddings) | set(old["angles"] if old else ()))
+    with conn.pipeline(), conn.cursor() as cur:
+        if old is not None:
+            cur.execute(
+                "DELETE FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
+                (session_id, model_id),
+            )
+        cur.executemany(
+            "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
+            " VALUES (%s, %s, %s, %s)",
+            [(session_id, a, model_id, encode_vector(e)) for a, e in embeddings.items()],
+        )
         cur.execute(
             """
-            SELECT e.session_id, s.captured_at, e.embedding
-              FROM session_embeddings e JOIN sessions s USING (session_id)
-             WHERE s.user_id = %s AND e.model_id = %s
+            INSERT INTO analyses (session_id, model_id, user_id, captured_at, request_seq,
+                                  embedding_dim, change_score, is_first_session,
+                                  baseline_session_count, per_angle)
+            VALUES (%(sid)s, %(model)s, %(uid)s, %(at)s, %(seq)s, %(dim)s, %(change)s,
+                    %(first)s, %(count)s, %(per_angle)s)
+            ON CONFLICT (session_id, model_id) DO UPDATE
+               SET user_id = EXCLUDED.user_id, captured_at = EXCLUDED.captured_at,
+                   request_seq = EXCLUDED.request_seq, embedding_dim = EXCLUDED.embedding_dim,
+                   change_score = EXCLUDED.change_score,
+                   is_first_session = EXCLUDED.is_first_session,
+                   baseline_session_count = EXCLUDED.baseline_session_count,
+                   per_angle = EXCLUDED.per_angle, computed_at = now(),
+                   revision = CASE
+                       WHEN (analyses.captured_at, analyses.change_score,
+                             analyses.is_first_session, analyses.baseline_session_count,
+                             analyses.per_angle)
+                            IS NOT DISTINCT FROM
+                            (EXCLUDED.captured_at, EXCLUDED.change_score,
+                             EXCLUDED.is_first_session, EXCLUDED.baseline_session_count,
+                             EXCLUDED.per_angle)
+                       THEN analyses.revision ELSE nextval('analysis_revision') END
             """,
-            (user_id, model_id),
+            {
+                "sid": session_id,
+                "model": model_id,
+                "uid": user_id,
+                "at": captured_at,
+                "seq": request_seq,
+                "dim": dim,
+                "change": mine.change_score,
+                "first": mine.is_first_session,
+                "count": mine.baseline_session_count,
+                "per_angle": Jsonb(mine.per_angle),
+            },
         )
-        # Rows come back in heap order, which the space freed by deletes (redeliveries,
-        # re-analyses of any session) reshuffles: per_angle keeps the contract's order.
-        return [
-            StoredSession(
-                sid,
-                captured_at,
-                {a: angles[sid][a] for a in ANGLES if a in angles[sid]},
-                np.asarray(emb, dtype=np.float32),
+        if changed:
+            cur.executemany(
+                """
+                UPDATE analyses SET change_score = %s, is_first_session = %s,
+                       baseline_session_count = %s, per_angle = %s, computed_at = now(),
+                       revision = nextval('analysis_revision')
+                 WHERE session_id = %s AND model_id = %s
+                """,
+                [
+                    (
+                        a.change_score,
+                        a.is_first_session,
+                        a.baseline_session_count,
+                        Jsonb(a.per_angle),
+                        a.session_id,
+                        model_id,
+                    )
+                    for a in changed
+                ],
             )
-            for sid, captured_at, emb in cur
-        ]
+        sums = [(user_id, model_id, "session", totals.sessions, None)]
+        for angle in touched:
+            count, total = totals.angles[angle]
+            sums.append((user_id, model_id, angle, count, _encode_sum(total)))
+        cur.executemany(
+            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (user_id, model_id, angle) DO UPDATE"
+            "    SET sessions = EXCLUDED.sessions, total = EXCLUDED.total",
+            sums,
+        )
+    return mine
 
 
 def save_analysis(
     pool: ConnectionPool,
     job: AnalyzeJob,
+    request_seq: int,
     model_id: str,
     embeddings: dict[str, np.ndarray],
-) -> Analysis:
-    """Replace the session's embeddings, rescore the user's history, mark it succeeded."""
-    session_vector = score.session_embedding(embeddings)
-    dim = int(session_vector.shape[0])
+) -> Analysis | Superseded:
+    """Store the request's analysis as the session's good one and mark it succeeded.
+
+    Nothing is written when a newer request was recorded meanwhile (``Superseded``), and
+    ``ModelNotActive`` is raised when ``model_id`` stopped being the active model.
+    """
     with pool.connection() as conn, conn.transaction():
         _lock_user(conn, job.user_id)
-        conn.execute("DELETE FROM angle_embeddings WHERE session_id = %s", (job.session_id,))
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
-                " VALUES (%s, %s, %s, %s)",
-                [(job.session_id, a, model_id, e.tolist()) for a, e in embeddings.items()],
-            )
-        conn.execute(
+        row = conn.execute(
             """
-            INSERT INTO session_embeddings (session_id, model_id, embedding)
-            VALUES (%s, %s, %s)
-            ON CONFLICT (session_id) DO UPDATE
-               SET model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding
+            SELECT s.request_seq, s.task_id, m.active, a.captured_at
+              FROM sessions s
+              JOIN models m ON m.model_id = %(model)s
+              LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %(model)s
+             WHERE s.session_id = %(sid)s AND s.user_id = %(uid)s
+               FOR UPDATE OF s FOR SHARE OF m
             """,
-            (job.session_id, model_id, session_vector.tolist()),
+            {"model": model_id, "sid": job.session_id, "uid": job.user_id},
+        ).fetchone()
+        if row is None:
+            raise JobError("session_not_found", f"session {job.session_id} is gone")
+        newest_seq, newest_task, active, previous_at = row
+        if newest_seq != request_seq:
+            return Superseded(job.session_id, newest_task)
+        if not active:
+            raise ModelNotActive(f"model {model_id} is not the active model")
+        analysis = _write_analysis(
+            conn,
+            user_id=job.user_id,
+            session_id=job.session_id,
+            captured_at=job.captured_at,
+            previous_at=previous_at,
+            model_id=model_id,
+            request_seq=request_seq,
+            embeddings=embeddings,
         )
-        analyses = score.analyze_history(_load_history(conn, job.user_id, model_id))
-        with conn.cursor() as cur:
-            cur.executemany(
-                """
-                INSERT INTO analyses (session_id, model_id, embedding_dim, change_score,
-                                      is_first_session, baseline_session_count, per_angle)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (session_id) DO UPDATE
-                   SET model_id = EXCLUDED.model_id, embedding_dim = EXCLUDED.embedding_dim,
-                       change_score = EXCLUDED.change_score,
-                       is_first_session = EXCLUDED.is_first_session,
-                       baseline_session_count = EXCLUDED.baseline_session_count,
-                       per_angle = EXCLUDED.per_angle, computed_at = now()
-                 WHERE (analyses.model_id, analyses.change_score, analyses.is_first_session,
-                        analyses.baseline_session_count, analyses.per_angle)
-                       IS DISTINCT FROM
-                       (EXCLUDED.model_id, EXCLUDED.change_score, EXCLUDED.is_first_session,
-                        EXCLUDED.baseline_session_count, EXCLUDED.per_angle)
-                    OR analyses.session_id = %s
-                """,
-                [
-                    (
-                        a.session_id,
-                        model_id,
-                        dim,
-                        a.change_score,
-                        a.is_first_session,
-                        a.baseline_session_count,
-                        Jsonb(a.per_angle),
-                        job.session_id,
-                    )
-                    for a in analyses
-                ],
-            )
         conn.execute(
             """
-            UPDATE sessions SET status = 'succeeded', finished_at = now(), updated_at = now()
+            UPDATE sessions
+               SET status = 'succeeded', finished_at = clock_timestamp(),
+                   updated_at = clock_timestamp(), good_task_id = task_id,
+                   good_request_seq = request_seq, good_captured_at = captured_at,
+                   good_images = images, good_at = clock_timestamp()
              WHERE session_id = %s
             """,
             (job.session_id,),
         )
-    return next(a for a in analyses if a.session_id == job.session_id)
+    return analysis
+
+
+# -- backfill ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackfillSource:
+    """What a backfill re-embeds: the session's last good request."""
+
+    session_id: UUID
+    user_id: UUID
+    captured_at: datetime
+    images: dict[str, str]
+    request_seq: int
+    done: bool  # this model already has the analysis of that request
+
+
+def start_backfill(pool: ConnectionPool, session_id: UUID, model_id: str) -> BackfillSource | None:
+    """Mark the backfill running; None when the session has no good analysis to re-embed."""
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            """
+            SELECT s.user_id, s.good_captured_at, s.good_images, s.good_request_seq,
+                   a.request_seq IS NOT DISTINCT FROM s.good_request_seq AS done
+              FROM sessions s
+              LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %s
+             WHERE s.session_id = %s AND s.good_request_seq IS NOT NULL
+            """,
+            (model_id, session_id),
+        ).fetchone()
+        conn.execute(
+            "UPDATE backfill_jobs SET status = 'running', attempts = attempts + 1,"
+            " updated_at = clock_timestamp() WHERE session_id = %s AND model_id = %s",
+            (session_id, model_id),
+        )
+    if row is None:
+        return None
+    user_id, at, images, seq, done = row
+    return BackfillSource(session_id, user_id, at, images, int(seq), bool(done) and seq is not None)
+
+
+def finish_backfill(
+    pool: ConnectionPool, session_id: UUID, model_id: str, error: JobError | None = None
+) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE backfill_jobs SET status = %s, error_code = %s, error_message = %s,"
+            " updated_at = clock_timestamp() WHERE session_id = %s AND model_id = %s",
+            (
+                "failed" if error else "succeeded",
+                error.code if error else None,
+                error.message[:2000] if error else None,
+                session_id,
+                model_id,
+            ),
+        )
+
+
+def save_backfill(
+    pool: ConnectionPool, source: BackfillSource, model_id: str, embeddings: dict[str, np.ndarray]
+) -> Analysis | Superseded:
+    """Store ``model_id``'s analysis of the session's good request, unless a newer good
+    analysis arrived meanwhile (then the next backfill pass takes that one)."""
+    with pool.connection() as conn, conn.transaction():
+        _lock_user(conn, source.user_id)
+        row = conn.execute(
+            """
+            SELECT s.good_request_seq, s.good_task_id, a.captured_at
+              FROM sessions s
+              LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %s
+             WHERE s.session_id = %s FOR UPDATE OF s
+            """,
+            (model_id, source.session_id),
+        ).fetchone()
+        if row is None or row[0] != source.request_seq:
+            return Superseded(source.session_id, row[1] if row else None)
+        analysis = _write_analysis(
+            conn,
+            user_id=source.user_id,
+            session_id=source.session_id,
+            captured_at=source.captured_at,
+            previous_at=row[2],
+            model_id=model_id,
+            request_seq=source.request_seq,
+            embeddings=embeddings,
+        )
+        conn.execute(
+            "UPDATE backfill_jobs SET status = 'succeeded', error_code = NULL,"
+            " error_message = NULL, updated_at = clock_timestamp()"
+            " WHERE session_id = %s AND model_id = %s",
+            (source.session_id, model_id),
+        )
+    return analysis
+
+
+# -- comparisons ------------------------------------------------------------------------
 
 
 def start_comparison(pool: ConnectionPool, job: CompareJob) -> None:
@@ -228,12 +554,17 @@ def finish_comparison(
     job: CompareJob,
     result: dict[str, Any] | None,
     error: JobError | None = None,
+    inputs: tuple[ComparedSession, ComparedSession] | None = None,
 ) -> None:
+    """Record the outcome, with the analysis revisions it was computed from: when either
+    changes later, readers see the stored numbers as stale and have them recomputed."""
+    current, previous = inputs if inputs else (None, None)
     with pool.connection() as conn:
         conn.execute(
             """
             UPDATE comparisons
                SET status = %s, result = %s, error_code = %s, error_message = %s,
+                   model_id = %s, current_revision = %s, previous_revision = %s,
                    updated_at = now()
              WHERE current_session_id = %s AND previous_session_id = %s
             """,
@@ -242,6 +573,9 @@ def finish_comparison(
                 Jsonb(result) if result is not None else None,
                 error.code if error else None,
                 error.message if error else None,
+                current.model_id if current else None,
+                current.revision if current else None,
+                previous.revision if previous else None,
                 job.current_session_id,
                 job.previous_session_id,
             ),
@@ -249,15 +583,14 @@ def finish_comparison(
 
 
 def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -> ComparedSession:
-    """The analyzed session of this user, or a JobError that says which it is not."""
+    """The session's analysis under the active model, or a JobError that says why not."""
     with pool.connection() as conn, conn.cursor(binary=True) as cur:
         cur.execute(
             """
-            SELECT s.user_id, s.status, a.model_id, a.change_score, a.per_angle, se.embedding,
-                   se.model_id
+            SELECT s.user_id, s.status, a.model_id, a.change_score, a.per_angle, a.revision
               FROM sessions s
-              LEFT JOIN analyses a USING (session_id)
-              LEFT JOIN session_embeddings se USING (session_id)
+              LEFT JOIN analyses a ON a.session_id = s.session_id
+                    AND a.model_id = (SELECT model_id FROM models WHERE active)
              WHERE s.session_id = %s
             """,
             (session_id,),
@@ -265,7 +598,7 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
         row = cur.fetchone()
         if row is None:
             raise JobError("session_not_found", f"session {session_id} does not exist")
-        owner, status, model_id, change, per_angle, session_vec, session_model = row
+        owner, status, model_id, change, per_angle, revision = row
         if owner != user_id:
             raise JobError(
                 "not_same_user",
@@ -281,16 +614,24 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
             "SELECT angle, embedding FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
             (session_id, model_id),
         )
-        angles = {angle: np.asarray(e, dtype=np.float32) for angle, e in cur}
+        by_angle = {angle: decode_vector(e) for angle, e in cur}
+    angles = {a: by_angle[a] for a in ANGLES if a in by_angle}
     return ComparedSession(
         session_id=session_id,
         model_id=model_id,
         change_score=float(change),
         angle_scores={p["angle"]: float(p["change_score"]) for p in per_angle},
         angles=angles,
-        session=(
-            np.asarray(session_vec, dtype=np.float32)
-            if session_vec is not None and session_model == model_id
-            else None
-        ),
+        session=score.session_embedding(angles) if angles else None,
+        revision=int(revision),
     )
+
+
+def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:
+    """The person's analyses recomputed from the stored embeddings alone (the reference
+    the soak and tests hold the incremental sums to)."""
+    grouped: dict[UUID, Any] = defaultdict(dict)
+    found = _read_sessions(conn, user_id, model_id, None)
+    for sid, item in found.items():
+        grouped[sid] = StoredSession(sid, item["captured_at"], item["angles"])
+    return score.analyze_history(list(grouped.values()))

@@ -9,6 +9,7 @@ recorded as failed only when the retries are spent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -27,11 +28,15 @@ from celery.utils.time import get_exponential_backoff_interval
 from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
+    EMBED_TASK,
+    QUEUE,
     AnalyzeJob,
     JobError,
     analysis_result,
     parse_analyze,
     parse_compare,
+    parse_embed,
+    parse_images,
 )
 from worker import metrics, resources, score, store
 from worker.app import app
@@ -105,10 +110,8 @@ def _stage(name: str, job: AnalyzeJob, task_id: str | None) -> Iterator[None]:
     )
 
 
-def _analyze(
-    res: resources.Resources, job: AnalyzeJob, task_id: str | None
-) -> tuple[score.Analysis, int]:
-    """fetch -> decode -> batch/embed -> score/store, each stage timed."""
+def _embed(res: resources.Resources, job: AnalyzeJob, task_id: str | None) -> dict[str, np.ndarray]:
+    """fetch -> decode -> batch/embed, each stage timed: the job's embeddings by angle."""
     reference = res.settings.pipeline == "reference"
     with _stage("fetch", job, task_id):
         images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
@@ -126,10 +129,30 @@ def _analyze(
         # The batcher times its own wait and embed stages into the histograms.
         with _stage("batch_and_embed", job, task_id):
             vectors = res.batcher.embed(np.stack(arrays))
-    embeddings = dict(zip(images, vectors, strict=True))
-    with _stage("write", job, task_id):
-        analysis = store.save_analysis(res.db, job, res.embedder.model_id, embeddings)
-    return analysis, int(vectors.shape[1])
+    return dict(zip(images, vectors, strict=True))
+
+
+def _hand_back(task: Task, res: resources.Resources, why: str) -> Reject:
+    """This worker's model is not the active one: stop taking jobs and put this one back.
+
+    ``producer model activate`` moves the jobs queue between models; a worker that missed
+    that broadcast (or started before it) finds out here, before writing anything.
+    """
+    log.warning("model %s: %s; handing the job back and leaving %s", res.model_id, why, QUEUE)
+    res.forget_active_model()
+    with contextlib.suppress(Exception):
+        task.app.control.cancel_consumer(QUEUE, destination=[task.request.hostname])
+    time.sleep(1)  # let the cancel land before the message is back in the queue
+    return Reject(why, requeue=True)
+
+
+def _superseded(job_session: Any, newer: store.Superseded) -> dict[str, Any]:
+    log.info("session %s: a newer request (%s) exists; this one wrote nothing", job_session, newer)
+    return {
+        "session_id": str(newer.session_id),
+        "status": "superseded",
+        "superseded_by": newer.newest_task_id,
+    }
 
 
 def _retry_or_fail(
@@ -161,7 +184,7 @@ def _fail(task: Task, res: resources.Resources, job: AnalyzeJob, code: str, mess
     succeeds or records its failure.
     """
     try:
-        store.fail_job(res.db, job.session_id, job.user_id, code, message)
+        store.fail_job(res.db, job.session_id, job.user_id, code, message, task.request.id)
     except TRANSIENT_ERRORS as exc:
         log.warning(
             "session %s: cannot record %s (%s); retrying the job",
@@ -185,7 +208,11 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         raise
     started = time.perf_counter()
     try:
-        store.start_job(res.db, job, self.request.id)
+        if not res.model_is_active():
+            raise _hand_back(self, res, "its model is not the active model")
+        request = store.start_job(res.db, job, self.request.id)
+    except Reject:
+        raise
     except JobError as err:  # the session id is another user's: touch nothing of theirs
         store.reject_message(res.db, ANALYZE_TASK, self.request.id, payload, err, mark_job=False)
         metrics.JOBS.labels("analyze", "rejected", err.code).inc()
@@ -193,8 +220,19 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     except TRANSIENT_ERRORS as exc:  # the database is down: this job must not be dropped
         _retry_or_fail(self, res, job, exc)
         raise
+    except Exception as exc:  # a bug or a missing grant: say so on the job, never hang
+        _fail(self, res, job, "internal_error", _describe(exc))
+        metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
+        raise
+    if isinstance(request, store.Superseded):
+        metrics.JOBS.labels("analyze", "superseded", "").inc()
+        return _superseded(job.session_id, request)
     try:
-        analysis, dim = _analyze(res, job, self.request.id)
+        embeddings = _embed(res, job, self.request.id)
+        with _stage("write", job, self.request.id):
+            analysis = store.save_analysis(res.db, job, request, res.model_id, embeddings)
+    except store.ModelNotActive as exc:
+        raise _hand_back(self, res, str(exc)) from exc
     except JobError as err:
         _fail(self, res, job, err.code, err.message)
         metrics.JOBS.labels("analyze", "failed", err.code).inc()
@@ -215,6 +253,10 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         _fail(self, res, job, "internal_error", _describe(exc))
         metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
         raise
+    if isinstance(analysis, store.Superseded):
+        metrics.JOBS.labels("analyze", "superseded", "").inc()
+        return _superseded(job.session_id, analysis)
+    dim = int(next(iter(embeddings.values())).shape[0])
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
     metrics.JOBS.labels("analyze", "succeeded", "").inc()
     job_event(
@@ -231,12 +273,13 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         session_id=job.session_id,
         user_id=job.user_id,
         captured_at=job.captured_at,
-        model_id=res.embedder.model_id,
+        model_id=res.model_id,
         embedding_dim=dim,
         change_score=analysis.change_score,
         is_first_session=analysis.is_first_session,
         baseline_session_count=analysis.baseline_session_count,
         per_angle=analysis.per_angle,
+        request_task_id=self.request.id,
     )
 
 
@@ -258,7 +301,7 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
             **score.compare(current, previous, res.settings.trend),
         }
         # Inside the try: a database fault here is retried, not acknowledged as done.
-        store.finish_comparison(res.db, job, result)
+        store.finish_comparison(res.db, job, result, inputs=(current, previous))
     except JobError as err:
         if err.code == "session_not_ready" and self.request.retries < self.max_retries:
             # Sent right after its analyses: give them time to finish. Not a fault, so
@@ -276,3 +319,70 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
         raise _retry(self, exc) from exc
     metrics.JOBS.labels("compare", "succeeded", "").inc()
     return result
+
+
+@app.task(name=EMBED_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
+def embed_session(self: Task, **payload: Any) -> dict[str, Any]:
+    """Backfill: re-embed a stored session's good request with this worker's model.
+
+    Every outcome is recorded on the session's ``backfill_jobs`` row, so one session's
+    failure never stops the backfill, and a finished session is never embedded twice.
+    """
+    res = resources.current()
+    try:
+        job = parse_embed(payload)
+        if job.model_id != res.model_id:
+            raise JobError(
+                "wrong_model", f"sent for model {job.model_id}; this worker runs {res.model_id}"
+            )
+    except JobError as err:
+        store.reject_message(res.db, EMBED_TASK, self.request.id, payload, err, mark_job=False)
+        metrics.JOBS.labels("embed", "rejected", err.code).inc()
+        raise
+    try:
+        source = store.start_backfill(res.db, job.session_id, job.model_id)
+        if source is None:
+            raise JobError(
+                "session_not_analyzed", f"session {job.session_id} has no good analysis to re-embed"
+            )
+        if not source.done:
+            analyze = AnalyzeJob(
+                source.user_id, source.session_id, source.captured_at, parse_images(source.images)
+            )
+            embeddings = _embed(res, analyze, self.request.id)
+            with _stage("write", analyze, self.request.id):
+                saved = store.save_backfill(res.db, source, job.model_id, embeddings)
+            if isinstance(saved, store.Superseded):
+                # A newer good analysis landed meanwhile: the next backfill pass takes it.
+                store.finish_backfill(
+                    res.db,
+                    job.session_id,
+                    job.model_id,
+                    JobError("superseded", "a newer analysis arrived during the backfill"),
+                )
+                return _superseded(job.session_id, saved)
+        else:
+            store.finish_backfill(res.db, job.session_id, job.model_id)
+    except JobError as err:
+        store.finish_backfill(res.db, job.session_id, job.model_id, err)
+        metrics.JOBS.labels("embed", "failed", err.code).inc()
+        raise
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                store.finish_backfill(
+                    res.db,
+                    job.session_id,
+                    job.model_id,
+                    JobError("dependency_unavailable", _describe(exc)),
+                )
+            raise
+        raise _retry(self, exc) from exc
+    except Exception as exc:
+        store.finish_backfill(
+            res.db, job.session_id, job.model_id, JobError("internal_error", _describe(exc))
+        )
+        metrics.JOBS.labels("embed", "failed", "internal_error").inc()
+        raise
+    metrics.JOBS.labels("embed", "succeeded", "").inc()
+    return {"session_id": str(job.session_id), "model_id": job.model_id, "status": "succeeded"}

@@ -1,0 +1,398 @@
+"""``python -m bench.store``: the score store alone (no model, no broker), Postgres included.
+
+Each "session" is what a worker writes for one job: ``start_job`` then ``save_analysis``
+with six 2048-d embeddings, appended after the person's history. People are pre-filled
+with 0, 100 and 1,000 earlier sessions; 1, 4 and 16 writer processes each take their own
+people. Reported: sessions/s per (history, writers), and the single-writer time of the
+write transaction against history length. Writes JSON, markdown and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from bench.report import ROOT, git_commit
+from producer.contract import ANGLES, AnalyzeJob, S3Uri
+from schema.migrate import migrate
+from scripts.localstack import recreate_database
+from worker import store
+from worker.score import Totals
+
+DATABASE_URL = os.environ.get(
+    "CHANGEWATCH_BENCH_STORE_DATABASE_URL",
+    "postgresql://postgres@127.0.0.1:5432/changewatch_bench_store",
+)
+MODEL = "bench/store/v1"
+DIM = 2048
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def _vectors(rng: np.random.Generator, angles: tuple[str, ...] = ANGLES) -> dict[str, np.ndarray]:
+    # Pooled ReLU features: non-negative, random-looking (they do not compress).
+    return {a: rng.gamma(1.0, 0.5, DIM).astype(np.float32) for a in angles}
+
+
+def _job(user: uuid.UUID, index: int) -> AnalyzeJob:
+    sid = uuid.uuid4()
+    return AnalyzeJob(
+        user_id=user,
+        session_id=sid,
+        captured_at=T0 + timedelta(hours=index),
+        images={a: S3Uri("bench", f"{user}/{sid}/{a}.jpg") for a in ANGLES},
+    )
+
+
+def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MODEL) -> None:
+    """``sessions`` analyzed sessions for ``user``, written in bulk with exact sums (the
+    state the store would have reached): the benchmark measures appends, not prefill."""
+    if sessions == 0:
+        return
+    rng = np.random.default_rng(seed)
+    totals = Totals()
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        rows_s, rows_r, rows_e, rows_a = [], [], [], []
+        for i in range(sessions):
+            job = _job(user, i)
+            vectors = _vectors(rng)
+            totals.add(vectors)
+            task = f"prefill-{job.session_id}"
+            images = Jsonb(job.to_payload()["images"])
+            rows_s.append((job.session_id, user, job.captured_at, images, task))
+            rows_r.append((task, job.session_id))
+            rows_e += [
+                (job.session_id, a, MODEL, store.encode_vector(v)) for a, v in vectors.items()
+            ]
+            rows_a.append((job.session_id, MODEL, user, job.captured_at, DIM))
+        cur.executemany(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id,"
+            " good_task_id, good_captured_at, good_images)"
+            " VALUES (%s, %s, %s, %s, 'succeeded', %s, NULL, NULL, NULL)",
+            rows_s,
+        )
+        cur.executemany(
+            "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)", rows_r
+        )
+        cur.execute(
+            "UPDATE sessions s SET request_seq = r.seq, good_request_seq = r.seq,"
+            " good_task_id = r.task_id, good_captured_at = s.captured_at, good_images = s.images"
+            " FROM analysis_requests r WHERE r.session_id = s.session_id AND s.user_id = %s",
+            (user,),
+        )
+        with cur.copy(
+            "COPY angle_embeddings (session_id, angle, model_id, embedding) FROM STDIN"
+        ) as copy:
+            for row in rows_e:
+                copy.write_row(row)
+        cur.executemany(
+            "INSERT INTO analyses (session_id, model_id, user_id, captured_at, embedding_dim,"
+            " change_score, is_first_session, baseline_session_count, per_angle)"
+            " VALUES (%s, %s, %s, %s, %s, 0.1, false, 1, '[]')",
+            rows_a,
+        )
+        sums = [(user, MODEL, "session", totals.sessions, None)] + [
+            (user, MODEL, a, n, np.asarray(t, ">i8").tobytes())
+            for a, (n, t) in totals.angles.items()
+        ]
+        cur.executemany(
+            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            sums,
+        )
+
+
+def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, out: Any) -> None:
+    """One writer process: append ``per_user`` sessions to each of its people, in turn."""
+    rng = np.random.default_rng(seed)
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    jobs = [
+        (_job(uuid.UUID(u), history + k), _vectors(rng)) for k in range(per_user) for u in users
+    ]
+    write_s = []
+    started = time.perf_counter()
+    for job, vectors in jobs:
+        seq = store.start_job(pool, job, f"bench-{job.session_id}")
+        assert isinstance(seq, int)
+        t = time.perf_counter()
+        result = store.save_analysis(pool, job, seq, MODEL, vectors)
+        write_s.append(time.perf_counter() - t)
+        assert not isinstance(result, store.Superseded)
+    out.put({"n": len(jobs), "seconds": time.perf_counter() - started, "write_s": write_s})
+    pool.close()
+
+
+def measure(dsn: str, history: int, writers: int, per_writer: int) -> dict[str, Any]:
+    """Sessions/s for ``writers`` processes, each appending to people with ``history``."""
+    users_per_writer = 2
+    per_user = max(1, per_writer // users_per_writer)
+    users = [[str(uuid.uuid4()) for _ in range(users_per_writer)] for _ in range(writers)]
+    for w, group in enumerate(users):
+        for u, user in enumerate(group):
+            prefill(dsn, uuid.UUID(user), history, seed=1000 * w + u)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer, args=(dsn, group, history, per_user, w, queue))
+        for w, group in enumerate(users)
+    ]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=1800) for _ in procs]
+    wall = time.perf_counter() - started
+    for p in procs:
+        p.join()
+    sessions = sum(r["n"] for r in results)
+    writes = sorted(s for r in results for s in r["write_s"])
+    # Wall time includes process start-up; the writers' own span is the fairer rate.
+    span = max(r["seconds"] for r in results)
+    return {
+        "history": history,
+        "writers": writers,
+        "sessions": sessions,
+        "sessions_per_s": sessions / span,
+        "images_per_s": 6 * sessions / span,
+        "wall_s": wall,
+        "write_p50_ms": 1000 * statistics.median(writes),
+        "write_p95_ms": 1000 * writes[int(0.95 * (len(writes) - 1))],
+    }
+
+
+def e2e_history_cost(
+    dsn: str, history: int, jobs: int, photos: list[Path], out: Path
+) -> dict[str, Any]:
+    """Through a real worker: jobs of people with no history against jobs of one person
+    with ``history`` earlier sessions, alternated, one at a time (no queueing).
+
+    Service time is the database's own (``finished_at - started_at``, the write included);
+    the write stage comes from the worker's JSON log.
+    """
+    import boto3
+    import redis
+
+    from producer import Producer
+    from scripts.localstack import S3Server, Worker, free_port
+    from worker.embed import model_id_for
+
+    broker = "redis://127.0.0.1:6379/6"
+    env = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/7",
+        "DATABASE_URL": dsn,
+        "CHANGEWATCH_MODEL_WEIGHTS": "random",
+        "CHANGEWATCH_DEVICE": "cpu",
+        "CHANGEWATCH_METRICS_PORT": str(free_port()),
+        "CHANGEWATCH_METRICS_ADDR": "127.0.0.1",
+    }
+    os.environ.update(env)  # before celeryconfig is first imported, by Producer()
+    for url in (broker, env["CELERY_RESULT_BACKEND"]):
+        redis.Redis.from_url(url).flushdb()
+    model = model_id_for("random")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE models SET active = false")
+        conn.execute(
+            "INSERT INTO models (model_id, embedding_dim, active) VALUES (%s, %s, true)"
+            " ON CONFLICT (model_id) DO UPDATE SET active = true",
+            (model, DIM),
+        )
+    veteran = uuid.uuid4()
+    prefill(dsn, veteran, history, seed=7, model=model)
+    blobs = [p.read_bytes() for p in photos[:6]]
+    server = S3Server().start()
+    os.environ.update(server.env())
+    log = out / "e2e-worker.log"
+    log.unlink(missing_ok=True)
+    worker = Worker(env={**env, **server.env()}, name="bench-store", log_path=log)
+    try:
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bench")
+        producer = Producer()
+        worker.start().wait_ready(producer.celery)
+
+        def one(user: uuid.UUID, index: int) -> uuid.UUID:
+            sid = uuid.uuid4()
+            images = {}
+            for angle, blob in zip(ANGLES, blobs, strict=False):
+                key = f"{user}/{sid}/{angle}.jpg"
+                s3.put_object(Bucket="bench", Key=key, Body=blob)
+                images[angle] = f"s3://bench/{key}"
+            producer.analyze(user, sid, T0 + timedelta(hours=index), images)
+            producer.wait(sid, timeout=300)
+            return sid
+
+        one(uuid.uuid4(), 0)  # warm-up: first batch, first connection
+        first, appended = [], []
+        for k in range(jobs):
+            first.append(one(uuid.uuid4(), 0))
+            appended.append(one(veteran, history + k))
+    finally:
+        worker.stop()
+        server.stop()
+    writes: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if '"stage": "write"' in line:
+            event = json.loads(line)
+            writes[event["session_id"]] = float(event["seconds"])
+    with psycopg.connect(dsn) as conn:
+        service = dict(
+            conn.execute(
+                "SELECT session_id, extract(epoch FROM finished_at - started_at)::float8"
+                " FROM sessions WHERE session_id = ANY(%s) AND status = 'succeeded'",
+                (first + appended,),
+            ).fetchall()
+        )
+
+    result = {
+        "history": history,
+        "jobs_each": jobs,
+        "first_service_s": statistics.median(service[sid] for sid in first),
+        "appended_service_s": statistics.median(service[sid] for sid in appended),
+        "first_write_s": statistics.median(writes[str(sid)] for sid in first),
+        "appended_write_s": statistics.median(writes[str(sid)] for sid in appended),
+    }
+    result["service_ratio"] = result["appended_service_s"] / result["first_service_s"]
+    result["write_ratio"] = result["appended_write_s"] / result["first_write_s"]
+    return result
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"store benchmark, {report['date']}, commit {report['commit']}, "
+        f"{report['cpus']} CPUs, Postgres {report['postgres']}",
+        "",
+        "| history (sessions) | writers | sessions | sessions/s | images/s "
+        "| write p50 (ms) | write p95 (ms) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["runs"]:
+        lines.append(
+            f"| {r['history']} | {r['writers']} | {r['sessions']} | {r['sessions_per_s']:.0f} "
+            f"| {r['images_per_s']:.0f} | {r['write_p50_ms']:.1f} | {r['write_p95_ms']:.1f} |"
+        )
+    e2e = report.get("e2e")
+    if e2e:
+        lines += [
+            "",
+            f"Through a real worker ({e2e['jobs_each']} jobs each, medians): a person's first"
+            f" session against a session appended to {e2e['history']} earlier ones:",
+            "",
+            "| | first session | appended to history | ratio |",
+            "| --- | ---: | ---: | ---: |",
+            f"| service time (s) | {e2e['first_service_s']:.3f} | {e2e['appended_service_s']:.3f}"
+            f" | **{e2e['service_ratio']:.2f}x** |",
+            f"| write stage (s) | {e2e['first_write_s']:.4f} | {e2e['appended_write_s']:.4f}"
+            f" | {e2e['write_ratio']:.2f}x |",
+        ]
+    lines += ["", "Single writer, write transaction against history length:", ""]
+    lines += ["| history | write p50 (ms) | vs history 0 |", "| ---: | ---: | ---: |"]
+    base = report["by_history"][0]["write_p50_ms"]
+    for r in report["by_history"]:
+        lines.append(
+            f"| {r['history']} | {r['write_p50_ms']:.1f} | {r['write_p50_ms'] / base:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for history in sorted({r["history"] for r in report["runs"]}):
+        runs = [r for r in report["runs"] if r["history"] == history]
+        left.plot(
+            [r["writers"] for r in runs],
+            [r["sessions_per_s"] for r in runs],
+            marker="o",
+            label=f"history {history}",
+        )
+    left.axhline(500, color="grey", linestyle="--", label="goal (4 writers, history 100)")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("concurrent writers")
+    left.set_ylabel("sessions/s written")
+    left.legend()
+    hist = report["by_history"]
+    right.plot([max(r["history"], 1) for r in hist], [r["write_p50_ms"] for r in hist], marker="o")
+    right.set_xscale("log")
+    right.set_ylim(bottom=0)
+    right.set_xlabel("earlier sessions of the person (0 plotted at 1)")
+    right.set_ylabel("write transaction p50 (ms)")
+    fig.suptitle(f"changewatch store, commit {report['commit']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__)
+    parser.add_argument("--histories", type=int, nargs="+", default=[0, 100, 1000])
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--per-writer", type=int, default=200, help="sessions each writer adds")
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-store")
+    parser.add_argument(
+        "--e2e-history",
+        type=int,
+        default=1000,
+        help="also time real-worker jobs for a person with this history (0: skip)",
+    )
+    parser.add_argument("--e2e-jobs", type=int, default=10)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    recreate_database(DATABASE_URL)
+    migrate(DATABASE_URL)
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        store.register_model(conn, MODEL, DIM)
+        version = conn.execute("SHOW server_version").fetchone()
+    runs = []
+    for history in args.histories:
+        for writers in args.writers:
+            print(f"history {history}, {writers} writers ...", flush=True)
+            runs.append(measure(DATABASE_URL, history, writers, args.per_writer))
+            print(f"  {runs[-1]['sessions_per_s']:.0f} sessions/s", flush=True)
+    by_history = []
+    for history in sorted({0, 10, *args.histories}):
+        print(f"single writer, history {history} ...", flush=True)
+        by_history.append(measure(DATABASE_URL, history, 1, 60))
+    e2e = None
+    if args.e2e_history:
+        from scripts.localstack import PHOTOS
+
+        photos = sorted((PHOTOS / "series").glob("*.jpg"))
+        print(f"real worker, history {args.e2e_history} ...", flush=True)
+        e2e = e2e_history_cost(DATABASE_URL, args.e2e_history, args.e2e_jobs, photos, args.out)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "e2e": e2e,
+        "commit": git_commit(),
+        "cpus": os.cpu_count(),
+        "postgres": version[0] if version else "?",
+        "runs": runs,
+        "by_history": by_history,
+    }
+    (args.out / "store.json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    (args.out / "store.md").write_text(table)
+    plot(report, args.out / "store.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Rolling a model out and back: list models, backfill one, make it the active one.
+
+Results report one model, the active one (``models.active``). Workers of any other model
+consume only their own backfill queue, so a person's history is never split between two
+models. A rollout: start workers of the new model, ``backfill --wait`` (they re-embed
+every stored session, oldest first), then ``model activate`` (refused while sessions are
+missing) moves the jobs queue to them. Rolling back is the same with the old model.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from tqdm import tqdm
+
+from producer.api import Producer
+from producer.contract import BACKFILL_QUEUE_PREFIX, EMBED_TASK, QUEUE, JobError, backfill_queue
+
+# A backfill row queued or running for less than this is taken to have its message in
+# the broker still: a resumed backfill waits for it instead of sending it again.
+IN_FLIGHT_S = 600.0
+
+_PENDING = """
+    SELECT s.session_id, s.good_request_seq
+      FROM sessions s
+      LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %(model)s
+     WHERE s.good_request_seq IS NOT NULL
+       AND a.request_seq IS DISTINCT FROM s.good_request_seq
+       AND (%(user)s::uuid IS NULL OR s.user_id = %(user)s::uuid)
+     ORDER BY s.good_captured_at, s.session_id
+"""
+
+
+def consuming_models(producer: Producer, timeout: float = 2.0) -> dict[str, list[str]]:
+    """model id -> the live workers running it, read from the backfill queues they consume."""
+    replies = producer.celery.control.inspect(timeout=timeout).active_queues() or {}
+    found: dict[str, list[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or []:
+            name = str(queue.get("name", ""))
+            if name.startswith(BACKFILL_QUEUE_PREFIX):
+                found.setdefault(name[len(BACKFILL_QUEUE_PREFIX) :], []).append(worker)
+    return found
+
+
+def list_models(producer: Producer) -> dict[str, Any]:
+    workers = consuming_models(producer)
+    with producer.connect() as conn:
+        rows = conn.execute(
+            """
+            SELECT m.model_id, m.embedding_dim, m.active, m.registered_at, m.activated_at,
+                   (SELECT count(*) FROM analyses a WHERE a.model_id = m.model_id) AS analyses
+              FROM models m ORDER BY m.registered_at
+            """
+        ).fetchall()
+        for row in rows:
+            row["missing"] = len(
+                conn.execute(_PENDING, {"model": row["model_id"], "user": None}).fetchall()
+            )
+            row["workers"] = sorted(workers.get(row["model_id"], []))
+    return {"models": rows}
+
+
+def _choose_model(producer: Producer, model_id: str | None) -> str:
+    with producer.connect() as conn:
+        known = {
+            r["model_id"]: r["active"]
+            for r in conn.execute("SELECT model_id, active FROM models").fetchall()
+        }
+    if model_id is not None:
+        if model_id not in known:
+            raise JobError(
+                "unknown_model",
+                f"no worker has ever registered model {model_id!r}; start its workers first",
+            )
+        return model_id
+    live = [m for m in consuming_models(producer) if m in known]
+    if not live:
+        raise JobError(
+            "no_workers", "no worker is consuming; start workers of the model to backfill"
+        )
+    inactive = [m for m in live if not known[m]]
+    if len(inactive) == 1 or len(live) == 1:
+        return inactive[0] if inactive else live[0]
+    raise JobError(
+        "ambiguous_model",
+        f"workers of several models are consuming ({', '.join(sorted(live))}); name one with"
+        " --model",
+    )
+
+
+def _enqueue(producer: Producer, model_id: str, todo: list[dict[str, Any]]) -> tuple[int, int]:
+    """Send each session not already in flight; returns (sent, in flight)."""
+    sent = in_flight = 0
+    with producer.connect() as conn:
+        for row in tqdm(todo, desc="enqueue", unit="session", dynamic_ncols=True):
+            claimed = conn.execute(
+                """
+                INSERT INTO backfill_jobs (session_id, model_id, request_seq)
+                VALUES (%(sid)s, %(model)s, %(seq)s)
+                ON CONFLICT (session_id, model_id) DO UPDATE
+                   SET status = 'queued', request_seq = EXCLUDED.request_seq,
+                       error_code = NULL, error_message = NULL, updated_at = now()
+                 WHERE backfill_jobs.status NOT IN ('queued', 'running')
+                    OR backfill_jobs.request_seq <> EXCLUDED.request_seq
+                    OR backfill_jobs.updated_at < now() - make_interval(secs => %(stale)s)
+                RETURNING 1
+                """,
+                {
+                    "sid": row["session_id"],
+                    "model": model_id,
+                    "seq": row["good_request_seq"],
+                    "stale": IN_FLIGHT_S,
+                },
+            ).fetchone()
+            if claimed is None:
+                in_flight += 1
+                continue
+            producer.celery.send_task(
+                EMBED_TASK,
+                kwargs={"session_id": str(row["session_id"]), "model_id": model_id},
+                queue=backfill_queue(model_id),
+            )
+            sent += 1
+    return sent, in_flight
+
+
+def _outcomes(
+    producer: Producer, model_id: str, ids: list[uuid.UUID], since: float
+) -> tuple[int, list[dict[str, Any]]]:
+    """(sessions now re-embedded, failures recorded since this run began)."""
+    with producer.connect() as conn:
+        done = conn.execute(
+            "SELECT count(*) AS n FROM sessions s JOIN analyses a"
+            " ON a.session_id = s.session_id AND a.model_id = %s"
+            " WHERE s.session_id = ANY(%s) AND a.request_seq = s.good_request_seq",
+            (model_id, ids),
+        ).fetchone()
+        failed = conn.execute(
+            "SELECT session_id, error_code, error_message FROM backfill_jobs"
+            " WHERE model_id = %s AND session_id = ANY(%s) AND status = 'failed'"
+            " AND updated_at >= to_timestamp(%s)",
+            (model_id, ids, since),
+        ).fetchall()
+    return int(done["n"] if done else 0), failed
+
+
+def backfill(
+    producer: Producer,
+    model_id: str | None = None,
+    user_id: str | None = None,
+    wait: bool = False,
+    timeout: float = 24 * 3600.0,
+) -> dict[str, Any]:
+    """Re-embed every stored session that lacks ``model_id``'s analysis of its good request.
+
+    Oldest first; safe to stop (Ctrl+C) and run again: finished sessions are not sent
+    again, and sessions still in flight are waited for, not re-sent.
+    """
+    model = _choose_model(producer, model_id)
+    user = None if user_id is None else uuid.UUID(str(user_id))
+    started = time.time()
+    with producer.connect() as conn:
+        todo = conn.execute(_PENDING, {"model": model, "user": user}).fetchall()
+    sent, in_flight = _enqueue(producer, model, todo)
+    out: dict[str, Any] = {
+        "model_id": model,
+        "pending": len(todo),
+        "enqueued": sent,
+        "in_flight": in_flight,
+    }
+    if not wait:
+        return out
+    ids = [row["session_id"] for row in todo]
+    deadline = time.monotonic() + timeout
+    failed: list[dict[str, Any]] = []
+    done = 0
+    try:
+        with tqdm(total=len(ids), desc="backfill", unit="session", dynamic_ncols=True) as bar:
+            while True:
+                done, failed = _outcomes(producer, model, ids, started)
+                bar.update(done + len(failed) - bar.n)
+                bar.set_postfix(failed=len(failed))
+                if done + len(failed) >= len(ids) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        out["interrupted"] = True
+    out |= {
+        "succeeded": done,
+        "failed": len(failed),
+        "unfinished": len(ids) - done - len(failed),
+        "errors": [
+            {
+                "session_id": str(r["session_id"]),
+                "code": r["error_code"],
+                "message": r["error_message"],
+            }
+            for r in failed[:50]
+        ],
+    }
+    return out
+
+
+def activate(producer: Producer, model_id: str, force: bool = False) -> dict[str, Any]:
+    """Make ``model_id`` the model results report, and move the jobs queue to its workers."""
+    with producer.connect() as conn, conn.transaction():
+        rows = conn.execute("SELECT model_id, active FROM models FOR UPDATE").fetchall()
+        if model_id not in {r["model_id"] for r in rows}:
+            raise JobError("unknown_model", f"no worker has ever registered model {model_id!r}")
+        previous = next((r["model_id"] for r in rows if r["active"]), None)
+        missing = len(conn.execute(_PENDING, {"model": model_id, "user": None}).fetchall())
+        if missing and not force:
+            raise JobError(
+                "backfill_incomplete",
+                f"{missing} stored sessions have no analysis of {model_id}; run `python -m "
+                f"producer backfill --model {model_id} --wait` first (or --force)",
+            )
+        conn.execute(
+            "UPDATE models SET active = false WHERE active AND model_id <> %s", (model_id,)
+        )
+        conn.execute(
+            "UPDATE models SET active = true, activated_at = now() WHERE model_id = %s"
+            " AND NOT active",
+            (model_id,),
+        )
+    workers = consuming_models(producer)
+    joining = sorted(workers.get(model_id, []))
+    leaving = sorted(w for m, names in workers.items() if m != model_id for w in names)
+    control = producer.celery.control
+    if joining:
+        control.add_consumer(QUEUE, destination=joining, reply=True, timeout=5)
+    if leaving:
+        control.cancel_consumer(QUEUE, destination=leaving, reply=True, timeout=5)
+    return {
+        "active": model_id,
+        "previous": previous,
+        "missing_sessions": missing,
+        "jobs_queue_consumers_added": joining,
+        "jobs_queue_consumers_removed": leaving,
+    }
