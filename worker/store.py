@@ -17,7 +17,6 @@ The store keeps numbers true without reading a person's history:
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,26 +114,29 @@ def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int
     task = task_id or f"untracked-{job.session_id}"
     images = Jsonb(job.to_payload()["images"])
     with pool.connection() as conn, conn.transaction():
-        # A message sent straight to the broker has no row yet.
-        conn.execute(
-            "INSERT INTO sessions (session_id, user_id, captured_at, images, task_id)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
-            (job.session_id, job.user_id, job.captured_at, images, task),
-        )
-        owner, newest_seq, newest_task = conn.execute(
-            "SELECT user_id, request_seq, task_id FROM sessions WHERE session_id = %s FOR UPDATE",
-            (job.session_id,),
-        ).fetchone() or (None, None, None)
-        if owner != job.user_id:
-            raise JobError("session_of_other_user", "this session id belongs to another user")
-        conn.execute(
-            "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)"
-            " ON CONFLICT (task_id) DO NOTHING",
-            (task, job.session_id),
-        )
-        row = conn.execute(
+        with conn.pipeline():  # one round trip for the three statements
+            # A message sent straight to the broker has no row yet.
+            conn.execute(
+                "INSERT INTO sessions (session_id, user_id, captured_at, images, task_id)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+                (job.session_id, job.user_id, job.captured_at, images, task),
+            )
+            current = conn.execute(
+                "SELECT user_id, request_seq, task_id FROM sessions"
+                " WHERE session_id = %s FOR UPDATE",
+                (job.session_id,),
+            )
+            request = conn.execute(
+                "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)"
+                " ON CONFLICT (task_id) DO NOTHING RETURNING seq, session_id",
+                (task, job.session_id),
+            )
+        owner, newest_seq, newest_task = current.fetchone() or (None, None, None)
+        row = request.fetchone() or conn.execute(  # a retry: its request is recorded
             "SELECT seq, session_id FROM analysis_requests WHERE task_id = %s", (task,)
         ).fetchone()
+        if owner != job.user_id:
+            raise JobError("session_of_other_user", "this session id belongs to another user")
         assert row is not None
         seq, request_session = int(row[0]), row[1]
         if request_session != job.session_id:
@@ -206,12 +208,29 @@ def fail_job(
 # -- the incremental analysis write -----------------------------------------------------
 
 
-def _load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
-    with conn.cursor(binary=True) as cur:
-        rows = cur.execute(
-            "SELECT angle, sessions, total FROM baseline_sums WHERE user_id = %s AND model_id = %s",
-            (user_id, model_id),
-        ).fetchall()
+_TOTALS_SQL = """
+    SELECT angle, sessions, total FROM baseline_sums
+     WHERE user_id = %(uid)s AND model_id = %(model)s
+"""
+_SESSIONS_SQL = """
+    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
+           a.baseline_session_count, a.per_angle, e.angle, e.embedding
+      FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)
+     WHERE a.user_id = %(uid)s AND a.model_id = %(model)s
+"""
+# The sessions a write rescores: captured at or after the earlier of the session's new
+# capture time and the one its current analysis has (it moves, or it arrives late).
+_SUFFIX_SQL = (
+    _SESSIONS_SQL
+    + """
+       AND a.captured_at >= LEAST(%(at)s, COALESCE(
+           (SELECT captured_at FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s),
+           %(at)s))
+"""
+)
+
+
+def _totals_from(rows: list[Any]) -> Totals | None:
     if not rows:
         return None
     totals = Totals()
@@ -223,37 +242,64 @@ def _load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
     return totals
 
 
-def _read_sessions(conn: Conn, user_id: UUID, model_id: str, since: datetime | None) -> dict:
-    """Embeddings and stored analyses of this person's sessions (captured at or after
-    ``since``; all when None), by session id."""
-    where = "" if since is None else " AND a.captured_at >= %s"
-    params: tuple[Any, ...] = (user_id, model_id) if since is None else (user_id, model_id, since)
+def _sessions_from(rows: Any) -> dict[UUID, dict[str, Any]]:
+    """Embeddings and stored analyses by session id, angles in the contract's order."""
     found: dict[UUID, dict[str, Any]] = {}
-    with conn.cursor(binary=True) as cur:
-        cur.execute(
-            "SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,"
-            "       a.baseline_session_count, a.per_angle, e.angle, e.embedding"
-            "  FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)"
-            " WHERE a.user_id = %s AND a.model_id = %s" + where,
-            params,
+    for sid, at, change, first, count, per_angle, angle, embedding in rows:
+        item = found.setdefault(
+            sid, {"captured_at": at, "stored": (change, first, count, per_angle), "angles": {}}
         )
-        for sid, at, change, first, count, per_angle, angle, embedding in cur:
-            item = found.setdefault(
-                sid,
-                {"captured_at": at, "stored": (change, first, count, per_angle), "angles": {}},
-            )
-            item["angles"][angle] = decode_vector(embedding)
-    for item in found.values():  # the contract's angle order, whatever the heap order
+        item["angles"][angle] = decode_vector(embedding)
+    for item in found.values():  # whatever the heap order
         item["angles"] = {a: item["angles"][a] for a in ANGLES if a in item["angles"]}
     return found
+
+
+def _load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_TOTALS_SQL, {"uid": user_id, "model": model_id})
+        return _totals_from(cur.fetchall())
 
 
 def _rebuild_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals:
     """Sums from the stored embeddings: a person's first write, or after a migration."""
     totals = Totals()
-    for item in _read_sessions(conn, user_id, model_id, None).values():
-        totals.add(item["angles"])
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_SESSIONS_SQL, {"uid": user_id, "model": model_id})
+        for item in _sessions_from(cur).values():
+            totals.add(item["angles"])
     return totals
+
+
+@dataclass
+class _State:
+    """What one analysis write reads, in one round trip: its guard row, the person's
+    sums and the sessions it rescores."""
+
+    guard: tuple[Any, ...] | None
+    totals: Totals | None
+    suffix: dict[UUID, dict[str, Any]]
+
+
+def _read_for_write(
+    conn: Conn,
+    guard_sql: str,
+    *,
+    user_id: UUID,
+    session_id: UUID,
+    captured_at: datetime,
+    model_id: str,
+) -> _State:
+    """Lock the person, then read everything the write needs, pipelined."""
+    params = {"uid": user_id, "sid": session_id, "at": captured_at, "model": model_id}
+    with conn.pipeline():
+        _lock_user(conn, user_id)
+        guard = conn.execute(guard_sql, params)
+        totals = conn.cursor(binary=True)
+        totals.execute(_TOTALS_SQL, params)
+        suffix = conn.cursor(binary=True)
+        suffix.execute(_SUFFIX_SQL, params)
+    return _State(guard.fetchone(), _totals_from(totals.fetchall()), _sessions_from(suffix))
 
 
 def _stored_values(analysis: Analysis) -> tuple[Any, ...]:
@@ -267,20 +313,21 @@ def _stored_values(analysis: Analysis) -> tuple[Any, ...]:
 
 def _write_analysis(
     conn: Conn,
+    state: _State,
     *,
     user_id: UUID,
     session_id: UUID,
     captured_at: datetime,
-    previous_at: datetime | None,
     model_id: str,
     request_seq: int,
     embeddings: dict[str, np.ndarray],
+    then: tuple[tuple[str, tuple[Any, ...]], ...] = (),
 ) -> Analysis:
     """Replace the session's embeddings under ``model_id``, rescore what it changes,
-    keep the sums. The caller holds the person's lock inside one transaction."""
-    totals = _load_totals(conn, user_id, model_id) or _rebuild_totals(conn, user_id, model_id)
-    since = captured_at if previous_at is None else min(captured_at, previous_at)
-    suffix = _read_sessions(conn, user_id, model_id, since)
+    keep the sums, then run ``then`` (the caller's own updates), all in one pipeline.
+    The caller holds the person's lock inside one transaction."""
+    totals = state.totals or _rebuild_totals(conn, user_id, model_id)
+    suffix = dict(state.suffix)
     old = suffix.pop(session_id, None)
     if old is not None:
         totals.add(old["angles"], sign=-1)
@@ -305,10 +352,17 @@ def _write_analysis(
                 "DELETE FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
                 (session_id, model_id),
             )
-        cur.executemany(
+        # One statement per table (unnest), not one per row: the bound is CPU, not I/O.
+        cur.execute(
             "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
-            " VALUES (%s, %s, %s, %s)",
-            [(session_id, a, model_id, encode_vector(e)) for a, e in embeddings.items()],
+            " SELECT %s, angle, %s, embedding FROM unnest(%s::text[], %b::bytea[])"
+            "   AS u(angle, embedding)",
+            (
+                session_id,
+                model_id,
+                list(embeddings),
+                [encode_vector(e) for e in embeddings.values()],
+            ),
         )
         cur.execute(
             """
@@ -367,17 +421,18 @@ def _write_analysis(
                     for a in changed
                 ],
             )
-        sums = [(user_id, model_id, "session", totals.sessions, None)]
-        for angle in touched:
-            count, total = totals.angles[angle]
-            sums.append((user_id, model_id, angle, count, _encode_sum(total)))
-        cur.executemany(
+        counts = [totals.sessions] + [totals.angles[a][0] for a in touched]
+        sums = [None] + [_encode_sum(totals.angles[a][1]) for a in touched]
+        cur.execute(
             "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
-            " VALUES (%s, %s, %s, %s, %s)"
+            " SELECT %s, %s, angle, n, total FROM unnest(%s::text[], %s::int[], %b::bytea[])"
+            "   AS u(angle, n, total)"
             " ON CONFLICT (user_id, model_id, angle) DO UPDATE"
             "    SET sessions = EXCLUDED.sessions, total = EXCLUDED.total",
-            sums,
+            (user_id, model_id, ["session", *touched], counts, sums),
         )
+        for statement, params in then:
+            cur.execute(statement, params)
     return mine
 
 
@@ -394,45 +449,48 @@ def save_analysis(
     ``ModelNotActive`` is raised when ``model_id`` stopped being the active model.
     """
     with pool.connection() as conn, conn.transaction():
-        _lock_user(conn, job.user_id)
-        row = conn.execute(
+        state = _read_for_write(
+            conn,
             """
-            SELECT s.request_seq, s.task_id, m.active, a.captured_at
-              FROM sessions s
-              JOIN models m ON m.model_id = %(model)s
-              LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %(model)s
+            SELECT s.request_seq, s.task_id, m.active
+              FROM sessions s JOIN models m ON m.model_id = %(model)s
              WHERE s.session_id = %(sid)s AND s.user_id = %(uid)s
                FOR UPDATE OF s FOR SHARE OF m
             """,
-            {"model": model_id, "sid": job.session_id, "uid": job.user_id},
-        ).fetchone()
-        if row is None:
+            user_id=job.user_id,
+            session_id=job.session_id,
+            captured_at=job.captured_at,
+            model_id=model_id,
+        )
+        if state.guard is None:
             raise JobError("session_not_found", f"session {job.session_id} is gone")
-        newest_seq, newest_task, active, previous_at = row
+        newest_seq, newest_task, active = state.guard
         if newest_seq != request_seq:
             return Superseded(job.session_id, newest_task)
         if not active:
             raise ModelNotActive(f"model {model_id} is not the active model")
         analysis = _write_analysis(
             conn,
+            state,
             user_id=job.user_id,
             session_id=job.session_id,
             captured_at=job.captured_at,
-            previous_at=previous_at,
             model_id=model_id,
             request_seq=request_seq,
             embeddings=embeddings,
-        )
-        conn.execute(
-            """
-            UPDATE sessions
-               SET status = 'succeeded', finished_at = clock_timestamp(),
-                   updated_at = clock_timestamp(), good_task_id = task_id,
-                   good_request_seq = request_seq, good_captured_at = captured_at,
-                   good_images = images, good_at = clock_timestamp()
-             WHERE session_id = %s
-            """,
-            (job.session_id,),
+            then=(
+                (
+                    """
+                    UPDATE sessions
+                       SET status = 'succeeded', finished_at = clock_timestamp(),
+                           updated_at = clock_timestamp(), good_task_id = task_id,
+                           good_request_seq = request_seq, good_captured_at = captured_at,
+                           good_images = images, good_at = clock_timestamp()
+                     WHERE session_id = %s
+                    """,
+                    (job.session_id,),
+                ),
+            ),
         )
     return analysis
 
@@ -499,33 +557,34 @@ def save_backfill(
     """Store ``model_id``'s analysis of the session's good request, unless a newer good
     analysis arrived meanwhile (then the next backfill pass takes that one)."""
     with pool.connection() as conn, conn.transaction():
-        _lock_user(conn, source.user_id)
-        row = conn.execute(
-            """
-            SELECT s.good_request_seq, s.good_task_id, a.captured_at
-              FROM sessions s
-              LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %s
-             WHERE s.session_id = %s FOR UPDATE OF s
-            """,
-            (model_id, source.session_id),
-        ).fetchone()
-        if row is None or row[0] != source.request_seq:
-            return Superseded(source.session_id, row[1] if row else None)
-        analysis = _write_analysis(
+        state = _read_for_write(
             conn,
+            "SELECT good_request_seq, good_task_id FROM sessions"
+            " WHERE session_id = %(sid)s FOR UPDATE",
             user_id=source.user_id,
             session_id=source.session_id,
             captured_at=source.captured_at,
-            previous_at=row[2],
+            model_id=model_id,
+        )
+        if state.guard is None or state.guard[0] != source.request_seq:
+            return Superseded(source.session_id, state.guard[1] if state.guard else None)
+        analysis = _write_analysis(
+            conn,
+            state,
+            user_id=source.user_id,
+            session_id=source.session_id,
+            captured_at=source.captured_at,
             model_id=model_id,
             request_seq=source.request_seq,
             embeddings=embeddings,
-        )
-        conn.execute(
-            "UPDATE backfill_jobs SET status = 'succeeded', error_code = NULL,"
-            " error_message = NULL, updated_at = clock_timestamp()"
-            " WHERE session_id = %s AND model_id = %s",
-            (source.session_id, model_id),
+            then=(
+                (
+                    "UPDATE backfill_jobs SET status = 'succeeded', error_code = NULL,"
+                    " error_message = NULL, updated_at = clock_timestamp()"
+                    " WHERE session_id = %s AND model_id = %s",
+                    (source.session_id, model_id),
+                ),
+            ),
         )
     return analysis
 
@@ -630,8 +689,9 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
 def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:
     """The person's analyses recomputed from the stored embeddings alone (the reference
     the soak and tests hold the incremental sums to)."""
-    grouped: dict[UUID, Any] = defaultdict(dict)
-    found = _read_sessions(conn, user_id, model_id, None)
-    for sid, item in found.items():
-        grouped[sid] = StoredSession(sid, item["captured_at"], item["angles"])
-    return score.analyze_history(list(grouped.values()))
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_SESSIONS_SQL, {"uid": user_id, "model": model_id})
+        found = _sessions_from(cur)
+    return score.analyze_history(
+        [StoredSession(sid, item["captured_at"], item["angles"]) for sid, item in found.items()]
+    )
