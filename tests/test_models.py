@@ -116,7 +116,11 @@ def backfill_interrupted_once(producer: Producer, model: str, user: uuid.UUID) -
 
 
 def test_a_model_rollout_with_backfill_and_back(
-    second_model: tuple[Worker, str], photos: Path, uploader: Uploader, producer: Producer
+    second_model: tuple[Worker, str],
+    photos: Path,
+    uploader: Uploader,
+    producer: Producer,
+    s3: object,
 ) -> None:
     _, new_model = second_model
     old_model = active(producer)
@@ -160,14 +164,22 @@ def test_a_model_rollout_with_backfill_and_back(
     assert older["model_id"] == new_model and older["embedding_dim"] == 2048
 
     sixth = uuid.uuid4()
-    producer.analyze(user, sixth, T0 + timedelta(days=70), uploader.session(user, six(photos, 5)))
+    sixth_images = uploader.session(user, six(photos, 5))
+    producer.analyze(user, sixth, T0 + timedelta(days=70), sixth_images)
     result = producer.wait(sixth, timeout=240)
     assert result["model_id"] == new_model
     assert result["is_first_session"] is False and result["baseline_session_count"] == 5
 
-    # And back: the old model lacks the sixth session until it is backfilled.
+    # And back: the old model lacks the sixth session until it is backfilled. Its photo
+    # is missing at first: that session fails with its own error, then succeeds.
     code, refused = cli("model", "activate", old_model)
     assert code == 2 and "backfill_incomplete" in refused["stderr"]
+    bucket, key = sixth_images["front"].removeprefix("s3://").split("/", 1)
+    photo = s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+    s3.delete_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+    code, back = cli("backfill", "--model", old_model, "--user-id", str(user), "--wait")
+    assert code == 1 and back["failed"] == 1 and back["errors"][0]["code"] == "image_missing"
+    s3.put_object(Bucket=bucket, Key=key, Body=photo)  # type: ignore[attr-defined]
     code, back = cli("backfill", "--model", old_model, "--user-id", str(user), "--wait")
     assert code == 0 and back["pending"] == 1 and back["succeeded"] == 1
     code, _ = cli("model", "activate", old_model)
