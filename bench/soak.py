@@ -19,7 +19,8 @@ Afterwards it counts, from Postgres and the workers' logs:
 - ``sent``: sessions the producer enqueued (``enqueue_errors``: sends that raised first);
 - ``succeeded``, ``failed`` (with their error codes);
 - ``duplicated``: sessions with more than one analyses row or a duplicated or missing
-  embedding (impossible by the keys, counted anyway);
+  embedding (impossible by the keys, counted anyway); ``sums_mismatched``: people whose
+  running baseline sums are not exactly the sums of their stored embeddings;
 - ``redelivered``: sessions started more than once (``attempts > 1``: retries and
   redeliveries); ``stored_more_than_once``: sessions whose analysis was written by more
   than one execution (from the workers' "analysis stored" log lines);
@@ -464,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             "failed": report.status.get("failed", 0),
             "failed_codes": {str(k): v for k, v in codes.items()},
             "duplicated": report.duplicated,
+            # people whose running baseline sums differ from their stored embeddings
+            "sums_mismatched": report.bad_sums,
             "per_angle_out_of_order": report.unordered,
             "redelivered": report.redelivered,
             "stored_more_than_once": sum(1 for sid in sent if stored.get(str(sid), 0) > 1),
@@ -488,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = (
             result["succeeded"] == len(jobs) == len(sent)
             and result["duplicated"] == 0
+            and result["sums_mismatched"] == 0
             and result["lost"] == 0
             and result["mismatched"] == 0
             and report.unordered == 0
