@@ -16,7 +16,14 @@ from typing import Any
 from tqdm import tqdm
 
 from producer.api import Producer
-from producer.contract import BACKFILL_QUEUE_PREFIX, EMBED_TASK, QUEUE, JobError, backfill_queue
+from producer.contract import (
+    BACKFILL_QUEUE_PREFIX,
+    EMBED_TASK,
+    QUEUE,
+    JobError,
+    backfill_queue,
+    parse_uuid,
+)
 
 # A backfill row queued or running for less than this is taken to have its message in
 # the broker still: a resumed backfill waits for it instead of sending it again.
@@ -159,8 +166,8 @@ def backfill(
     Oldest first; safe to stop (Ctrl+C) and run again: finished sessions are not sent
     again, and sessions still in flight are waited for, not re-sent.
     """
+    user = None if user_id is None else parse_uuid(str(user_id), "user_id")
     model = _choose_model(producer, model_id)
-    user = None if user_id is None else uuid.UUID(str(user_id))
     started = time.time()
     with producer.connect() as conn:
         todo = conn.execute(_PENDING, {"model": model, "user": user}).fetchall()
