@@ -114,3 +114,55 @@ def test_folded_batchnorm_gives_the_seeds_embeddings(random_embedder: Embedder) 
         folded, unfolded = random_embedder.predict(batch, fp32=fp32), seed.predict(batch, fp32=fp32)
         distances = [cosine_distance(a, b) for a, b in zip(folded, unfolded, strict=True)]
         assert max(distances) < 1e-5, (fp32, distances)
+
+
+def _photo_batch(*names: str) -> np.ndarray:
+    from scripts.localstack import PHOTOS
+    from tests.conftest import require
+    from worker.decode import preprocess
+
+    paths = [PHOTOS / name for name in names]
+    require(all(p.is_file() for p in paths), f"real photos not found under {PHOTOS}")
+    return np.stack([preprocess(p.read_bytes()) for p in paths])
+
+
+def test_efficientnet_lite0_ships_real_imagenet_weights() -> None:
+    """The embedded model is ImageNet-trained for real: through the worker's own
+    preprocessing, a beach photo is a seashore and a church tower a bell cote, as
+    torchvision's ImageNet class names read them; seeded random weights say neither."""
+    from torchvision.models import ResNet50_Weights
+
+    from worker.embed import build_lite0
+
+    categories = ResNet50_Weights.DEFAULT.meta["categories"]
+    batch = _photo_batch("orientation/Landscape_0.jpg", "series/DSCN0027.jpg")
+    tensor = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    for weights, expect in (("imagenet", True), ("random", False)):
+        with torch.inference_mode():
+            probs = build_lite0(weights, classifier=True)(tensor).softmax(-1)
+        top = [categories[int(i)] for i in probs.argmax(-1)]
+        assert (top == ["seashore", "bell cote"]) is expect, (weights, top)
+        if expect:
+            assert float(probs.max(-1).values.min()) > 0.3
+
+
+def test_efficientnet_lite0_embedder_is_1280_d_and_named() -> None:
+    """CHANGEWATCH_MODEL=efficientnet_lite0: pooled 1280-d features, a model id that
+    names the architecture and the weights' digest, the same numbers on every worker."""
+    embedder = Embedder("imagenet", model="efficientnet_lite0")
+    embedder.setup("cpu")
+    again = Embedder("imagenet", model="efficientnet_lite0")
+    again.setup("cpu")
+    batch = _photo_batch("series/DSCN0010.jpg", "series/DSCN0012.jpg")
+    a, b = embedder.predict(batch), again.predict(batch)
+    assert a.shape == (2, 1280) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert embedder.model_id.startswith("efficientnet_lite0/imagenet-")
+    assert embedder.model_id.endswith("/prep1")
+    # Two different scenes are far apart; a photo is at 0 from itself.
+    assert cosine_distance(a[0], a[1]) > 0.1 and cosine_distance(a[0], b[0]) < 1e-4
+
+
+def test_an_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="CHANGEWATCH_MODEL"):
+        Embedder("random", model="vgg16")

@@ -59,18 +59,18 @@ def _choose_queues() -> None:
 
     from producer.contract import QUEUE, backfill_queue
     from worker import store
-    from worker.embed import EMBEDDING_DIM, model_id_for
+    from worker.embed import architecture, model_id_for
     from worker.settings import Settings
 
     settings = Settings.from_env()
-    model_id = model_id_for(settings.model_weights)
+    model_id = model_id_for(settings.model_weights, settings.model)
     deadline = time.monotonic() + 120  # a worker may start while Postgres restarts
     while True:
         try:
             with psycopg.connect(
                 settings.database_url, autocommit=True, connect_timeout=10
             ) as conn:
-                active = store.register_model(conn, model_id, EMBEDDING_DIM)
+                active = store.register_model(conn, model_id, architecture(settings.model).dim)
             break
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:

