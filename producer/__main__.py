@@ -1,5 +1,7 @@
 """``python -m producer``: analyze, compare, status and result, one JSON object on stdout.
 
+``history U`` prints a table for people (``--json`` for programs, ``--plot FILE.png``).
+
 ``reap --every S`` runs until stopped and prints one JSON line per pass that re-sent jobs.
 ``backfill`` and ``model list|activate`` roll a new embedding model out (or back).
 
@@ -98,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="even while sessions lack its analysis"
     )
 
+    history = sub.add_parser(
+        "history", help="a person's sessions in capture order: scores, noise floor, notes"
+    )
+    history.add_argument("user_id")
+    history.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw them")
+    history.add_argument("--json", action="store_true", help="JSON instead of the table")
+
     status = sub.add_parser("status", help="a job's state in Postgres")
     status.add_argument("session_id")
     result = sub.add_parser("result", help="a session's stored analysis")
@@ -115,7 +124,24 @@ def _reap_forever(producer: Producer, older_than: float, every: float) -> NoRetu
     raise AssertionError("the reaper loop never ends")
 
 
-def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
+def _history(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
+    from producer import history
+
+    sessions = producer.history(args.user_id)
+    if not sessions:
+        raise NotFound(f"no analyzed session of user {args.user_id}")
+    out: dict[str, Any] = {"user_id": args.user_id, "sessions": sessions}
+    if args.plot:
+        out["plot"] = str(history.plot(sessions, args.plot, f"user {args.user_id}"))
+    if args.json:
+        return out
+    print(history.table(sessions))
+    if args.plot:
+        print(f"plot: {out['plot']}")
+    return None
+
+
+def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
     if args.command == "analyze":
         images = [{"angle": angle, "uri": uri} for angle, uri in args.image]
         queued = producer.analyze(args.user_id, args.session_id, args.captured_at, images)
@@ -149,6 +175,8 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any]:
         if args.model_command == "list":
             return models.list_models(producer)
         return models.activate(producer, args.model_id, args.force)
+    if args.command == "history":
+        return _history(args, producer)
     if args.command == "status":
         return producer.status(args.session_id)
     return producer.result(args.session_id)
@@ -160,8 +188,8 @@ def main(argv: list[str] | None = None, make_producer: Callable[[], Producer] = 
     try:
         out = _run(args, make_producer())
         # bulk: any invalid line or failed/unfinished job makes the run fail as a whole.
-        code = 1 if any(out.get(k) for k in ("invalid", "failed", "unfinished")) else 0
-        if out.get("interrupted"):  # backfill stopped with Ctrl+C: run it again to resume
+        code = 1 if out and any(out.get(k) for k in ("invalid", "failed", "unfinished")) else 0
+        if out and out.get("interrupted"):  # backfill stopped with Ctrl+C: run it again to resume
             print("interrupted: run the same command again to resume", file=sys.stderr)
             code = 130
     except JobError as err:

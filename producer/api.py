@@ -17,13 +17,13 @@ from celery import Celery
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from producer import results
 from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
     CompareJob,
     JobError,
-    analysis_result,
     parse_analyze,
     parse_compare,
     parse_uuid,
@@ -182,36 +182,18 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            row = conn.execute(
-                """
-                SELECT s.session_id, s.user_id, a.captured_at, s.status, a.model_id,
-                       a.embedding_dim, a.change_score, a.is_first_session,
-                       a.baseline_session_count, a.per_angle, r.task_id AS request_task_id
-                  FROM sessions s
-                  JOIN models m ON m.active
-                  JOIN analyses a ON a.session_id = s.session_id AND a.model_id = m.model_id
-                  LEFT JOIN analysis_requests r ON r.seq = a.request_seq
-                 WHERE s.session_id = %s
-                """,
-                (sid,),
-            ).fetchone()
-        if row is None:
+            found = results.session_result(conn, sid)
+        if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == "failed":
                 raise JobFailed(status)
             raise NotFound(f"session {sid} has no analysis yet (status {status['status']})")
-        return analysis_result(
-            session_id=row["session_id"],
-            user_id=row["user_id"],
-            captured_at=row["captured_at"],
-            model_id=row["model_id"],
-            embedding_dim=row["embedding_dim"],
-            change_score=row["change_score"],
-            is_first_session=row["is_first_session"],
-            baseline_session_count=row["baseline_session_count"],
-            per_angle=row["per_angle"],
-            request_task_id=row["request_task_id"],
-        )
+        return found
+
+    def history(self, user_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """The person's analyzed sessions in capture order, each as ``result`` gives it."""
+        with self.connect() as conn:
+            return results.person_history(conn, parse_uuid(str(user_id), "user_id"))
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
         """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""

@@ -56,7 +56,7 @@ def test_0004_keeps_the_history_and_the_next_write_continues_it(old_database: st
                 " VALUES (%s, %s, 8, 0.5, %s, %s, '[]')",
                 (sid, MODEL, i == 0, i),
             )
-    assert migrate(old_database) == ["0004_versioned_store"]
+    assert migrate(old_database)[0] == "0004_versioned_store"
 
     with psycopg.connect(old_database) as conn:
         assert conn.execute("SELECT model_id FROM models WHERE active").fetchone() == (MODEL,)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from producer.contract import JobError
+from worker import equipment, quality
 
 register_heif_opener()
 
@@ -73,12 +76,11 @@ def _heif_missing_bytes(data: bytes) -> int:
     return max(0, pos - end)
 
 
-def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
-    """Decode, turn upright by EXIF orientation and convert to 8-bit RGB.
-
-    ``draft_side`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far
-    larger than the model needs; None decodes at full size (the reference path).
-    """
+def _open(
+    data: bytes, draft_side: int | None
+) -> tuple[Image.Image, tuple[int, int], equipment.Equipment | None]:
+    """The upright 8-bit RGB image, its upright size before any draft scaling, and the
+    camera its EXIF names (read before ``draft`` discards the original size)."""
     if not data:
         raise JobError("image_empty", "the image file is empty (0 bytes)")
     try:
@@ -99,11 +101,15 @@ def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Im
                     "image_corrupt",
                     f"the HEIF file is truncated: {missing} bytes of it are missing",
                 )
+            camera = equipment.read(image)
+            stored = image.size
             if draft_side and fmt == "JPEG":
                 image.draft("RGB", (draft_side, draft_side))
             image.load()
+            loaded = image.size
             upright = ImageOps.exif_transpose(image)
-            return to_rgb(upright)
+            turned = upright.size != loaded
+            return to_rgb(upright), (stored[1], stored[0]) if turned else stored, camera
     except JobError:
         raise
     except UnidentifiedImageError:
@@ -120,6 +126,44 @@ def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Im
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise JobError("image_corrupt", f"the image data is corrupt or truncated: {exc}") from None
+
+
+def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
+    """Decode, turn upright by EXIF orientation and convert to 8-bit RGB.
+
+    ``draft_side`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far
+    larger than the model needs; None decodes at full size (the reference path).
+    """
+    return _open(data, draft_side)[0]
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One decoded photo: the model's input and what the photo says about itself."""
+
+    pixels: np.ndarray  # (224, 224, 3) uint8 RGB
+    quality: dict[str, Any]  # {"score", "flags", "metrics"}
+    equipment: equipment.Equipment | None
+
+    def facts(self) -> dict[str, Any]:
+        """What is stored with the session for this angle (``sessions.good_photos``)."""
+        return {
+            "quality": self.quality,
+            "equipment": self.equipment.to_json() if self.equipment else None,
+        }
+
+
+def decode_photo(
+    data: bytes,
+    draft_side: int | None = DRAFT_SIDE,
+    thresholds: quality.QualityThresholds = quality.DEFAULT_THRESHOLDS,
+) -> Photo:
+    """Bytes -> the model's input, the photo's quality (measured on the upright decode,
+    before equalization changes its brightness) and its camera."""
+    image, size, camera = _open(data, draft_side)
+    metrics = quality.measure(image, size)
+    judged = {**quality.judge(metrics, thresholds), "metrics": metrics.as_dict()}
+    return Photo(equalize_crop_resize(image), judged, camera)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -13,9 +13,9 @@ removed and re-added, equal the sums of the history as it stands, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -180,6 +180,56 @@ class ComparedSession:
     session: np.ndarray | None
     # The analysis revision read: a stored comparison is current while both still match.
     revision: int = 0
+    captured_at: datetime | None = None
+    baseline_session_count: int = 0
+
+
+def window_delta(angles: dict[str, np.ndarray], window: Sequence[StoredSession]) -> float | None:
+    """Distance of a session to the mean of a window of earlier sessions, like with like:
+    per angle the window's mean, over the angles both have; None when none is shared."""
+    means = {}
+    for angle in angles:
+        found = [s.angles[angle].astype(np.float64) for s in window if angle in s.angles]
+        if found:
+            means[angle] = np.mean(found, axis=0)
+    if not means:
+        return None
+    mine = np.mean([angles[a].astype(np.float64) for a in means], axis=0)
+    return cosine_distance(mine, np.mean(list(means.values()), axis=0))
+
+
+def layers(
+    current: ComparedSession,
+    windows: Sequence[tuple[StoredSession, int]],
+    level: Callable[[float], str],
+    rolling: int = 5,
+    days: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """The current session against its previous session, the mean of the last ``rolling``,
+    the ``days`` before it, and all earlier sessions (its own change score)."""
+
+    def layer(delta: float | None, sessions: int) -> dict[str, Any]:
+        available = delta is not None and sessions > 0
+        return {
+            "delta": delta if available else None,
+            "variation_level": level(delta) if available and delta is not None else None,
+            "sessions": sessions,
+            "available": available,
+        }
+
+    at = current.captured_at
+    previous = [s for s, rank in windows if rank == 1]
+    recent = [s for s, rank in windows if rank <= rolling]
+    month = [
+        s for s, _ in windows if at is not None and s.captured_at >= at - timedelta(days=days)
+    ]
+    earlier = current.baseline_session_count
+    return {
+        "immediate": layer(window_delta(current.angles, previous), len(previous)),
+        "rolling": layer(window_delta(current.angles, recent), len(recent)),
+        "monthly": layer(window_delta(current.angles, month), len(month)),
+        "lifetime": layer(current.change_score if earlier else None, earlier),
+    }
 
 
 def compare(

@@ -7,8 +7,9 @@ Names follow the ecosystem where one exists (Celery, libpq-style DSNs, boto3's o
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch"
 
@@ -35,6 +36,39 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _variation_levels() -> VariationLevels:
+    raw = os.environ.get("CHANGEWATCH_VARIATION_LEVELS", "").strip()
+    if not raw:
+        return VariationLevels()
+    try:
+        cuts = [float(x) for x in raw.split(",")]
+        return VariationLevels(*cuts)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            "CHANGEWATCH_VARIATION_LEVELS must be four rising numbers, e.g. 0.10,0.25,0.45,0.70;"
+            f" got {raw!r} ({exc})"
+        ) from None
+
+
+_QUALITY_ENV = {
+    "min_sharpness": "CHANGEWATCH_QUALITY_MIN_SHARPNESS",
+    "min_brightness": "CHANGEWATCH_QUALITY_MIN_BRIGHTNESS",
+    "max_brightness": "CHANGEWATCH_QUALITY_MAX_BRIGHTNESS",
+    "min_short_side": "CHANGEWATCH_QUALITY_MIN_SHORT_SIDE",
+}
+
+
+def _quality_thresholds(env: Mapping[str, str]) -> Any:
+    from worker.quality import QualityThresholds
+
+    given = {}
+    for name, var in _QUALITY_ENV.items():
+        if env.get(var, "").strip():
+            default = getattr(QualityThresholds, name)
+            given[name] = type(default)(_env_float(var, float(default)))
+    return QualityThresholds(**given)
+
+
 def database_url() -> str:
     return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
@@ -51,6 +85,40 @@ class TrendThresholds:
             raise ValueError(
                 f"trend thresholds need 0 <= stable <= mild, got {self.stable}, {self.mild}"
             )
+
+
+@dataclass(frozen=True)
+class VariationLevels:
+    """Cut-offs of a delta: below ``stable`` stable, below ``mild`` mild, ..., else strong."""
+
+    stable: float = 0.10
+    mild: float = 0.25
+    moderate: float = 0.45
+    higher: float = 0.70
+
+    def __post_init__(self) -> None:
+        cuts = [self.stable, self.mild, self.moderate, self.higher]
+        if cuts != sorted(cuts) or cuts[0] < 0:
+            raise ValueError(f"variation levels must rise from 0, got {cuts}")
+
+    def level(self, delta: float) -> str:
+        for name, cut in (
+            ("stable", self.stable),
+            ("mild", self.mild),
+            ("moderate", self.moderate),
+            ("higher", self.higher),
+        ):
+            if delta < cut:
+                return name
+        return "strong"
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "stable_below": self.stable,
+            "mild_below": self.mild,
+            "moderate_below": self.moderate,
+            "higher_below": self.higher,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,6 +149,10 @@ class Settings:
     # per forward pass, as the seed did): the yardstick for benchmarks and fidelity checks.
     pipeline: Literal["fast", "reference"] = "fast"
     trend: TrendThresholds = field(default_factory=TrendThresholds)
+    variation: VariationLevels = field(default_factory=VariationLevels)
+    # worker.quality.QualityThresholds; built lazily (OpenCV lives there, and producers
+    # import this module only for database_url).
+    quality: Any = field(default_factory=lambda: _quality_thresholds({}))
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -110,4 +182,6 @@ class Settings:
                 stable=_env_float("CHANGEWATCH_TREND_STABLE_BELOW", 0.10),
                 mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25),
             ),
+            variation=_variation_levels(),
+            quality=_quality_thresholds(os.environ),
         )

@@ -132,9 +132,12 @@ def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int
                 (task, job.session_id),
             )
         owner, newest_seq, newest_task = current.fetchone() or (None, None, None)
-        row = request.fetchone() or conn.execute(  # a retry: its request is recorded
-            "SELECT seq, session_id FROM analysis_requests WHERE task_id = %s", (task,)
-        ).fetchone()
+        row = (
+            request.fetchone()
+            or conn.execute(  # a retry: its request is recorded
+                "SELECT seq, session_id FROM analysis_requests WHERE task_id = %s", (task,)
+            ).fetchone()
+        )
         if owner != job.user_id:
             raise JobError("session_of_other_user", "this session id belongs to another user")
         assert row is not None
@@ -442,8 +445,12 @@ def save_analysis(
     request_seq: int,
     model_id: str,
     embeddings: dict[str, np.ndarray],
+    photos: dict[str, dict[str, Any]] | None = None,
 ) -> Analysis | Superseded:
     """Store the request's analysis as the session's good one and mark it succeeded.
+
+    ``photos``: per angle, what the photo says about itself (quality, camera), kept with
+    the session's good request.
 
     Nothing is written when a newer request was recorded meanwhile (``Superseded``), and
     ``ModelNotActive`` is raised when ``model_id`` stopped being the active model.
@@ -485,10 +492,11 @@ def save_analysis(
                        SET status = 'succeeded', finished_at = clock_timestamp(),
                            updated_at = clock_timestamp(), good_task_id = task_id,
                            good_request_seq = request_seq, good_captured_at = captured_at,
-                           good_images = images, good_at = clock_timestamp()
+                           good_images = images, good_at = clock_timestamp(),
+                           good_photos = %s
                      WHERE session_id = %s
                     """,
-                    (job.session_id,),
+                    (Jsonb(photos) if photos is not None else None, job.session_id),
                 ),
             ),
         )
@@ -646,7 +654,8 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
     with pool.connection() as conn, conn.cursor(binary=True) as cur:
         cur.execute(
             """
-            SELECT s.user_id, s.status, a.model_id, a.change_score, a.per_angle, a.revision
+            SELECT s.user_id, s.status, a.model_id, a.change_score, a.per_angle, a.revision,
+                   a.captured_at, a.baseline_session_count
               FROM sessions s
               LEFT JOIN analyses a ON a.session_id = s.session_id
                     AND a.model_id = (SELECT model_id FROM models WHERE active)
@@ -657,7 +666,7 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
         row = cur.fetchone()
         if row is None:
             raise JobError("session_not_found", f"session {session_id} does not exist")
-        owner, status, model_id, change, per_angle, revision = row
+        owner, status, model_id, change, per_angle, revision, at, earlier = row
         if owner != user_id:
             raise JobError(
                 "not_same_user",
@@ -683,7 +692,52 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
         angles=angles,
         session=score.session_embedding(angles) if angles else None,
         revision=int(revision),
+        captured_at=at,
+        baseline_session_count=int(earlier),
     )
+
+
+# The comparison's windows: the last 5 earlier sessions, and those of the 30 days before
+# (at most 200 sessions read, newest first, whatever the history's length).
+_WINDOWS_SQL = """
+    WITH earlier AS (
+        SELECT session_id, captured_at,
+               row_number() OVER (ORDER BY captured_at DESC, session_id DESC) AS rank
+          FROM analyses
+         WHERE user_id = %(uid)s AND model_id = %(model)s AND captured_at < %(at)s
+         ORDER BY captured_at DESC, session_id DESC
+         LIMIT 200)
+    SELECT w.session_id, w.captured_at, w.rank, e.angle, e.embedding
+      FROM earlier w
+      JOIN angle_embeddings e ON e.session_id = w.session_id AND e.model_id = %(model)s
+     WHERE w.rank <= %(rolling)s OR w.captured_at >= %(at)s - make_interval(days => %(days)s)
+"""
+
+
+def load_windows(
+    pool: ConnectionPool,
+    user_id: UUID,
+    model_id: str,
+    before: datetime,
+    rolling: int = 5,
+    days: int = 30,
+) -> list[tuple[StoredSession, int]]:
+    """Earlier sessions (strictly before ``before``) for the comparison layers, each with
+    its rank (1 = the previous session), newest first."""
+    params = {
+        "uid": user_id,
+        "model": model_id,
+        "at": before,
+        "rolling": rolling,
+        "days": days,
+    }
+    found: dict[UUID, tuple[datetime, int, dict[str, np.ndarray]]] = {}
+    with pool.connection() as conn, conn.cursor(binary=True) as cur:
+        cur.execute(_WINDOWS_SQL, params)
+        for sid, at, rank, angle, embedding in cur:
+            found.setdefault(sid, (at, int(rank), {}))[2][angle] = decode_vector(embedding)
+    ordered = sorted(found.items(), key=lambda item: item[1][1])
+    return [(StoredSession(sid, at, angles), rank) for sid, (at, rank, angles) in ordered]
 
 
 def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
+from producer import results
 from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -32,7 +34,6 @@ from producer.contract import (
     QUEUE,
     AnalyzeJob,
     JobError,
-    analysis_result,
     parse_analyze,
     parse_compare,
     parse_embed,
@@ -40,7 +41,7 @@ from producer.contract import (
 )
 from worker import metrics, resources, score, store
 from worker.app import app
-from worker.decode import DRAFT_SIDE, preprocess
+from worker.decode import DRAFT_SIDE, decode_photo
 from worker.fetch import fetch_images
 from worker.logs import job_event
 
@@ -110,18 +111,24 @@ def _stage(name: str, job: AnalyzeJob, task_id: str | None) -> Iterator[None]:
     )
 
 
-def _embed(res: resources.Resources, job: AnalyzeJob, task_id: str | None) -> dict[str, np.ndarray]:
-    """fetch -> decode -> batch/embed, each stage timed: the job's embeddings by angle."""
+def _embed(
+    res: resources.Resources, job: AnalyzeJob, task_id: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """fetch -> decode -> batch/embed, each stage timed: the job's embeddings by angle,
+    and what each photo says about itself (quality, camera)."""
     reference = res.settings.pipeline == "reference"
     with _stage("fetch", job, task_id):
         images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
-    arrays = []
+    photos = []
     with _stage("decode", job, task_id):
         for angle, data in images.items():
             try:
-                arrays.append(preprocess(data, draft_side=None if reference else DRAFT_SIDE))
+                photos.append(
+                    decode_photo(data, None if reference else DRAFT_SIDE, res.settings.quality)
+                )
             except JobError as err:
                 raise JobError(err.code, f"image {angle!r} ({job.images[angle]}): {err}") from None
+    arrays = [p.pixels for p in photos]
     if reference:  # the seed's way, kept as the benchmark's and fidelity tests' yardstick
         with _stage("embed", job, task_id):
             vectors = np.concatenate([res.embedder.predict(a[None], fp32=True) for a in arrays])
@@ -129,7 +136,8 @@ def _embed(res: resources.Resources, job: AnalyzeJob, task_id: str | None) -> di
         # The batcher times its own wait and embed stages into the histograms.
         with _stage("batch_and_embed", job, task_id):
             vectors = res.batcher.embed(np.stack(arrays))
-    return dict(zip(images, vectors, strict=True))
+    facts = {angle: p.facts() for angle, p in zip(images, photos, strict=True)}
+    return dict(zip(images, vectors, strict=True)), facts
 
 
 def _hand_back(task: Task, res: resources.Resources, why: str) -> Reject:
@@ -228,9 +236,9 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         metrics.JOBS.labels("analyze", "superseded", "").inc()
         return _superseded(job.session_id, request)
     try:
-        embeddings = _embed(res, job, self.request.id)
+        embeddings, photos = _embed(res, job, self.request.id)
         with _stage("write", job, self.request.id):
-            analysis = store.save_analysis(res.db, job, request, res.model_id, embeddings)
+            analysis = store.save_analysis(res.db, job, request, res.model_id, embeddings, photos)
     except store.ModelNotActive as exc:
         raise _hand_back(self, res, str(exc)) from exc
     except JobError as err:
@@ -256,7 +264,6 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     if isinstance(analysis, store.Superseded):
         metrics.JOBS.labels("analyze", "superseded", "").inc()
         return _superseded(job.session_id, analysis)
-    dim = int(next(iter(embeddings.values())).shape[0])
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
     metrics.JOBS.labels("analyze", "succeeded", "").inc()
     job_event(
@@ -269,18 +276,11 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 4),
         images=len(job.images),
     )
-    return analysis_result(
-        session_id=job.session_id,
-        user_id=job.user_id,
-        captured_at=job.captured_at,
-        model_id=res.model_id,
-        embedding_dim=dim,
-        change_score=analysis.change_score,
-        is_first_session=analysis.is_first_session,
-        baseline_session_count=analysis.baseline_session_count,
-        per_angle=analysis.per_angle,
-        request_task_id=self.request.id,
-    )
+    with res.db.connection() as conn:  # the result as `producer result` reads it
+        return results.session_result(conn, job.session_id) or {
+            "session_id": str(job.session_id),
+            "status": "superseded",
+        }
 
 
 @app.task(name=COMPARE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
@@ -296,9 +296,14 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
         store.start_comparison(res.db, job)
         current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
         previous = store.load_for_comparison(res.db, job.previous_session_id, job.user_id)
+        windows = store.load_windows(
+            res.db, job.user_id, current.model_id, current.captured_at or datetime.now(UTC)
+        )
         result = {
             "user_id": str(job.user_id),
             **score.compare(current, previous, res.settings.trend),
+            "layers": score.layers(current, windows, res.settings.variation.level),
+            "variation_levels": res.settings.variation.as_json(),
         }
         # Inside the try: a database fault here is retried, not acknowledged as done.
         store.finish_comparison(res.db, job, result, inputs=(current, previous))
@@ -349,7 +354,7 @@ def embed_session(self: Task, **payload: Any) -> dict[str, Any]:
             analyze = AnalyzeJob(
                 source.user_id, source.session_id, source.captured_at, parse_images(source.images)
             )
-            embeddings = _embed(res, analyze, self.request.id)
+            embeddings, _ = _embed(res, analyze, self.request.id)
             with _stage("write", analyze, self.request.id):
                 saved = store.save_backfill(res.db, source, job.model_id, embeddings)
             if isinstance(saved, store.Superseded):

@@ -1,0 +1,104 @@
+"""``python -m producer history U``: a person's sessions as a readable table, and a plot.
+
+The table puts each session's score beside the person's noise floor and the flags that
+say how to read it; the plot shows change over time per angle with the noise band, and
+marks sessions with lower-quality photos or another camera.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from producer.contract import ANGLES
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def flags_of(session: dict[str, Any]) -> list[str]:
+    """Short neutral notes for one session: first, lower quality, camera, confidence."""
+    notes = []
+    if session["is_first_session"]:
+        notes.append("first session")
+    if session.get("low_quality_angles"):
+        notes.append("quality: " + ",".join(session["low_quality_angles"]))
+    if (session.get("equipment") or {}).get("changed"):
+        notes.append("camera: " + ",".join(session["equipment"]["angles"]))
+    confidence = session.get("confidence") or {}
+    if confidence.get("level"):
+        notes.append(f"confidence {confidence['level']}")
+    return notes
+
+
+def table(sessions: list[dict[str, Any]]) -> str:
+    """One line per session, in capture order: date, session score, noise floor, score /
+    floor, per-angle scores, notes."""
+    angles = [a for a in ANGLES if any(p["angle"] == a for s in sessions for p in s["per_angle"])]
+    header = ["captured", "session", "change", "floor", "x floor", *angles, "notes"]
+    rows = [header]
+    for s in sessions:
+        by_angle = {p["angle"]: p["change_score"] for p in s["per_angle"]}
+        rows.append(
+            [
+                s["captured_at"][:16].replace("T", " "),
+                s["session_id"][:8],
+                _num(s["change_score"]),
+                _num(s.get("noise_floor")),
+                _num(s.get("relative_change"), 1),
+                *[_num(by_angle.get(a)) for a in angles],
+                "; ".join(flags_of(s)),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Change over time per angle, the noise band, and markers for quality and camera."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [datetime.fromisoformat(s["captured_at"]) for s in sessions]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    floors = [s.get("noise_floor") for s in sessions]
+    if any(f is not None for f in floors):
+        band = [f if f is not None else float("nan") for f in floors]
+        ax.fill_between(times, 0, band, color="0.85", step="mid", label="noise floor (session)")
+    for angle in ANGLES:
+        points = [
+            (t, p["change_score"])
+            for t, s in zip(times, sessions, strict=True)
+            for p in s["per_angle"]
+            if p["angle"] == angle
+        ]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", linewidth=1, label=angle)
+    ax.plot(times, [s["change_score"] for s in sessions], color="black", linewidth=2.2,
+            marker="o", label="session")  # fmt: skip
+    for t, s in zip(times, sessions, strict=True):
+        if s.get("low_quality_angles"):
+            ax.scatter([t], [s["change_score"]], marker="s", s=140, facecolors="none",
+                       edgecolors="tab:orange", linewidths=2)  # fmt: skip
+        if (s.get("equipment") or {}).get("changed"):
+            ax.scatter([t], [s["change_score"]], marker="^", s=160, facecolors="none",
+                       edgecolors="tab:purple", linewidths=2)  # fmt: skip
+    ax.scatter([], [], marker="s", facecolors="none", edgecolors="tab:orange",
+               label="lower photo quality")  # fmt: skip
+    ax.scatter([], [], marker="^", facecolors="none", edgecolors="tab:purple",
+               label="another camera")  # fmt: skip
+    ax.set_ylabel("change (cosine distance)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or "change over time")
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
