@@ -4,8 +4,8 @@ It takes the same path a production job takes: photos uploaded to S3, jobs enque
 with the producer, a real Celery worker embedding them with ResNet50, results read back
 from Postgres. By default it uses its own database, its own Redis databases and
 (unless AWS_ENDPOINT_URL_S3 names one) its own S3 server, so it touches no other data.
-It reports how much each session differs from the earlier ones; it makes no statement
-about risk and no diagnosis.
+It reports how much each session differs from the earlier ones, in neutral words; it
+never says what a change means.
 
 Run it through ``scripts/demo.sh [PHOTO_FOLDER]``, which installs and starts services first.
 """
