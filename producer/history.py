@@ -69,7 +69,9 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     floors = [s.get("noise_floor") for s in sessions]
     if any(f is not None for f in floors):
         band = [f if f is not None else float("nan") for f in floors]
-        ax.fill_between(times, 0, band, color="0.85", step="mid", label="noise floor (session)")
+        ax.fill_between(
+            times, 0, band, color="tab:gray", alpha=0.35, step="mid", label="noise floor (session)"
+        )
     for angle in ANGLES:
         points = [
             (t, p["change_score"])

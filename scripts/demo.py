@@ -41,12 +41,13 @@ DEFAULT_BUCKET = "changewatch-demo"
 # that could read celeryconfig.
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
-GENERATED_SESSIONS = 4
+GENERATED_SESSIONS = 7
 SESSION_GAP = timedelta(weeks=3)
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", ".tif", ".tiff"})
 WIDTH, HEIGHT = 640, 480
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_LOG = ROOT / "artifacts" / "demo-worker.log"
+HISTORY_PLOT = ROOT / "artifacts" / "demo-history.png"
 
 
 class DemoError(RuntimeError):
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for each job (default 300)"
     )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -104,26 +106,32 @@ def configure_environment() -> None:
     os.environ.setdefault("CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND)
 
 
-def resolve_weights() -> str:
-    """The worker's weights: the configured ones, else ImageNet if cached, else random.
+def resolve_model() -> tuple[str, str]:
+    """The worker's (model, weights): the configured ones, else ImageNet ResNet50 when its
+    weights are cached, else the ImageNet EfficientNet-Lite0 that ships in a package.
 
-    Without internet, torchvision cannot download ImageNet weights, and a worker that
-    cannot load its weights cannot run a job; the demo falls back rather than fail.
+    Without internet, torchvision cannot download ResNet50's weights; the embedded model
+    is real and trained, so the demo's scores still mean something. Random weights are
+    used only when CHANGEWATCH_MODEL_WEIGHTS=random asks for them (tests).
     """
+    model = os.environ.get("CHANGEWATCH_MODEL", "").strip().lower()
     configured = os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "").strip()
-    if configured == "imagenet" and not imagenet_cached():
-        say("CHANGEWATCH_MODEL_WEIGHTS=imagenet: not cached, torchvision will download them")
-    if configured in ("imagenet", "random"):
-        return configured
-    if configured:
-        # Checked here: a worker given a missing file still answers pings, then fails jobs.
-        if not Path(configured).expanduser().is_file():
-            raise DemoError(
-                f"CHANGEWATCH_MODEL_WEIGHTS={configured!r} is neither 'imagenet', 'random' "
-                "nor an existing weights file"
-            )
-        return configured
-    return "imagenet" if imagenet_cached() else "random"
+    # Checked here: a worker given a missing file still answers pings, then fails jobs.
+    path = Path(configured).expanduser()
+    if configured not in ("", "imagenet", "random") and not path.is_file():
+        raise DemoError(
+            f"CHANGEWATCH_MODEL_WEIGHTS={configured!r} is neither 'imagenet', 'random' "
+            "nor an existing weights file"
+        )
+    if model:
+        return model, configured or "imagenet"
+    if configured == "random":
+        return "resnet50", "random"
+    if configured and configured != "imagenet":
+        return "resnet50", configured
+    if imagenet_cached():
+        return "resnet50", "imagenet"
+    return "efficientnet_lite0", "imagenet"
 
 
 def imagenet_cached() -> bool:
@@ -182,8 +190,9 @@ POSES: dict[str, Pose] = {
     "down": Pose(0, 30, 105, 118, -0.1),
     "raised": Pose(0, 35, 92, 122, 0.2, arms=True),
 }
-# How far each session has drifted from the first; the fourth drifts more.
-DRIFT = (0.0, 0.03, 0.06, 0.22)
+# How far each session has drifted from the first: six near re-takes (enough history for
+# the person's noise floor from the fifth on), then one that drifts more.
+DRIFT = (0.0, 0.01, 0.02, 0.01, 0.03, 0.02, 0.22)
 
 
 def draw_photo(angle: str, session: int, rng: np.random.Generator) -> bytes:
@@ -300,47 +309,27 @@ def folder_sessions(folder: Path) -> list[list[Photo]]:
 
 
 def _score(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.6f}"
-
-
-def format_analysis(index: int, total: int, photos: Sequence[Photo], result: dict[str, Any]) -> str:
-    """A session's analysis as a small table, then its JSON."""
-    sources = {p.angle: p.source for p in photos}
-    lines = [
-        f"Session {index} of {total}",
-        f"  captured_at             {result['captured_at']}",
-        f"  change_score            {_score(result['change_score'])}",
-        f"  is_first_session        {str(result['is_first_session']).lower()}",
-        f"  baseline_session_count  {result['baseline_session_count']}",
-        "",
-        f"  {'angle':<8}{'change_score':>14}{'baseline_sessions':>19}   photo",
-    ]
-    for row in result["per_angle"]:
-        lines.append(
-            f"  {row['angle']:<8}{_score(row['change_score']):>14}"
-            f"{row['baseline_session_count']:>19}   {sources.get(row['angle'], '')}"
-        )
-    lines += ["", json.dumps(result, indent=2), ""]
-    return "\n".join(lines)
+    return "-" if value is None else f"{float(value):.4f}"
 
 
 def format_comparison(last: int, first: int, result: dict[str, Any]) -> str:
-    """The comparison of two sessions as a small table, then its JSON."""
+    """The comparison of two sessions, with its layers, as a few readable lines."""
     lines = [
-        f"Comparison: session {last} against session {first}",
-        f"  overall_delta       {_score(result['overall_delta'])}",
-        f"  stability_index     {_score(result['stability_index'])}",
-        f"  overall_trend       {result['overall_trend']}",
-        f"  comparison_method   {result['comparison_method']}",
+        f"Session {last} against session {first}: overall_delta {_score(result['overall_delta'])}"
+        f" ({result['overall_trend']}, stability {_score(result['stability_index'])},"
+        f" comparison_method {result['comparison_method']})",
         "",
-        f"  {'angle':<8}{'score_delta':>14}{'embedding_distance':>20}",
+        f"  {'layer':<10}{'delta':>8}  {'variation':<10}{'sessions':>9}",
     ]
-    for row in result["per_angle"]:
+    layers = result.get("layers", {})
+    for name in ("immediate", "rolling", "monthly", "lifetime"):
+        if name not in layers:
+            continue
+        layer = layers[name]
         lines.append(
-            f"  {row['angle']:<8}{_score(row['score_delta']):>14}"
-            f"{_score(row['embedding_distance']):>20}"
+            f"  {name:<10}{_score(layer['delta']):>8}  {layer['variation_level'] or '-':<10}"
+            f"{layer['sessions']:>9}"
         )
-    lines += ["", json.dumps(result, indent=2), ""]
     return "\n".join(lines)
 
 
@@ -401,15 +390,14 @@ def run(args: argparse.Namespace) -> None:
         raise DemoError(f"Redis at {redact(broker_url)}: {one_line(exc)}") from exc
     say(f"broker: {redact(broker_url)}, results: {redact(os.environ['CELERY_RESULT_BACKEND'])}")
 
-    weights = resolve_weights()
+    model, weights = resolve_model()
     if weights == "random":
         print(
-            "NOTICE: no ImageNet weights in the torch hub cache, so the worker uses seeded "
-            "random weights: a demo-only stand-in; scores show the mechanics, not "
-            "meaningful change.",
+            "NOTICE: CHANGEWATCH_MODEL_WEIGHTS=random: seeded random weights, for tests only;"
+            " scores show the mechanics, not meaningful change.",
             flush=True,
         )
-    say(f"model weights: {weights}")
+    say(f"model: {model}, weights: {weights}")
 
     with contextlib.ExitStack() as cleanup:
         own_s3 = not os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -435,7 +423,11 @@ def run(args: argparse.Namespace) -> None:
             say(f"queue: purged {purged} waiting message(s)")
         WORKER_LOG.parent.mkdir(parents=True, exist_ok=True)
         worker = Worker(
-            env={"CHANGEWATCH_MODEL_WEIGHTS": weights, "CHANGEWATCH_ALLOWED_BUCKETS": args.bucket},
+            env={
+                "CHANGEWATCH_MODEL": model,
+                "CHANGEWATCH_MODEL_WEIGHTS": weights,
+                "CHANGEWATCH_ALLOWED_BUCKETS": args.bucket,
+            },
             name=f"demo-{os.getpid()}",
             log_path=WORKER_LOG,
         )
@@ -445,6 +437,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             worker.wait_ready(producer.celery, timeout=max(args.timeout, 180.0))
             say("worker: ready")
+            use_model(producer, model, weights)
 
             def worker_alive() -> None:
                 code = worker.process.poll() if worker.process is not None else None
@@ -452,13 +445,37 @@ def run(args: argparse.Namespace) -> None:
                     raise DemoError(f"the worker exited with status {code}; see {WORKER_LOG}")
 
             send_sessions(
-                producer, s3, args.bucket, sessions, args.timeout, ClientError, worker_alive
+                producer,
+                s3,
+                args.bucket,
+                sessions,
+                args.timeout,
+                ClientError,
+                worker_alive,
+                as_json=args.json,
             )
         except DemoError:
             raise
         except Exception as exc:
             raise DemoError(f"{one_line(exc)} (worker log: {WORKER_LOG})") from exc
         say("stopping the worker" + (" and the S3 server" if own_s3 else ""))
+
+
+def use_model(producer: Any, model: str, weights: str) -> None:
+    """Make the demo worker's model the one results report in the demo's own database.
+
+    The demo database keeps earlier runs, maybe of another model; this is the operator's
+    `producer model activate --force`, Celery moving the jobs queue to the new worker.
+    """
+    from producer import models
+    from worker.embed import model_id_for
+
+    model_id = model_id_for(weights, model)
+    with producer.connect() as conn:
+        row = conn.execute("SELECT model_id FROM models WHERE active").fetchone()
+    if row is None or row["model_id"] != model_id:
+        models.activate(producer, model_id, force=True)
+        say(f"model: {model_id} now reports results in the demo database")
 
 
 def ensure_bucket(s3: Any, bucket: str, client_error: type[Exception]) -> None:
@@ -505,6 +522,7 @@ def send_sessions(
     timeout: float,
     client_error: type[Exception],
     worker_alive: Callable[[], None],
+    as_json: bool = False,
 ) -> None:
     """Upload, enqueue and wait for every session, then compare the last with the first.
 
@@ -537,11 +555,11 @@ def send_sessions(
             f"session {index + 1} ({session_id})",
         )
         say(f"session {index + 1}: analyzed")
-    print()
+    from producer import history
+
     # Read back after all finished: each write rescores the history, so these are final.
-    for index, (session_id, photos) in enumerate(zip(session_ids, sessions, strict=True)):
-        result = producer.result(session_id)
-        print(format_analysis(index + 1, len(sessions), photos, result), flush=True)
+    sessions_out = producer.history(user_id)
+    comparison = None
     if len(sessions) >= 2:
         producer.compare(user_id, session_ids[-1], session_ids[0])
         comparison = wait_while(
@@ -550,7 +568,22 @@ def send_sessions(
             timeout,
             "the comparison",
         )
-        print(format_comparison(len(sessions), 1, comparison), flush=True)
+    plot = history.plot(sessions_out, HISTORY_PLOT, "changewatch demo: change over time")
+    if as_json:
+        print(json.dumps({"sessions": sessions_out, "comparison": comparison, "plot": str(plot)}))
+        return
+    first = sessions_out[0]
+    print()
+    print(f"One person, {len(sessions_out)} sessions; model {first['model_id']}")
+    print("change: cosine distance to the mean of the person's earlier sessions (0 = none);")
+    print("floor: the person's own usual variation; x floor: change / floor (< 1: usual).")
+    print()
+    print(history.table(sessions_out))
+    print()
+    if comparison is not None:
+        print(format_comparison(len(sessions), 1, comparison))
+        print()
+    print(f"plot: {plot.relative_to(ROOT)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

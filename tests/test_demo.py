@@ -1,4 +1,5 @@
-"""The README's main command does what it promises on generated photos."""
+"""The README's main command does what it promises on generated photos, with a real
+ImageNet-trained model."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from scripts.localstack import ROOT
 
 def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -> None:
     """First session 0.0, later sessions above 0, then a comparison, exit 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_"))}
-    env["CHANGEWATCH_MODEL_WEIGHTS"] = "random"
+    # The demo's own database and Redis databases, never the suite's (--fresh drops it).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "CELERY_")) and k != "DATABASE_URL"
+    }
+    # As a user runs it: no weights named, so the embedded ImageNet model (or ResNet50's
+    # ImageNet weights where cached), never random weights.
+    env.pop("CHANGEWATCH_MODEL_WEIGHTS", None)
+    env.pop("CHANGEWATCH_MODEL", None)
     env["CHANGEWATCH_METRICS_PORT"] = "0"
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.demo", "--fresh"],
@@ -25,12 +34,16 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "Session 1 of 4" in out and "Session 4 of 4" in out
-    assert "is_first_session        true" in out
-    scores = [
-        float(line.split()[1])
-        for line in out.splitlines()
-        if line.strip().startswith("change_score")
-    ]
-    assert scores[0] == 0.0 and all(s > 0 for s in scores[1:4])
-    assert "comparison_method   embedding" in out
+    # The table's session lines start with the capture date (YYYY-MM-DD hh:mm).
+    rows = [line.split() for line in out.splitlines() if line[:2] == "20" and line[4:5] == "-"]
+    assert len(rows) == 7
+    scores = [float(row[3]) for row in rows]
+    assert scores[0] == 0.0 and all(s > 0 for s in scores[1:])
+    # Meaningful: the near re-takes stay inside the person's noise floor, the session
+    # that drifted is far outside it.
+    times_floor = [float(row[5]) for row in rows[4:]]
+    assert times_floor[0] < 1.5 and times_floor[1] < 1.5 and times_floor[2] > 3
+    assert "first session" in out and "comparison_method embedding" in out
+    for layer in ("immediate", "rolling", "monthly", "lifetime"):
+        assert f"  {layer}" in out
+    assert (ROOT / "artifacts" / "demo-history.png").stat().st_size > 10_000
