@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = model_only.measure(args.weights, args.device, [1, 6, 12, 32], args.model_seconds)
     # The seed's model step (fp32, one session per pass), the yardstick the targets were set on.
     seed_model = model_only.measure(args.weights, args.device, [6], args.model_seconds, "fp32")
+    # The embedded ImageNet model beside it, in the same run.
+    print(f"model-only, efficientnet_lite0 on {args.device} ...", flush=True)
+    lite0 = model_only.measure(
+        "imagenet", args.device, [1, 6, 12, 32], args.model_seconds, model="efficientnet_lite0"
+    )
 
     recreate_database(os.environ["DATABASE_URL"])
     migrate(os.environ["DATABASE_URL"])
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "photos": [p.name for p in photos],
         "model_only_images_per_s": ceiling,
+        "lite0_model_only_images_per_s": lite0,
         "model_only_s_per_session": model_s_per_session,
         "runs": [r.as_dict() for r in runs],
         "best_fast_run": fast.label,

@@ -24,7 +24,12 @@ def images_per_second(embedder: Embedder, batch: int, seconds: float = 3.0) -> f
 
 
 def measure(
-    weights: str, device: str, batches: list[int], seconds: float, precision: str | None = None
+    weights: str,
+    device: str,
+    batches: list[int],
+    seconds: float,
+    precision: str | None = None,
+    model: str = "resnet50",
 ) -> dict[str, float]:
     """Same model set-up as the fast pipeline's worker unless ``precision`` is given (then
     the seed's: that precision, BatchNorm not folded)."""
@@ -32,6 +37,7 @@ def measure(
         weights,
         precision or os.environ.get("CHANGEWATCH_PRECISION", "auto"),
         fold_batchnorm=precision is None,
+        model=model,
     )
     embedder.setup(device)
     return {str(b): images_per_second(embedder, b, seconds) for b in batches}

@@ -50,6 +50,11 @@ def markdown(report: dict[str, Any]) -> str:
     )
     lines += [
         "",
+        "- efficientnet_lite0 model-only: "
+        + ", ".join(
+            f"batch {b}: {v:.1f} img/s"
+            for b, v in report.get("lite0_model_only_images_per_s", {}).items()
+        ),
         f"- model-only ceiling: {ceiling}; "
         f"{report['model_only_s_per_session']:.3f} s per six-image session",
         f"- best fast run ({report['best_fast_run']}) vs reference: "
