@@ -276,11 +276,13 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 4),
         images=len(job.images),
     )
-    with res.db.connection() as conn:  # the result as `producer result` reads it
-        return results.session_result(conn, job.session_id) or {
-            "session_id": str(job.session_id),
-            "status": "superseded",
-        }
+    stored = {"session_id": str(job.session_id), "status": "succeeded"}
+    try:  # the result as `producer result` reads it; the analysis is stored either way
+        with res.db.connection() as conn:
+            return results.session_result(conn, job.session_id) or stored
+    except TRANSIENT_ERRORS as exc:
+        log.warning("session %s: stored, but not read back: %s", job.session_id, _describe(exc))
+        return stored
 
 
 @app.task(name=COMPARE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
