@@ -183,6 +183,39 @@ def measure(dsn: str, history: int, writers: int, per_writer: int) -> dict[str, 
     }
 
 
+def _make_active(dsn: str, model: str) -> None:
+    """The worker's model reports results in the benchmark's own database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE models SET active = false")
+        conn.execute(
+            "INSERT INTO models (model_id, embedding_dim, active) VALUES (%s, %s, true)"
+            " ON CONFLICT (model_id) DO UPDATE SET active = true",
+            (model, DIM),
+        )
+
+
+def _write_seconds(log: Path) -> dict[str, float]:
+    """Each session's write stage, from the worker's JSON log lines."""
+    writes: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if '"stage": "write"' in line:
+            event = json.loads(line)
+            writes[event["session_id"]] = float(event["seconds"])
+    return writes
+
+
+def _service_seconds(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    """Each job's time in the database's own clock, the write included."""
+    with psycopg.connect(dsn) as conn:
+        return dict(
+            conn.execute(
+                "SELECT session_id, extract(epoch FROM finished_at - started_at)::float8"
+                " FROM sessions WHERE session_id = ANY(%s) AND status = 'succeeded'",
+                (ids,),
+            ).fetchall()
+        )
+
+
 def e2e_history_cost(
     dsn: str, history: int, jobs: int, photos: list[Path], out: Path
 ) -> dict[str, Any]:
@@ -213,13 +246,7 @@ def e2e_history_cost(
     for url in (broker, env["CELERY_RESULT_BACKEND"]):
         redis.Redis.from_url(url).flushdb()
     model = model_id_for("random")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE models SET active = false")
-        conn.execute(
-            "INSERT INTO models (model_id, embedding_dim, active) VALUES (%s, %s, true)"
-            " ON CONFLICT (model_id) DO UPDATE SET active = true",
-            (model, DIM),
-        )
+    _make_active(dsn, model)
     veteran = uuid.uuid4()
     prefill(dsn, veteran, history, seed=7, model=model)
     blobs = [p.read_bytes() for p in photos[:6]]
@@ -253,20 +280,8 @@ def e2e_history_cost(
     finally:
         worker.stop()
         server.stop()
-    writes: dict[str, float] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        if '"stage": "write"' in line:
-            event = json.loads(line)
-            writes[event["session_id"]] = float(event["seconds"])
-    with psycopg.connect(dsn) as conn:
-        service = dict(
-            conn.execute(
-                "SELECT session_id, extract(epoch FROM finished_at - started_at)::float8"
-                " FROM sessions WHERE session_id = ANY(%s) AND status = 'succeeded'",
-                (first + appended,),
-            ).fetchall()
-        )
-
+    writes = _write_seconds(log)
+    service = _service_seconds(dsn, first + appended)
     result = {
         "history": history,
         "jobs_each": jobs,

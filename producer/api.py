@@ -22,6 +22,7 @@ from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
+    AnalyzeJob,
     CompareJob,
     JobError,
     parse_analyze,
@@ -86,43 +87,7 @@ class Producer:
         task_id = str(uuid.uuid4())
         payload = job.to_payload()
         with self.connect() as conn:
-            with conn.transaction():
-                row = conn.execute(
-                    """
-                    INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
-                    VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
-                    ON CONFLICT (session_id) DO UPDATE
-                       SET status = 'queued', captured_at = EXCLUDED.captured_at,
-                           images = EXCLUDED.images, task_id = EXCLUDED.task_id,
-                           error_code = NULL, error_message = NULL, finished_at = NULL,
-                           updated_at = now()
-                     WHERE sessions.user_id = EXCLUDED.user_id
-                    RETURNING session_id
-                    """,
-                    {
-                        "sid": job.session_id,
-                        "uid": job.user_id,
-                        "at": job.captured_at,
-                        "images": Jsonb(payload["images"]),
-                        "task": task_id,
-                    },
-                ).fetchone()
-                if row is None:
-                    raise JobError(
-                        "session_of_other_user", "this session id belongs to another user"
-                    )
-                # Numbered now, so this request is newer than every one recorded before it,
-                # whatever order the workers run them in.
-                conn.execute(
-                    """
-                    WITH request AS (
-                        INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
-                        RETURNING seq, session_id)
-                    UPDATE sessions s SET request_seq = request.seq
-                      FROM request WHERE s.session_id = request.session_id
-                    """,
-                    (task_id, job.session_id),
-                )
+            self._record_request(conn, job, task_id)
             try:
                 self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
             except Exception as exc:
@@ -140,6 +105,46 @@ class Producer:
                 )
                 raise
         return {"session_id": str(job.session_id), "status": "queued", "task_id": task_id}
+
+    @staticmethod
+    def _record_request(
+        conn: psycopg.Connection[dict[str, Any]], job: AnalyzeJob, task_id: str
+    ) -> None:
+        """The session as queued, and the request numbered: newer than every one recorded
+        before it, whatever order the workers run them in."""
+        with conn.transaction():
+            row = conn.execute(
+                """
+                INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
+                VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
+                ON CONFLICT (session_id) DO UPDATE
+                   SET status = 'queued', captured_at = EXCLUDED.captured_at,
+                       images = EXCLUDED.images, task_id = EXCLUDED.task_id,
+                       error_code = NULL, error_message = NULL, finished_at = NULL,
+                       updated_at = now()
+                 WHERE sessions.user_id = EXCLUDED.user_id
+                RETURNING session_id
+                """,
+                {
+                    "sid": job.session_id,
+                    "uid": job.user_id,
+                    "at": job.captured_at,
+                    "images": Jsonb(job.to_payload()["images"]),
+                    "task": task_id,
+                },
+            ).fetchone()
+            if row is None:
+                raise JobError("session_of_other_user", "this session id belongs to another user")
+            conn.execute(
+                """
+                WITH request AS (
+                    INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
+                    RETURNING seq, session_id)
+                UPDATE sessions s SET request_seq = request.seq
+                  FROM request WHERE s.session_id = request.session_id
+                """,
+                (task_id, job.session_id),
+            )
 
     def status(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")

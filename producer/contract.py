@@ -24,6 +24,7 @@ BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
 def backfill_queue(model_id: str) -> str:
     return BACKFILL_QUEUE_PREFIX + model_id
 
+
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
 # Clocks of phones and servers drift; a capture time this far ahead is still accepted.

@@ -40,6 +40,15 @@ _PENDING = """
 """
 
 
+def _missing(conn: Any, model_id: str) -> int:
+    """Stored sessions that lack ``model_id``'s analysis of their good request."""
+    row = conn.execute(
+        f"SELECT count(*) AS n FROM ({_PENDING}) pending",  # a constant query
+        {"model": model_id, "user": None},
+    ).fetchone()
+    return int(row["n"])
+
+
 def consuming_models(producer: Producer, timeout: float = 2.0) -> dict[str, list[str]]:
     """model id -> the live workers running it, read from the backfill queues they consume."""
     replies = producer.celery.control.inspect(timeout=timeout).active_queues() or {}
@@ -63,9 +72,7 @@ def list_models(producer: Producer) -> dict[str, Any]:
             """
         ).fetchall()
         for row in rows:
-            row["missing"] = len(
-                conn.execute(_PENDING, {"model": row["model_id"], "user": None}).fetchall()
-            )
+            row["missing"] = _missing(conn, row["model_id"])
             row["workers"] = sorted(workers.get(row["model_id"], []))
     return {"models": rows}
 
@@ -218,7 +225,7 @@ def activate(producer: Producer, model_id: str, force: bool = False) -> dict[str
         if model_id not in {r["model_id"] for r in rows}:
             raise JobError("unknown_model", f"no worker has ever registered model {model_id!r}")
         previous = next((r["model_id"] for r in rows if r["active"]), None)
-        missing = len(conn.execute(_PENDING, {"model": model_id, "user": None}).fetchall())
+        missing = _missing(conn, model_id)
         if missing and not force:
             raise JobError(
                 "backfill_incomplete",

@@ -110,8 +110,8 @@ def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[di
         rows = cur.execute(_HISTORY, (user_id,)).fetchall()
     out = []
     for i, row in enumerate(rows):
-        earlier = [r for r in rows[max(0, i - evidence.NOISE_WINDOW) : i]]
-        earlier = [r for r in earlier if r["captured_at"] < row["captured_at"]]
+        window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
+        earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
         out.append(
             evidence.annotate(
                 _base(row),

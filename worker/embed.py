@@ -147,15 +147,14 @@ def build_lite0(weights: str, classifier: bool = False) -> torch.nn.Module:
     return model.eval()
 
 
-def build_backbone(weights: str) -> tuple[torch.nn.Module, str]:
-    """ResNet50 with fc replaced by identity, and a tag naming the weights exactly."""
+def build_backbone(weights: str) -> torch.nn.Module:
+    """ResNet50 with fc replaced by identity (``weights_tag`` names the weights)."""
     if weights == "random":
         log.warning("CHANGEWATCH_MODEL_WEIGHTS=random: seeded random weights, for tests only")
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(RANDOM_SEED)
         model = resnet50(weights=None)
         torch.random.set_rng_state(generator_state)
-        tag = f"random-seed{RANDOM_SEED}"
     elif weights == "imagenet":
         chosen = ResNet50_Weights.DEFAULT
         try:
@@ -166,7 +165,6 @@ def build_backbone(weights: str) -> tuple[torch.nn.Module, str]:
                 f"{Path(chosen.url).name} in $TORCH_HOME/hub/checkpoints (default "
                 "~/.cache/torch), or set CHANGEWATCH_MODEL_WEIGHTS to a local .pth file"
             ) from exc
-        tag = chosen.name.lower()
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -188,9 +186,8 @@ def build_backbone(weights: str) -> tuple[torch.nn.Module, str]:
                 f"{path} is not a ResNet50 state_dict (missing {backbone_missing[:3]}..., "
                 f"unexpected {list(unexpected)[:3]}...)"
             )
-        tag = f"file-{_file_digest(path)}"
     model.fc = torch.nn.Identity()
-    return model.eval(), tag
+    return model.eval()
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -244,7 +241,7 @@ class Embedder:
         if self.architecture.name == "efficientnet_lite0":
             model = build_lite0(self.weights)
         else:
-            model, _ = build_backbone(self.weights)
+            model = build_backbone(self.weights)
         if self.fold_batchnorm and self.architecture.name == "resnet50":
             # Inference never updates BatchNorm, so each one folds into the conv before it:
             # one pass less over every activation (10-20% faster on CPU, bench/), the same

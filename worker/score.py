@@ -97,6 +97,19 @@ def session_embedding(angles: dict[str, np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(list(angles.values())), axis=0).astype(np.float32)
 
 
+def like_with_like(angles: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float | None:
+    """Distance between the mean of a session's angles and the mean of the reference
+    vectors of those same angles (a baseline, a window's means, another session): only
+    the angles both have count. None when they share none."""
+    shared = [a for a in angles if a in reference]
+    if not shared:
+        return None
+    return cosine_distance(
+        np.mean([angles[a].astype(np.float64) for a in shared], axis=0),
+        np.mean([reference[a].astype(np.float64) for a in shared], axis=0),
+    )
+
+
 def score_against(session_id: UUID, angles: dict[str, np.ndarray], baseline: Totals) -> Analysis:
     """One session against the sums of its strictly earlier sessions.
 
@@ -104,22 +117,19 @@ def score_against(session_id: UUID, angles: dict[str, np.ndarray], baseline: Tot
     only the angles that have one (0.0 when none has).
     """
     per_angle = []
-    mine, theirs = [], []
+    bases: dict[str, np.ndarray] = {}
     for angle, embedding in angles.items():
         base = baseline.mean(angle)
         count = baseline.angles.get(angle, (0, None))[0]
         score = 0.0
         if base is not None:
             score = cosine_distance(embedding, base)
-            mine.append(embedding.astype(np.float64))
-            theirs.append(base)
+            bases[angle] = base
         per_angle.append({"angle": angle, "change_score": score, "baseline_session_count": count})
-    change = 0.0
-    if mine:
-        change = cosine_distance(np.mean(mine, axis=0), np.mean(theirs, axis=0))
+    change = like_with_like(angles, bases)
     return Analysis(
         session_id=session_id,
-        change_score=change,
+        change_score=0.0 if change is None else change,
         is_first_session=baseline.sessions == 0,
         baseline_session_count=baseline.sessions,
         per_angle=per_angle,
@@ -192,10 +202,7 @@ def window_delta(angles: dict[str, np.ndarray], window: Sequence[StoredSession])
         found = [s.angles[angle].astype(np.float64) for s in window if angle in s.angles]
         if found:
             means[angle] = np.mean(found, axis=0)
-    if not means:
-        return None
-    mine = np.mean([angles[a].astype(np.float64) for a in means], axis=0)
-    return cosine_distance(mine, np.mean(list(means.values()), axis=0))
+    return like_with_like(angles, means)
 
 
 def layers(
@@ -212,7 +219,7 @@ def layers(
         available = delta is not None and sessions > 0
         return {
             "delta": delta if available else None,
-            "variation_level": level(delta) if available and delta is not None else None,
+            "variation_level": level(delta) if delta is not None and available else None,
             "sessions": sessions,
             "available": available,
         }
@@ -220,9 +227,7 @@ def layers(
     at = current.captured_at
     previous = [s for s, rank in windows if rank == 1]
     recent = [s for s, rank in windows if rank <= rolling]
-    month = [
-        s for s, _ in windows if at is not None and s.captured_at >= at - timedelta(days=days)
-    ]
+    month = [s for s, _ in windows if at is not None and s.captured_at >= at - timedelta(days=days)]
     earlier = current.baseline_session_count
     return {
         "immediate": layer(window_delta(current.angles, previous), len(previous)),
@@ -242,12 +247,12 @@ def compare(
     per-angle score delta, and the result says so.
     """
     common = [a for a in current.angle_scores if a in previous.angle_scores]
-    shared = [a for a in common if a in current.angles and a in previous.angles]
+    embedded = like_with_like(current.angles, previous.angles)
     by_embedding = (
         current.session is not None
         and previous.session is not None
         and current.model_id == previous.model_id
-        and bool(shared)
+        and embedded is not None
     )
     per_angle = []
     for angle in common:
@@ -261,11 +266,8 @@ def compare(
                 current.angles[angle], previous.angles[angle]
             )
         per_angle.append(row)
-    if by_embedding:
-        delta = cosine_distance(
-            np.mean([current.angles[a].astype(np.float64) for a in shared], axis=0),
-            np.mean([previous.angles[a].astype(np.float64) for a in shared], axis=0),
-        )
+    if by_embedding and embedded is not None:
+        delta = embedded
         method = "embedding"
     else:
         deltas = [abs(row["score_delta"]) for row in per_angle]

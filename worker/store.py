@@ -539,24 +539,32 @@ def start_backfill(pool: ConnectionPool, session_id: UUID, model_id: str) -> Bac
     if row is None:
         return None
     user_id, at, images, seq, done = row
-    return BackfillSource(session_id, user_id, at, images, int(seq), bool(done) and seq is not None)
+    return BackfillSource(session_id, user_id, at, images, int(seq), bool(done))
+
+
+_FINISH_BACKFILL = (
+    "UPDATE backfill_jobs SET status = %s, error_code = %s, error_message = %s,"
+    " updated_at = clock_timestamp() WHERE session_id = %s AND model_id = %s"
+)
+
+
+def _backfill_outcome(
+    session_id: UUID, model_id: str, error: JobError | None
+) -> tuple[str, tuple[Any, ...]]:
+    return _FINISH_BACKFILL, (
+        "failed" if error else "succeeded",
+        error.code if error else None,
+        error.message[:2000] if error else None,
+        session_id,
+        model_id,
+    )
 
 
 def finish_backfill(
     pool: ConnectionPool, session_id: UUID, model_id: str, error: JobError | None = None
 ) -> None:
     with pool.connection() as conn:
-        conn.execute(
-            "UPDATE backfill_jobs SET status = %s, error_code = %s, error_message = %s,"
-            " updated_at = clock_timestamp() WHERE session_id = %s AND model_id = %s",
-            (
-                "failed" if error else "succeeded",
-                error.code if error else None,
-                error.message[:2000] if error else None,
-                session_id,
-                model_id,
-            ),
-        )
+        conn.execute(*_backfill_outcome(session_id, model_id, error))
 
 
 def save_backfill(
@@ -585,14 +593,7 @@ def save_backfill(
             model_id=model_id,
             request_seq=source.request_seq,
             embeddings=embeddings,
-            then=(
-                (
-                    "UPDATE backfill_jobs SET status = 'succeeded', error_code = NULL,"
-                    " error_message = NULL, updated_at = clock_timestamp()"
-                    " WHERE session_id = %s AND model_id = %s",
-                    (source.session_id, model_id),
-                ),
-            ),
+            then=(_backfill_outcome(source.session_id, model_id, None),),
         )
     return analysis
 

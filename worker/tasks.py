@@ -154,8 +154,12 @@ def _hand_back(task: Task, res: resources.Resources, why: str) -> Reject:
     return Reject(why, requeue=True)
 
 
-def _superseded(job_session: Any, newer: store.Superseded) -> dict[str, Any]:
-    log.info("session %s: a newer request (%s) exists; this one wrote nothing", job_session, newer)
+def _superseded(newer: store.Superseded) -> dict[str, Any]:
+    log.info(
+        "session %s: a newer request (%s) exists; this one wrote nothing",
+        newer.session_id,
+        newer.newest_task_id,
+    )
     return {
         "session_id": str(newer.session_id),
         "status": "superseded",
@@ -203,6 +207,12 @@ def _fail(task: Task, res: resources.Resources, job: AnalyzeJob, code: str, mess
         raise _retry(task, exc, max_retries=task.request.retries + 1) from exc
 
 
+def _internal_error(task: Task, res: resources.Resources, job: AnalyzeJob, exc: Exception) -> None:
+    """A bug or a missing grant: say so on the job (the caller re-raises), never hang."""
+    _fail(task, res, job, "internal_error", _describe(exc))
+    metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
+
+
 # throws: a JobError is an expected outcome, logged without a traceback.
 @app.task(name=ANALYZE_TASK, bind=True, max_retries=MAX_RETRIES, throws=(JobError,))
 def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
@@ -228,13 +238,12 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     except TRANSIENT_ERRORS as exc:  # the database is down: this job must not be dropped
         _retry_or_fail(self, res, job, exc)
         raise
-    except Exception as exc:  # a bug or a missing grant: say so on the job, never hang
-        _fail(self, res, job, "internal_error", _describe(exc))
-        metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
+    except Exception as exc:
+        _internal_error(self, res, job, exc)
         raise
     if isinstance(request, store.Superseded):
         metrics.JOBS.labels("analyze", "superseded", "").inc()
-        return _superseded(job.session_id, request)
+        return _superseded(request)
     try:
         embeddings, photos = _embed(res, job, self.request.id)
         with _stage("write", job, self.request.id):
@@ -258,12 +267,11 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         _retry_or_fail(self, res, job, exc)
         raise
     except Exception as exc:
-        _fail(self, res, job, "internal_error", _describe(exc))
-        metrics.JOBS.labels("analyze", "failed", "internal_error").inc()
+        _internal_error(self, res, job, exc)
         raise
     if isinstance(analysis, store.Superseded):
         metrics.JOBS.labels("analyze", "superseded", "").inc()
-        return _superseded(job.session_id, analysis)
+        return _superseded(analysis)
     metrics.SESSION_SECONDS.observe(time.perf_counter() - started)
     metrics.JOBS.labels("analyze", "succeeded", "").inc()
     job_event(
@@ -367,7 +375,7 @@ def embed_session(self: Task, **payload: Any) -> dict[str, Any]:
                     job.model_id,
                     JobError("superseded", "a newer analysis arrived during the backfill"),
                 )
-                return _superseded(job.session_id, saved)
+                return _superseded(saved)
         else:
             store.finish_backfill(res.db, job.session_id, job.model_id)
     except JobError as err:
