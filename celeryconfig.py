@@ -31,12 +31,20 @@ worker_pool = os.environ.get("CHANGEWATCH_WORKER_POOL", "threads")
 # starving the model of cores (measured in bench/: 2 beats 4 on a 2-core machine).
 worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.cpu_count() or 2)
 
-# Redis redelivers a dead worker's unacked messages after this long: longer than any job
-# with its retries (retry countdowns wait unacked, as ETA tasks). Tests shorten it.
-_visibility_timeout = int(os.environ.get("CHANGEWATCH_VISIBILITY_TIMEOUT", str(6 * 3600)))
-# A worker sweeps unacked messages past the timeout back to the queue every this many
-# seconds (kombu's default, interval 10 x throttle 10, can add 100 s to a redelivery).
-_restore_every = int(os.environ.get("CHANGEWATCH_UNACKED_RESTORE_INTERVAL", "30"))
+# A dead worker's jobs come back through worker.recovery: every worker sweeps kombu's
+# unacked messages every CHANGEWATCH_RECOVERY_EVERY seconds, and puts back in the queue
+# those that no live worker holds (asked with Celery's query_task) on two passes in a
+# row, older than CHANGEWATCH_RECOVERY_MIN_AGE: a killed worker's job runs again within
+# about a minute of any worker being up. 0 turns the sweep off.
+changewatch_recovery_every = float(os.environ.get("CHANGEWATCH_RECOVERY_EVERY") or 15)
+changewatch_recovery_min_age = float(os.environ.get("CHANGEWATCH_RECOVERY_MIN_AGE") or 10)
+# The visibility timeout is only the backstop for when no worker sweeps: kombu restores a
+# message this long after its delivery even if its worker still runs it, so it must
+# outlast anything a live worker holds a job for (a run with its boto3/psycopg timeouts,
+# a retry countdown of at most 120 s, micro-batch waits): an hour is far past all of them.
+_visibility_timeout = int(os.environ.get("CHANGEWATCH_VISIBILITY_TIMEOUT") or 3600)
+# kombu's own sweep of messages past that timeout, every this many seconds.
+_restore_every = int(os.environ.get("CHANGEWATCH_UNACKED_RESTORE_INTERVAL") or 30)
 broker_transport_options = {
     "visibility_timeout": _visibility_timeout,
     "unacked_restore_interval": _restore_every,

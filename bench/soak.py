@@ -2,12 +2,13 @@
 
 A private stack (``scripts.faults.FaultStack``: Redis with an append-only file, a
 throwaway Postgres cluster, moto's S3 server behind a TCP proxy, real Celery workers with
-a short visibility timeout) analyzes ``--sessions`` sessions of the real ``series``
+the shipped Celery settings) analyzes ``--sessions`` sessions of the real ``series``
 photos. A producer thread sends them at a steady rate, retrying a send that fails, as a
 client should. Every ``--fault-every`` seconds one fault is injected, in turn:
 
-- ``kill_worker``: kill -9 of one worker; a supervisor starts a new one after the
-  visibility timeout (its start-up restores the killed worker's unacked jobs);
+- ``kill_worker``: kill -9 of one worker; a supervisor starts a new one a second later
+  and the workers' recovery sweep puts the killed worker's unacked jobs back in the queue
+  (``recovered``: how long after the kill its last job finished);
 - ``redis_restart`` / ``redis_crash``: SIGTERM (AOF flushed) or SIGKILL, 3 s down;
 - ``postgres_restart`` / ``postgres_crash``: ``pg_ctl stop -m fast`` or ``-m immediate``
   (WAL recovery on start), 4 s down;
@@ -25,7 +26,7 @@ Afterwards it counts, from Postgres and the workers' logs:
   redeliveries); ``stored_more_than_once``: sessions whose analysis was written by more
   than one execution (from the workers' "analysis stored" log lines);
 - ``resent_by_reaper``: sessions whose message the broker lost, found and re-sent by
-  the reaper (``producer.reaper``, run every 5 s here as compose runs it every minute);
+  the reaper (``producer.reaper`` with its shipped defaults, every 30 s as compose runs it);
 - ``lost``: sessions not finished by the deadline;
 - ``mismatched``: sessions whose scores differ from an undisturbed in-order run (> 1e-6);
 - ``orphans``: embeddings, analyses or comparisons whose session is gone.
@@ -144,6 +145,8 @@ class Soak:
     silence: dict[str, float] = field(default_factory=dict)
     # sessions the reaper found without a message and sent again
     reaped: list[str] = field(default_factory=list)
+    # per kill -9: when, and the sessions running at that moment
+    kills: list[tuple[datetime, list[uuid.UUID]]] = field(default_factory=list)
 
     def start_workers(self) -> None:
         started = [self._start(i, wait=False) for i in range(self.workers)]
@@ -189,11 +192,11 @@ class Soak:
                     gap = now - self.last_seen[worker.name]
                     self.silence[worker.name] = max(self.silence.get(worker.name, 0.0), gap)
 
-    def reap(self, producer: Producer, stop: threading.Event, every: float = 5.0) -> None:
-        """The deployment's reaper (compose's ``reaper`` service), on the soak's clock."""
+    def reap(self, producer: Producer, stop: threading.Event, every: float = 30.0) -> None:
+        """The deployment's reaper, as compose's ``reaper`` service runs it."""
         while not stop.wait(every):
             try:
-                done = reaper.reap(producer, older_than=2 * self.stack.visibility_timeout)
+                done = reaper.reap(producer)
             except Exception:  # noqa: S112  # the broker or database may be down
                 continue
             if done.sessions:
@@ -210,11 +213,13 @@ class Soak:
             worker = self.slots[slot]
             assert worker.process is not None
             detail = f"slot {slot} pid {worker.process.pid}"
+            running = in_state(stack.database_url, "running")
+            killed_at = datetime.now(UTC)
             kill9(worker.process)
+            self.kills.append((killed_at, running))
             worker.process = None
-            # A supervisor restarts it; after the visibility timeout its start-up
-            # restores the jobs the killed worker held unacknowledged.
-            self.pending.append((time.monotonic() + stack.visibility_timeout + 1, slot))
+            # A supervisor restarts it; the recovery sweep gives its jobs back.
+            self.pending.append((time.monotonic() + 1.0, slot))
         elif fault == "redis_restart":
             stack.redis.restart(down_s=3.0)
         elif fault == "redis_crash":
@@ -235,6 +240,28 @@ class Soak:
         event = {"fault": fault, "detail": detail, "seconds": round(time.monotonic() - began, 2)}
         self.events.append(event)
         return event
+
+
+def in_state(dsn: str, status: str) -> list[uuid.UUID]:
+    with psycopg.connect(dsn, connect_timeout=3) as conn:
+        return [
+            r[0]
+            for r in conn.execute("SELECT session_id FROM sessions WHERE status = %s", (status,))
+        ]
+
+
+def recovery_seconds(dsn: str, kills: list[tuple[datetime, list[uuid.UUID]]]) -> list[float]:
+    """Per kill: seconds until the last session running at that moment finished (the
+    killed worker's jobs, put back by the recovery sweep, are the slowest)."""
+    out = []
+    with psycopg.connect(dsn) as conn:
+        for killed_at, running in kills:
+            row = conn.execute(
+                "SELECT max(finished_at) FROM sessions WHERE session_id = ANY(%s)", (running,)
+            ).fetchone()
+            if row and row[0]:
+                out.append(round((row[0] - killed_at).total_seconds(), 1))
+    return out
 
 
 def embeddings(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, np.ndarray]]:
@@ -264,8 +291,7 @@ def rescore(dsn: str, user: uuid.UUID) -> dict[uuid.UUID, list[Any]]:
             return {}
         analyses = history_scores(conn, user, row[0])
     return {
-        a.session_id: [a.change_score, [p["change_score"] for p in a.per_angle]]
-        for a in analyses
+        a.session_id: [a.change_score, [p["change_score"] for p in a.per_angle]] for a in analyses
     }
 
 
@@ -315,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="sessions per worker")
     parser.add_argument("--rate", type=float, default=3.0, help="sessions sent per second")
     parser.add_argument("--fault-every", type=float, default=8.0, help="seconds between faults")
-    parser.add_argument("--visibility-timeout", type=int, default=10)
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds after the last send")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
@@ -329,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)  # noqa: S311  # a reproducible fault order, not a secret
     root = Path(tempfile.mkdtemp(prefix="changewatch-soak-"))
-    stack = FaultStack(root, visibility_timeout=args.visibility_timeout)
+    stack = FaultStack(root)
     began = time.monotonic()
     try:
         stack.start()
@@ -471,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             "redelivered": report.redelivered,
             "stored_more_than_once": sum(1 for sid in sent if stored.get(str(sid), 0) > 1),
             "resent_by_reaper": len(soak.reaped),
+            # per worker kill: seconds until every job running at the kill had finished
+            "recovery_after_kill_s": recovery_seconds(stack.database_url, soak.kills),
             "lost": len(report.unfinished) + report.missing,
             "lost_sessions": whereabouts(stack.database_url, stack.redis.client(), sent)[:20],
             "mismatched": len(mismatches),

@@ -60,6 +60,8 @@ def _job(user: uuid.UUID, index: int) -> AnalyzeJob:
 def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MODEL) -> None:
     """``sessions`` analyzed sessions for ``user``, written in bulk with exact sums (the
     state the store would have reached): the benchmark measures appends, not prefill."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO users (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
     if sessions == 0:
         return
     rng = np.random.default_rng(seed)

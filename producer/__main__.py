@@ -76,10 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--every", type=float, metavar="S", help="run until stopped, a pass every S seconds"
     )
 
-    forget = sub.add_parser("forget-user", help="delete every row of a user, and prove it")
+    enroll = sub.add_parser(
+        "enroll", help="make a person known (senders other than this producer, once each)"
+    )
+    enroll.add_argument("user_id")
+
+    forget = sub.add_parser(
+        "forget-user",
+        help="delete a person's rows, queued jobs, stored results and photos, and prove it",
+    )
     forget.add_argument("user_id")
     forget.add_argument(
-        "--delete-objects", action="store_true", help="also delete s3://BUCKET/<user_id>/..."
+        "--keep-objects", action="store_true", help="leave their photos in S3 (deleted by default)"
     )
 
     backfill = sub.add_parser(
@@ -168,7 +176,9 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
             return reaper.reap(producer, args.older_than).report()
         _reap_forever(producer, args.older_than, args.every)
     if args.command == "forget-user":
-        return admin.forget_user(producer, args.user_id, args.delete_objects)
+        return admin.forget_user(producer, args.user_id, delete_objects=not args.keep_objects)
+    if args.command == "enroll":
+        return producer.enroll(args.user_id)
     if args.command == "backfill":
         return models.backfill(producer, args.model, args.user_id, args.wait, args.timeout)
     if args.command == "model":

@@ -1,23 +1,29 @@
-"""Operator actions: replay failed jobs, and forget a user completely."""
+"""Operator actions: replay failed jobs, and forget a person completely."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
+from celery import states
 
 from producer.api import Producer
-from producer.contract import JobError, parse_uuid
+from producer.broker import broker
+from producer.contract import FORGOTTEN_RESULT, JobError, parse_uuid
 
-# Tables holding a user's data, and how to count what is left of it.
+# Tables holding a person's data, and how to count what is left of it.
 _LEFT = {
+    "users": "SELECT count(*) FROM users WHERE user_id = %(u)s",
     "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
     "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(s)s)",
     "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = ANY(%(s)s)",
     "baseline_sums": "SELECT count(*) FROM baseline_sums WHERE user_id = %(u)s",
     "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = ANY(%(s)s)",
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s)",
+    "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s) OR user_id = %(u)s",
     "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
     " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
     "rejected_messages": "SELECT count(*) FROM rejected_messages"
@@ -44,54 +50,212 @@ def retry_failed(producer: Producer, session_id: str | None = None) -> list[dict
     ]
 
 
-def _object_prefixes(images: list[dict[str, str]], user_id: uuid.UUID) -> set[tuple[str, str]]:
-    buckets = {uri[len("s3://") :].split("/", 1)[0] for img in images for uri in img.values()}
-    return {(bucket, f"{user_id}/") for bucket in buckets}
+@dataclass
+class _Person:
+    """What forget-user found of one person, to delete everywhere it may be."""
+
+    user_id: uuid.UUID
+    sessions: list[uuid.UUID] = field(default_factory=list)
+    task_ids: set[str] = field(default_factory=set)
+    uris: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)  # tasks taken out of the broker
+
+    @property
+    def needles(self) -> set[str]:
+        return {str(self.user_id)} | {str(s) for s in self.sessions}
+
+
+def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
+    """One transaction under the person's lock: a tombstone, then every row.
+
+    The lock waits for an analysis being written for them; every write after this
+    commits finds no ``users`` row (the foreign keys) and the tombstone.
+    """
+    user = person.user_id
+    with producer.connect() as conn, conn.transaction():
+        conn.execute("SELECT lock_user(%s)", (user,))
+        for row in conn.execute(
+            "SELECT session_id, images, good_images FROM sessions WHERE user_id = %s", (user,)
+        ):
+            person.sessions.append(row["session_id"])
+            for images in (row["images"], row["good_images"]):
+                person.uris.update((images or {}).values())
+        person.task_ids.update(
+            r["task_id"]
+            for r in conn.execute(
+                "SELECT task_id FROM analysis_requests WHERE session_id = ANY(%(s)s)"
+                " UNION SELECT task_id FROM comparisons WHERE user_id = %(u)s"
+                " UNION SELECT task_id FROM rejected_messages"
+                "  WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
+                {"s": person.sessions, "u": user},
+            )
+            if r["task_id"]
+        )
+        conn.execute(
+            "INSERT INTO forgotten_users (user_digest) VALUES (user_digest(%s))"
+            " ON CONFLICT DO NOTHING",
+            (user,),
+        )
+        counts = {
+            table: conn.execute(query, {"u": user, "s": person.sessions}).fetchone()["count"]
+            for table, query in _LEFT.items()
+        }
+        # Sessions, comparisons, sums and analyses hang off users (ON DELETE CASCADE);
+        # requests, embeddings and backfills off sessions.
+        conn.execute("DELETE FROM users WHERE user_id = %s", (user,))
+        conn.execute(
+            "DELETE FROM rejected_messages"
+            " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",
+            (person.sessions, user),
+        )
+    return counts
+
+
+def _forget_messages(producer: Producer, person: _Person) -> dict[str, int]:
+    """The person's jobs still in a queue, or delivered and not acknowledged."""
+    dropped = {"queued": 0, "delivered": 0}
+    needles = {n.lower() for n in person.needles}
+    with broker(producer.celery) as held:
+        for key, message in list(held.queued()):
+            if message.mentions(str(person.user_id), needles):
+                dropped["queued"] += held.drop_queued(key, message)
+                person.dropped.add(message.task_id or "")
+                person.uris.update(_uris(message.kwargs))
+        for item in list(held.delivered()):
+            if item.message.mentions(str(person.user_id), needles):
+                held.drop_delivered(item.tag)
+                dropped["delivered"] += 1
+                person.dropped.add(item.message.task_id or "")
+                person.uris.update(_uris(item.message.kwargs))
+    person.dropped.discard("")
+    person.task_ids |= person.dropped
+    return dropped
+
+
+def _uris(kwargs: dict[str, Any]) -> set[str]:
+    images = kwargs.get("images")
+    values = images.values() if isinstance(images, dict) else []
+    if isinstance(images, list):
+        values = [i.get("uri") for i in images if isinstance(i, dict)]
+    return {v for v in values if isinstance(v, str) and v.startswith("s3://")}
+
+
+def _results_naming(backend: Any, person: _Person) -> Iterator[list[bytes]]:
+    """Batches of stored result keys whose value names the person or their sessions."""
+    needles = [n.encode() for n in person.needles]
+    client = backend.client
+    for keys in _chunks(client.scan_iter(match=f"{backend.task_keyprefix}*", count=1000), 500):
+        values = client.mget(keys)
+        named = [k for k, v in zip(keys, values, strict=True) if v and any(n in v for n in needles)]
+        if named:
+            yield named
+
+
+def _forget_results(producer: Producer, person: _Person) -> tuple[int, int]:
+    """Celery's stored results of the person's tasks: by task id, and any other result
+    that names them (a sender's own task ids, messages no worker recorded).
+
+    Returns (deleted, left).
+    """
+    backend: Any = producer.celery.backend
+    if getattr(backend, "client", None) is None:  # not a key-value backend: ids only
+        for task_id in person.task_ids:
+            producer.celery.AsyncResult(task_id).forget()
+        return len(person.task_ids), 0
+    client = backend.client
+    keys = [backend.get_key_for_task(t) for t in sorted(person.task_ids)]
+    removed = sum(int(client.delete(*keys[i : i + 500])) for i in range(0, len(keys), 500))
+    removed += sum(int(client.delete(*named)) for named in _results_naming(backend, person))
+    return removed, sum(len(named) for named in _results_naming(backend, person))
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _forget_objects(person: _Person, s3: Any) -> tuple[int, int]:
+    """The photos the person's jobs named, and everything under ``<bucket>/<user_id>/``.
+
+    Returns (deleted, left).
+    """
+    client = s3 or boto3.client("s3")
+    exact: dict[str, set[str]] = {}
+    for uri in person.uris:
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        exact.setdefault(bucket, set()).add(key)
+    prefix = f"{person.user_id}/"
+    removed = 0
+    for bucket, keys in exact.items():
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.update(o["Key"] for o in page.get("Contents", []))
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 1000):  # delete_objects takes 1,000 at most
+            chunk = [{"Key": k} for k in ordered[start : start + 1000]]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+        removed += len(ordered)
+    left = 0
+    for bucket, keys in exact.items():
+        left += client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
+        left += sum(_exists(client, bucket, k) for k in keys if not k.startswith(prefix))
+    return removed, left
+
+
+def _exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def forget_user(
-    producer: Producer, user_id: str, delete_objects: bool = False, s3: Any = None
+    producer: Producer, user_id: str, delete_objects: bool = True, s3: Any = None
 ) -> dict[str, Any]:
-    """Delete every row of the user (and their photos if asked); count what is left."""
-    user = parse_uuid(user_id, "user_id")
-    with producer.connect() as conn, conn.transaction():
-        rows = conn.execute(
-            "SELECT session_id, images FROM sessions WHERE user_id = %s", (user,)
-        ).fetchall()
-        sessions = [r["session_id"] for r in rows]
-        deleted = {
-            "comparisons": conn.execute(
-                "DELETE FROM comparisons WHERE user_id = %s", (user,)
-            ).rowcount,
-            # Requests, embeddings, analyses, backfills and comparisons that reference them
-            # go by ON DELETE CASCADE.
-            "sessions": conn.execute("DELETE FROM sessions WHERE user_id = %s", (user,)).rowcount,
-            "baseline_sums": conn.execute(
-                "DELETE FROM baseline_sums WHERE user_id = %s", (user,)
-            ).rowcount,
-            "rejected_messages": conn.execute(
-                "DELETE FROM rejected_messages"
-                " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",
-                (sessions, user),
-            ).rowcount,
-        }
-    report: dict[str, Any] = {"user_id": str(user), "deleted": deleted}
+    """Forget a person everywhere changewatch keeps them, and count what is left.
+
+    Rows (behind a tombstone that refuses any later job for them), queued and delivered
+    messages, Celery's stored results and, unless ``delete_objects`` is False, the
+    photos. Every job of theirs ends as ``{"status": "forgotten"}``: one taken out of the
+    broker here at once, one a worker is running or holds for a retry when it reaches its
+    write, which finds the person gone; neither writes anything.
+    """
+    person = _Person(parse_uuid(user_id, "user_id"))
+    rows = _forget_rows(producer, person)
+    deleted: dict[str, int] = {
+        "sessions": rows["sessions"],
+        "comparisons": rows["comparisons"],
+        "baseline_sums": rows["baseline_sums"],
+        "rejected_messages": rows["rejected_messages"],
+    }
+    messages = _forget_messages(producer, person)
+    deleted["queued_messages"] = messages["queued"]
+    deleted["delivered_messages"] = messages["delivered"]
+    report: dict[str, Any] = {"user_id": str(person.user_id), "deleted": deleted}
+    remaining: dict[str, int] = {}
+    if delete_objects and person.uris:
+        deleted["objects"], remaining["objects"] = _forget_objects(person, s3)
+    # Last: a job that finished just before the forget may store its result late.
+    deleted["results"], remaining["results"] = _forget_results(producer, person)
+    for task_id in sorted(person.dropped):
+        # Whoever waits on one of these tasks sees it end, as a running one ends.
+        producer.celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with producer.connect() as conn:
-        report["remaining"] = {
-            table: conn.execute(query, {"u": user, "s": sessions}).fetchone()["count"]
-            for table, query in _LEFT.items()
-        }
-    if delete_objects:
-        client = s3 or boto3.client("s3")
-        removed, left = 0, 0
-        for bucket, prefix in _object_prefixes([r["images"] for r in rows], user):
-            paginator = client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-                    removed += len(keys)
-            left += client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
-        report["deleted"]["objects"] = removed
-        report["remaining"]["objects"] = left
+        for table, query in _LEFT.items():
+            row = conn.execute(query, {"u": person.user_id, "s": person.sessions}).fetchone()
+            remaining[table] = row["count"]
+    needles = {n.lower() for n in person.needles}
+    with broker(producer.celery) as held:
+        remaining["messages"] = sum(
+            m.mentions(str(person.user_id), needles) for _, m in held.queued()
+        ) + sum(d.message.mentions(str(person.user_id), needles) for d in held.delivered())
+    report["remaining"] = remaining
     return report

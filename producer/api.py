@@ -53,6 +53,14 @@ def _celery() -> Celery:
     return app
 
 
+def _enroll(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """Enroll the person (idempotent), unless forget-user was run for them."""
+    row = conn.execute("SELECT enroll_user(%s) AS standing", (user_id,)).fetchone()
+    assert row is not None
+    if row["standing"] == "forgotten":
+        raise JobError("user_forgotten", "this person was forgotten (forget-user); not enqueued")
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -64,6 +72,20 @@ class Producer:
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
+
+    # -- people ------------------------------------------------------------------
+
+    def enroll(self, user_id: str | uuid.UUID) -> dict[str, Any]:
+        """Make the person known, so jobs for them from any sender are accepted.
+
+        ``analyze`` enrolls by itself; senders that write to the broker directly enroll
+        each person once with this (or ``python -m producer enroll``) before their first
+        job: a job for a person never enrolled is refused with ``unknown_user``.
+        """
+        user = parse_uuid(str(user_id), "user_id")
+        with self.connect() as conn, conn.transaction():
+            _enroll(conn, user)
+        return {"user_id": str(user), "status": "enrolled"}
 
     # -- analyze -----------------------------------------------------------------
 
@@ -113,6 +135,7 @@ class Producer:
         """The session as queued, and the request numbered: newer than every one recorded
         before it, whatever order the workers run them in."""
         with conn.transaction():
+            _enroll(conn, job.user_id)
             row = conn.execute(
                 """
                 INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
@@ -239,18 +262,19 @@ class Producer:
                         f"session {sid} does not belong to user {job.user_id}; "
                         "only sessions of the same user can be compared",
                     )
+            task_id = str(uuid.uuid4())
             conn.execute(
                 """
-                INSERT INTO comparisons (current_session_id, previous_session_id, user_id)
-                VALUES (%s, %s, %s)
+                INSERT INTO comparisons (current_session_id, previous_session_id, user_id, task_id)
+                VALUES (%s, %s, %s, %s)
                 ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
                    SET status = 'queued', result = NULL, error_code = NULL,
-                       error_message = NULL, updated_at = now()
+                       error_message = NULL, task_id = EXCLUDED.task_id, updated_at = now()
                 """,
-                (job.current_session_id, job.previous_session_id, job.user_id),
+                (job.current_session_id, job.previous_session_id, job.user_id, task_id),
             )
-        self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE)
-        return {**job.to_payload(), "status": "queued"}
+        self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
+        return {**job.to_payload(), "status": "queued", "task_id": task_id}
 
     def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
         """The stored comparison, if it still follows from the current analyses.
@@ -279,14 +303,17 @@ class Producer:
                 (cur, prev),
             ).fetchone()
             if row is not None and row["status"] == "succeeded" and row["stale"]:
+                task_id = str(uuid.uuid4())
                 conn.execute(
-                    "UPDATE comparisons SET status = 'queued', updated_at = now()"
+                    "UPDATE comparisons SET status = 'queued', task_id = %s, updated_at = now()"
                     " WHERE current_session_id = %s AND previous_session_id = %s"
                     " AND status = 'succeeded'",
-                    (cur, prev),
+                    (task_id, cur, prev),
                 )
                 job = CompareJob(row["user_id"], cur, prev)
-                self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE)
+                self.celery.send_task(
+                    COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
+                )
                 row = {**row, "status": "queued", "error_code": None}
         if row is None:
             raise NotFound(f"no comparison of {current} with {previous}")

@@ -6,6 +6,7 @@ every message with the same rules the Python producer applies before enqueueing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ EMBED_TASK = "changewatch.embed_session"
 BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
 
 
+# How every job of a forgotten person ends (forget-user): it names nobody.
+FORGOTTEN_RESULT: dict[str, str] = {"status": "forgotten"}
+
+
 def backfill_queue(model_id: str) -> str:
     return BACKFILL_QUEUE_PREFIX + model_id
 
@@ -29,6 +34,9 @@ ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
 # Clocks of phones and servers drift; a capture time this far ahead is still accepted.
 FUTURE_SKEW = timedelta(minutes=5)
+# The largest valid payload (six URIs of S3's longest keys) is under 8 KB; anything past
+# this bound is a sender's bug, refused before it is parsed further or stored.
+MAX_PAYLOAD_BYTES = 64 * 1024
 
 
 class JobError(ValueError):
@@ -154,7 +162,18 @@ def parse_images(value: object) -> dict[str, S3Uri]:
     return {angle: images[angle] for angle in ANGLES if angle in images}
 
 
+def payload_size(payload: Mapping[str, Any]) -> int:
+    """Bytes of the payload as compact JSON, as a non-Python sender would send it."""
+    return len(json.dumps(payload, separators=(",", ":"), default=str).encode())
+
+
 def _check_fields(payload: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+    size = payload_size(payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise JobError(
+            "payload_too_large",
+            f"payload is {size} bytes; a job's payload is at most {MAX_PAYLOAD_BYTES} bytes",
+        )
     missing = sorted(required - payload.keys())
     if missing:
         raise JobError("invalid_payload", f"payload is missing field(s): {', '.join(missing)}")

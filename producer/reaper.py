@@ -1,8 +1,9 @@
 """Re-send jobs whose message the broker lost, so none stays ``queued`` or ``running``.
 
 Late acks keep a job's message in Redis until the job is done: waiting in the queue's
-list, or delivered and kept in kombu's ``unacked`` hash (restored to the queue after the
-visibility timeout if its worker died). Two things can still lose a message:
+list, or delivered and kept in kombu's ``unacked`` hash (put back in the queue by the
+workers' recovery sweep, ``worker.recovery``, if its worker died). Two things can still
+lose a message:
 
 - a Redis crash in the instant between a worker popping it and writing it to
   ``unacked`` (seen about one SIGKILL in five in tests/test_faults.py);
@@ -19,8 +20,6 @@ idempotent, so even a needless re-send only repeats the same numbers.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -29,12 +28,12 @@ from datetime import datetime
 from typing import Any
 
 from producer.api import Producer
-from producer.contract import ANALYZE_TASK, COMPARE_TASK, QUEUE
+from producer.broker import broker
+from producer.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OLDER_THAN_S = 120.0
-_CHUNK = 1000  # messages per LRANGE/HSCAN call: bounded memory for a long queue
+DEFAULT_OLDER_THAN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,48 +58,16 @@ class Pass:
         }
 
 
-def _task_and_kwargs(raw: str | bytes) -> tuple[str | None, dict[str, Any]]:
-    """The task name and keyword arguments of a kombu message (protocol 2 or 1)."""
-    try:
-        message = json.loads(raw)
-        if isinstance(message, list):  # an ``unacked`` entry: [message, exchange, key]
-            message = message[0]
-        body: Any = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        body = json.loads(body) if isinstance(body, str | bytes) else body
-        task = message.get("headers", {}).get("task")
-        if isinstance(body, list) and len(body) >= 2 and isinstance(body[1], dict):
-            return task, body[1]  # protocol 2: [args, kwargs, embed]
-        if isinstance(body, dict):  # protocol 1: {"task", "id", "args", "kwargs"}
-            return task or body.get("task"), body.get("kwargs") or {}
-    except (ValueError, KeyError, TypeError, IndexError):
-        pass  # not a job message: the worker rejects and records those itself
-    return None, {}
-
-
-def _messages(producer: Producer) -> Iterator[str | bytes]:
-    """Every message of the queue (all priority levels) and of ``unacked``."""
-    with producer.celery.connection_for_read() as conn:
-        channel: Any = conn.default_channel
-        client = channel.client
-        # kombu's own key naming for the priority levels of one queue.
-        keys = {channel._q_for_pri(QUEUE, pri) for pri in channel.priority_steps}
-        for key in sorted(keys):
-            for start in range(0, int(client.llen(key)), _CHUNK):
-                yield from client.lrange(key, start, start + _CHUNK - 1)
-        for _, value in client.hscan_iter(channel.unacked_key, count=_CHUNK):
-            yield value
-
-
 def alive(producer: Producer) -> Alive:
     sessions: set[str] = set()
     pairs: set[tuple[str, str]] = set()
-    for raw in _messages(producer):
-        task, kwargs = _task_and_kwargs(raw)
-        if task == ANALYZE_TASK and "session_id" in kwargs:
+    with broker(producer.celery) as held:
+        messages = [m for _, m in held.queued()] + [d.message for d in held.delivered()]
+    for message in messages:
+        kwargs = message.kwargs
+        if message.task == ANALYZE_TASK and "session_id" in kwargs:
             sessions.add(str(kwargs["session_id"]).lower())
-        elif task == COMPARE_TASK:
+        elif message.task == COMPARE_TASK:
             pair = (kwargs.get("current_session_id"), kwargs.get("previous_session_id"))
             pairs.add((str(pair[0]).lower(), str(pair[1]).lower()))
     return Alive(frozenset(sessions), frozenset(pairs))
@@ -142,6 +109,16 @@ def _claim(producer: Producer, table: str, keys: Iterable[Any], updated_at: date
     return row is not None
 
 
+def _fail(producer: Producer, session_id: Any, err: JobError) -> None:
+    log.warning("session %s: cannot be sent again: %s (%s)", session_id, err.message, err.code)
+    with producer.connect() as conn:
+        conn.execute(
+            "UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,"
+            " updated_at = now() WHERE session_id = %s AND status IN ('queued', 'running')",
+            (err.code, f"lost, and cannot be sent again: {err.message}", session_id),
+        )
+
+
 def reap(
     producer: Producer, older_than: float = DEFAULT_OLDER_THAN_S, confirm_after: float = 1.0
 ) -> Pass:
@@ -160,7 +137,11 @@ def reap(
         if not _claim(producer, "sessions", [row["session_id"]], row["updated_at"]):
             continue  # a worker (or another reaper) moved it on meanwhile
         log.warning("session %s: its message is gone; sending it again", sid)
-        producer.analyze(row["user_id"], row["session_id"], row["captured_at"], row["images"])
+        try:
+            producer.analyze(row["user_id"], row["session_id"], row["captured_at"], row["images"])
+        except JobError as err:  # a row no job can come from: fail it, go on with the rest
+            _fail(producer, row["session_id"], err)
+            continue
         done.sessions.append(sid)
     for row in comparisons:
         pair = _pair(row)
@@ -169,7 +150,11 @@ def reap(
         if not _claim(producer, "comparisons", pair, row["updated_at"]):
             continue
         log.warning("comparison %s of %s: its message is gone; sending it again", *pair)
-        producer.compare(row["user_id"], *pair)
+        try:
+            producer.compare(row["user_id"], *pair)
+        except JobError as err:
+            log.warning("comparison %s of %s cannot be sent again: %s", *pair, err.code)
+            continue
         done.comparisons.append(pair)
     return done
 

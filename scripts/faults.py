@@ -12,7 +12,7 @@ shared Redis (6379) or Postgres cluster (5432):
 - ``pause``/``resume``/``paused``/``kill9``: SIGSTOP/SIGCONT/SIGKILL for a process, so a
   server hangs (clients time out instead of being refused) or a worker dies mid-task;
 - ``FaultStack``: all of the above plus moto's S3 server and real workers, wired together
-  with a short visibility timeout, for ``tests/test_faults.py`` and ``bench/soak.py``;
+  with the shipped Celery settings, for ``tests/test_faults.py`` and ``bench/soak.py``;
 - ``audit``: what Postgres says after the faults (statuses, duplicates, orphans).
 """
 
@@ -455,11 +455,10 @@ def series_jobs(client: Any, photos: Path, user: uuid.UUID, count: int | None = 
     ]
 
 
-def celery_app(broker_url: str, backend_url: str, visibility_timeout: int) -> Celery:
+def celery_app(broker_url: str, backend_url: str) -> Celery:
     """A producer-side Celery app for a private broker (celeryconfig reads env at import)."""
     app = Celery("changewatch-faults")
     app.config_from_object("celeryconfig")
-    options = {"visibility_timeout": visibility_timeout}
     app.conf.update(
         broker_url=broker_url,
         # Celery prefers $CELERY_BROKER_URL and $CELERY_RESULT_BACKEND over any setting
@@ -468,8 +467,6 @@ def celery_app(broker_url: str, backend_url: str, visibility_timeout: int) -> Ce
         broker_read_url=broker_url,
         broker_write_url=broker_url,
         result_backend=backend_url,
-        broker_transport_options=options,
-        result_backend_transport_options=options,
     )
     app.backend_cls = backend_url
     return app
@@ -484,7 +481,6 @@ class FaultStack:
     """
 
     root: Path
-    visibility_timeout: int = 10
     dbname: str = "changewatch_faults"
     redis: RedisServer = field(init=False)
     postgres: PostgresCluster = field(init=False)
@@ -505,7 +501,7 @@ class FaultStack:
         migrate(self.database_url)
         self.s3 = S3Server().start()
         self.proxy = TcpProxy(self.s3.port).start()
-        self.app = celery_app(self.broker_url, self.backend_url, self.visibility_timeout)
+        self.app = celery_app(self.broker_url, self.backend_url)
         client = self.s3_client()
         client.create_bucket(Bucket=BUCKET)
         return self
@@ -542,8 +538,6 @@ class FaultStack:
             "CELERY_BROKER_URL": self.broker_url,
             "CELERY_RESULT_BACKEND": self.backend_url,
             "DATABASE_URL": self.database_url,
-            "CHANGEWATCH_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
-            "CHANGEWATCH_UNACKED_RESTORE_INTERVAL": "2",
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": "0",
@@ -699,8 +693,8 @@ def audit(dsn: str, expected: Mapping[uuid.UUID, int]) -> Audit:
 def whereabouts(dsn: str, broker: redis.Redis, ids: Sequence[uuid.UUID]) -> list[str]:
     """For each unfinished session: its status and attempts, and where its message is.
 
-    ``queue`` (waiting), ``unacked`` (delivered, not acknowledged: a worker restores it
-    after the visibility timeout) or ``nowhere`` (the broker has lost it).
+    ``queue`` (waiting), ``unacked`` (delivered, not acknowledged: the recovery sweep
+    puts it back once no live worker holds it) or ``nowhere`` (the broker has lost it).
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(

@@ -84,10 +84,25 @@ def test_forget_user_removes_every_row_and_photo_and_only_theirs(
         producer.compare(user, ids[user][1], ids[user][0])
         producer.wait_comparison(ids[user][1], ids[user][0], timeout=240)
 
-    report = forget_user(producer, str(gone), delete_objects=True, s3=s3)
+    results = producer.celery.backend.client
+    named = [
+        k for k in results.scan_iter("celery-task-meta-*") if str(gone).encode() in results.get(k)
+    ]
+    assert len(named) >= 3  # two analyses and a comparison, stored by Celery
+
+    report = forget_user(producer, str(gone), s3=s3)
     assert report["deleted"]["sessions"] == 2 and report["deleted"]["comparisons"] == 1
-    assert report["deleted"]["objects"] == 8
+    assert report["deleted"]["objects"] == 8 and report["deleted"]["results"] >= 3
     assert set(report["remaining"].values()) == {0}, report["remaining"]
+    assert not any(results.exists(k) for k in named)
+    with psycopg.connect(producer.dsn) as conn:
+        # A tombstone refuses later jobs; it does not say who they were.
+        tombstone = conn.execute(
+            "SELECT user_digest(%s) IN (SELECT user_digest FROM forgotten_users),"
+            " (SELECT count(*) FROM forgotten_users WHERE user_digest::text LIKE %s)",
+            (gone, f"%{gone.hex}%"),
+        ).fetchone()
+    assert tombstone == (True, 0)
 
     with psycopg.connect(producer.dsn) as conn:
         left = conn.execute(
@@ -180,6 +195,7 @@ def _lose_message(producer: Producer, user: uuid.UUID, images: dict[str, str]) -
     """A session recorded ``queued`` 10 min ago whose message the broker no longer has:
     what a Redis crash between a worker's pop and its ``unacked`` write leaves behind."""
     session = uuid.uuid4()
+    producer.enroll(user)
     with producer.connect() as conn:
         conn.execute(
             "INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id,"

@@ -18,9 +18,11 @@ import psycopg
 import pytest
 import redis
 from kombu.utils.uuid import uuid as kombu_uuid
+from psycopg.rows import dict_row
 
 from producer import JobFailed, Producer
-from producer.contract import ANALYZE_TASK, QUEUE
+from producer.admin import forget_user
+from producer.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 
@@ -287,8 +289,11 @@ def test_cli_rejects_invalid_jobs_before_enqueueing(producer: Producer) -> None:
 def test_raw_message_from_a_non_python_producer(
     photos: Path, uploader: Uploader, producer: Producer
 ) -> None:
-    """The documented Celery protocol-2 JSON message, pushed straight to Redis, is analyzed."""
+    """The documented Celery protocol-2 JSON message, pushed straight to Redis, is analyzed
+    (the person enrolled once, as a sender other than the Python producer does)."""
     user, session = uuid.uuid4(), uuid.uuid4()
+    code, out, err = cli("enroll", str(user))
+    assert code == 0 and out == {"user_id": str(user), "status": "enrolled"}, err
     payload = {
         "user_id": str(user),
         "session_id": str(session),
@@ -372,6 +377,7 @@ def test_malformed_raw_message_is_recorded_and_the_worker_goes_on(
 ) -> None:
     """A bad message from another language's client fails findably; the next job succeeds."""
     user, session = uuid.uuid4(), uuid.uuid4()
+    producer.enroll(user)
     payload: dict[str, Any] = {
         "user_id": str(user),
         "session_id": str(session),
@@ -408,6 +414,7 @@ def test_a_message_reusing_another_users_session_id_touches_nothing_of_theirs(
     owner, intruder, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     producer.analyze(owner, session, T0, uploader.session(owner, series_sessions(photos)[0]))
     before = producer.wait(session, timeout=120)
+    producer.enroll(intruder)
     payload = {
         "user_id": str(intruder),
         "session_id": str(session),
@@ -427,6 +434,79 @@ def test_a_message_reusing_another_users_session_id_touches_nothing_of_theirs(
     assert row == ("session_of_other_user",)
     assert producer.status(session)["status"] == "succeeded"
     assert producer.result(session) == before
+
+
+def _rejection(producer: Producer, task_id: str) -> dict[str, Any]:
+    """The worker's record of a refused message (waits for it)."""
+    with psycopg.connect(producer.dsn, row_factory=dict_row) as conn:
+        for _ in range(600):
+            row = conn.execute(
+                "SELECT error_code, error_message, session_id, payload FROM rejected_messages"
+                " WHERE task_id = %s",
+                (task_id,),
+            ).fetchone()
+            if row:
+                return row
+            time.sleep(0.1)
+    raise AssertionError(f"no rejected_messages row for task {task_id}")
+
+
+def test_refused_payloads_are_recorded_with_their_code_and_write_nothing(
+    photos: Path, uploader: Uploader, producer: Producer
+) -> None:
+    """Straight to Redis, as a non-Python sender would: a person never enrolled, a person
+    forgotten, and a payload past 64 KB are each refused with their code and recorded;
+    no session row appears and the worker takes the next job."""
+    broker = redis.Redis.from_url(producer.celery.conf.broker_url)
+    images = series_sessions(photos)[0]
+
+    def send(user: uuid.UUID, **extra: Any) -> tuple[str, uuid.UUID]:
+        session = uuid.uuid4()
+        payload = {
+            "user_id": str(user),
+            "session_id": str(session),
+            "captured_at": "2026-02-01T08:00:00Z",
+            "images": uploader.session(user, images),
+            **extra,
+        }
+        task_id, message = _raw_message(ANALYZE_TASK, payload)
+        broker.lpush(QUEUE, message)
+        return task_id, session
+
+    stranger = uuid.uuid4()
+    task_id, session = send(stranger)
+    row = _rejection(producer, task_id)
+    assert row["error_code"] == "unknown_user" and "enroll" in row["error_message"]
+
+    forgotten = uuid.uuid4()
+    producer.enroll(forgotten)
+    forget_user(producer, str(forgotten), delete_objects=False)
+    task_id, forgotten_session = send(forgotten)
+    row = _rejection(producer, task_id)
+    assert row["error_code"] == "user_forgotten"
+    assert row["session_id"] is None and str(forgotten) not in json.dumps(row["payload"])
+    with pytest.raises(JobError, match="forgotten"):  # the producer refuses before enqueueing
+        producer.analyze(forgotten, uuid.uuid4(), T0, uploader.session(forgotten, images))
+
+    member = uuid.uuid4()
+    producer.enroll(member)
+    task_id, huge_session = send(member, note="x" * (MAX_PAYLOAD_BYTES + 1))
+    row = _rejection(producer, task_id)
+    assert row["error_code"] == "payload_too_large"
+    assert row["payload"]["bytes"] > MAX_PAYLOAD_BYTES and "note" in row["payload"]["fields"]
+    with pytest.raises(JobError, match="at most 65536 bytes"):
+        producer.analyze(
+            member, uuid.uuid4(), T0, {**uploader.session(member, images), "x" * 70_000: "s3://b/k"}
+        )
+
+    with psycopg.connect(producer.dsn) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM sessions WHERE session_id = ANY(%s)",
+            ([session, forgotten_session, huge_session],),
+        ).fetchone()
+    assert rows == (0,)
+    task_id, good = send(member)  # the worker goes on
+    assert producer.wait(good, timeout=120)["user_id"] == str(member)
 
 
 def test_worker_logs_one_json_line_per_stage_without_secrets(

@@ -33,6 +33,7 @@ def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
     """A session has one embedding per angle, whatever a buggy writer tries."""
     sid, uid = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO users (user_id) VALUES (%s)", (uid,))
         conn.execute(
             "INSERT INTO sessions (session_id, user_id, captured_at, images)"
             " VALUES (%s, %s, now(), '{}')",
@@ -98,12 +99,13 @@ def test_producer_role_can_enqueue_and_read_but_not_write_results(
     login_as: Callable[[str], psycopg.Connection[Any]],
 ) -> None:
     """A leaked producer credential cannot forge analyses or change the schema."""
-    sid = uuid.uuid4()
+    sid, uid = uuid.uuid4(), uuid.uuid4()
     with login_as("producer") as conn:
+        assert conn.execute("SELECT enroll_user(%s)", (uid,)).fetchone() == ("enrolled",)
         conn.execute(
             "INSERT INTO sessions (session_id, user_id, captured_at, images)"
             " VALUES (%s, %s, now(), '{}')",
-            (sid, uuid.uuid4()),
+            (sid, uid),
         )
         assert conn.execute("SELECT count(*) FROM analyses").fetchone() is not None
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -17,11 +17,13 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from worker.logs import use_json
 from worker.metrics import serve_from_env as metrics_server
+from worker.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
 app = Celery("changewatch", include=["worker.tasks"])
 app.config_from_object("celeryconfig")
+app.steps["consumer"].add(Recovery)
 
 
 def _setup() -> None:

@@ -27,7 +27,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError
+from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError, payload_size
 from worker import score
 from worker.score import Analysis, ComparedSession, StoredSession, Totals
 
@@ -68,7 +68,36 @@ class Superseded:
 
 
 def _lock_user(conn: Conn, user_id: UUID) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))", (str(user_id),))
+    conn.execute("SELECT lock_user(%s)", (user_id,))
+
+
+# -- people -----------------------------------------------------------------------------
+
+FORGOTTEN = "user_forgotten"
+
+
+def _refusal(standing: str) -> JobError | None:
+    if standing == "forgotten":
+        return JobError(FORGOTTEN, "this person was forgotten (forget-user); nothing was written")
+    if standing == "unknown":
+        return JobError(
+            "unknown_user",
+            "no such person: enroll them first (python -m producer enroll, or Producer.enroll)",
+        )
+    return None
+
+
+def _check_user(conn: Conn, user_id: UUID) -> None:
+    row = conn.execute("SELECT user_standing(%s)", (user_id,)).fetchone()
+    refusal = _refusal(str(row[0]) if row else "unknown")
+    if refusal is not None:
+        raise refusal
+
+
+def admit(pool: ConnectionPool, user_id: UUID) -> None:
+    """Refuse a job for a person who is not enrolled, or was forgotten: ``JobError``."""
+    with pool.connection() as conn:
+        _check_user(conn, user_id)
 
 
 # -- models -----------------------------------------------------------------------------
@@ -112,6 +141,16 @@ def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int
     id already owned by another user is refused.
     """
     task = task_id or f"untracked-{job.session_id}"
+    try:
+        return _start_job(pool, job, task)
+    except psycopg.errors.ForeignKeyViolation:
+        # The person is not enrolled, or forget-user ran: their row is what the new
+        # session row references, so the insert waited for the forget and then failed.
+        admit(pool, job.user_id)
+        raise
+
+
+def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Superseded:
     images = Jsonb(job.to_payload()["images"])
     with pool.connection() as conn, conn.transaction():
         with conn.pipeline():  # one round trip for the three statements
@@ -168,12 +207,24 @@ def reject_message(
     error: JobError,
     mark_job: bool = True,
 ) -> None:
-    """Record a message that is not a valid job; mark its session failed if one exists."""
+    """Record a message that is not a valid job; mark its session failed if one exists.
+
+    A job for a forgotten person is recorded without its payload or ids (nothing of
+    theirs is written again); an oversized payload by its size and field names.
+    """
     session_id = user_id = None
     with contextlib.suppress(ValueError, TypeError, AttributeError):
         session_id = UUID(str(payload.get("session_id")))
     with contextlib.suppress(ValueError, TypeError, AttributeError):
         user_id = UUID(str(payload.get("user_id")))
+    if error.code == FORGOTTEN:
+        payload, session_id, mark_job = {"withheld": "the person was forgotten"}, None, False
+    elif error.code == "payload_too_large":
+        payload = {
+            "withheld": "too large",
+            "bytes": payload_size(payload),
+            "fields": sorted(map(str, payload))[:50],
+        }
     with pool.connection() as conn, conn.transaction():
         conn.execute(
             """
@@ -470,6 +521,7 @@ def save_analysis(
             model_id=model_id,
         )
         if state.guard is None:
+            _check_user(conn, job.user_id)  # forgotten while the photos were embedded
             raise JobError("session_not_found", f"session {job.session_id} is gone")
         newest_seq, newest_task, active = state.guard
         if newest_seq != request_seq:
@@ -601,19 +653,27 @@ def save_backfill(
 # -- comparisons ------------------------------------------------------------------------
 
 
-def start_comparison(pool: ConnectionPool, job: CompareJob) -> None:
+def start_comparison(pool: ConnectionPool, job: CompareJob, task_id: str | None) -> None:
+    """Mark the comparison running, once its person is known to be enrolled."""
     with pool.connection() as conn:
+        _check_user(conn, job.user_id)
         conn.execute(
             """
-            INSERT INTO comparisons (current_session_id, previous_session_id, user_id, status)
-            SELECT %(cur)s, %(prev)s, %(uid)s, 'running'
+            INSERT INTO comparisons (current_session_id, previous_session_id, user_id, status,
+                                     task_id)
+            SELECT %(cur)s, %(prev)s, %(uid)s, 'running', %(task)s
              WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = %(cur)s)
                AND EXISTS (SELECT 1 FROM sessions WHERE session_id = %(prev)s)
             ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
                SET status = 'running', user_id = EXCLUDED.user_id, error_code = NULL,
-                   error_message = NULL, updated_at = now()
+                   error_message = NULL, task_id = EXCLUDED.task_id, updated_at = now()
             """,
-            {"cur": job.current_session_id, "prev": job.previous_session_id, "uid": job.user_id},
+            {
+                "cur": job.current_session_id,
+                "prev": job.previous_session_id,
+                "uid": job.user_id,
+                "task": task_id,
+            },
         )
 
 

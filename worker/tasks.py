@@ -31,6 +31,7 @@ from producer.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     EMBED_TASK,
+    FORGOTTEN_RESULT,
     QUEUE,
     AnalyzeJob,
     JobError,
@@ -154,6 +155,17 @@ def _hand_back(task: Task, res: resources.Resources, why: str) -> Reject:
     return Reject(why, requeue=True)
 
 
+def _forgotten(
+    task: Task, res: resources.Resources, task_name: str, err: JobError
+) -> dict[str, Any]:
+    """The person was forgotten before or while this job ran: it ends having written
+    nothing of theirs; the record of the refusal and the task's result carry no ids."""
+    store.reject_message(res.db, task_name, task.request.id, {}, err)
+    metrics.JOBS.labels(task_name.rsplit(".", 1)[-1].split("_")[0], "forgotten", "").inc()
+    log.info("task %s: its person was forgotten; it wrote nothing", task.request.id)
+    return dict(FORGOTTEN_RESULT)
+
+
 def _superseded(newer: store.Superseded) -> dict[str, Any]:
     log.info(
         "session %s: a newer request (%s) exists; this one wrote nothing",
@@ -231,7 +243,9 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
         request = store.start_job(res.db, job, self.request.id)
     except Reject:
         raise
-    except JobError as err:  # the session id is another user's: touch nothing of theirs
+    except JobError as err:  # another user's session, or no such person: touch nothing
+        if err.code == store.FORGOTTEN:
+            return _forgotten(self, res, ANALYZE_TASK, err)
         store.reject_message(res.db, ANALYZE_TASK, self.request.id, payload, err, mark_job=False)
         metrics.JOBS.labels("analyze", "rejected", err.code).inc()
         raise
@@ -251,6 +265,8 @@ def analyze_session(self: Task, **payload: Any) -> dict[str, Any]:
     except store.ModelNotActive as exc:
         raise _hand_back(self, res, str(exc)) from exc
     except JobError as err:
+        if err.code == store.FORGOTTEN:
+            return _forgotten(self, res, ANALYZE_TASK, err)
         _fail(self, res, job, err.code, err.message)
         metrics.JOBS.labels("analyze", "failed", err.code).inc()
         job_event(
@@ -303,7 +319,7 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
         metrics.JOBS.labels("compare", "rejected", err.code).inc()
         raise
     try:
-        store.start_comparison(res.db, job)
+        store.start_comparison(res.db, job, self.request.id)
         current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
         previous = store.load_for_comparison(res.db, job.previous_session_id, job.user_id)
         windows = store.load_windows(
@@ -318,6 +334,12 @@ def compare_sessions(self: Task, **payload: Any) -> dict[str, Any]:
         # Inside the try: a database fault here is retried, not acknowledged as done.
         store.finish_comparison(res.db, job, result, inputs=(current, previous))
     except JobError as err:
+        if err.code == store.FORGOTTEN:
+            return _forgotten(self, res, COMPARE_TASK, err)
+        if err.code == "unknown_user":
+            store.reject_message(res.db, COMPARE_TASK, self.request.id, payload, err)
+            metrics.JOBS.labels("compare", "rejected", err.code).inc()
+            raise
         if err.code == "session_not_ready" and self.request.retries < self.max_retries:
             # Sent right after its analyses: give them time to finish. Not a fault, so
             # no exception is reported as the retry's reason.

@@ -1,0 +1,125 @@
+"""Give a dead worker's jobs back within seconds, not after the visibility timeout.
+
+With late acks, a job taken by a worker that is then killed (SIGKILL, OOM, a lost host)
+stays in kombu's ``unacked`` hash. kombu puts it back only once the visibility timeout
+has passed since delivery, and that timeout must outlast the longest a live worker may
+hold a message (running it, or waiting out a retry's countdown), so it cannot be short.
+
+So every worker runs this sweep in a thread: it lists the delivered messages, asks all
+live workers which of those task ids they hold (Celery's ``query_task`` broadcast, which
+covers running, reserved and countdown-waiting tasks), and puts back with kombu's
+``restore_by_tag`` every message that no worker held on two passes in a row. A message
+only just delivered may not be registered yet, hence the two passes and the minimum
+age. One worker sweeps at a time (a Redis lock). A live worker too busy to answer twice
+in a row would have its job run twice: the store makes that harmless (same request,
+same numbers, one row each), so the cost is only the repeated work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from producer.broker import broker
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = "changewatch:recovery-sweep"
+_REPLY_TIMEOUT_S = 5.0  # how long live workers get to answer query_task
+
+
+_SUSPECTS_KEY = "changewatch:recovery-suspects"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    app: Celery
+    min_age_s: float
+    every_s: float
+
+    def held_by_live_workers(self, task_ids: list[str]) -> set[str]:
+        replies = self.app.control.inspect(timeout=_REPLY_TIMEOUT_S).query_task(*task_ids)
+        return {task_id for reply in (replies or {}).values() for task_id in reply}
+
+    def take_turn(self, holder: str) -> bool:
+        """One sweeper per interval across all workers."""
+        with broker(self.app) as held:
+            expires = max(1, int(self.every_s))
+            return bool(held.client.set(_LOCK_KEY, holder, nx=True, ex=expires))
+
+    def once(self) -> list[str]:
+        """One pass; the tags of the messages put back in their queue.
+
+        The suspects (delivered, held by no live worker) are kept in Redis, so the
+        second look may be any worker's next turn.
+        """
+        with broker(self.app) as held:
+            delivered = list(held.delivered(older_than=self.min_age_s))
+            ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
+            alive = self.held_by_live_workers(ids) if ids else set()
+            orphans = {d.tag for d in delivered if d.message.task_id not in alive}
+            before = {
+                t.decode() if isinstance(t, bytes) else t
+                for t in held.client.smembers(_SUSPECTS_KEY)
+            }
+            restored = sorted(orphans & before)
+            for tag in restored:
+                held.restore(tag)
+            with held.client.pipeline() as pipe:
+                pipe.delete(_SUSPECTS_KEY)
+                if orphans - set(restored):
+                    pipe.sadd(_SUSPECTS_KEY, *(orphans - set(restored)))
+                    pipe.expire(_SUSPECTS_KEY, max(60, int(10 * self.every_s)))
+                pipe.execute()
+        for d in delivered:
+            if d.tag in restored:
+                log.warning(
+                    "task %s (%s): its worker is gone; put back in the queue",
+                    d.message.task_id,
+                    d.message.task,
+                )
+        return restored
+
+
+class Recovery(bootsteps.StartStopStep):
+    """Consumer step: the sweep runs in its own thread, so this worker's own event loop
+    keeps answering the broadcast while it waits for replies."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    def start(self, parent: Any) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return  # the consumer restarts after a lost connection; one sweeper is enough
+        app: Celery = parent.app
+        every = float(app.conf.get("changewatch_recovery_every", 15.0))
+        if every <= 0:
+            return
+        sweep = Sweep(app, float(app.conf.get("changewatch_recovery_min_age", 10.0)), every)
+        self.stopping.clear()
+        self.thread = threading.Thread(
+            target=self._run,
+            args=(sweep, parent.hostname, every),
+            name="changewatch-recovery",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def _run(self, sweep: Sweep, hostname: str, every: float) -> None:
+        while not self.stopping.wait(every):
+            try:
+                if sweep.take_turn(hostname):
+                    sweep.once()
+            except Exception as exc:  # the broker may be down: try again next interval
+                log.warning("recovery sweep failed: %s: %s", type(exc).__name__, exc)
+
+    def shutdown(self, parent: Any) -> None:
+        self.stopping.set()
