@@ -234,7 +234,8 @@ def test_reaper_leaves_alone_a_job_whose_message_the_broker_holds(
     photos: Path, uploader: Uploader, producer: Producer
 ) -> None:
     """A job waiting out a retry countdown (held by a worker, unacknowledged) looks as old
-    as a lost one in Postgres; the reaper must not send it twice."""
+    as a lost one in Postgres; the reaper must not send it twice, and the workers'
+    recovery sweep (every 15 s) must not take it for a dead worker's over its 40 s."""
     user = uuid.uuid4()
     images = uploader.session(user, series_sessions(photos)[1])
     session = _lose_message(producer, user, images)
@@ -244,7 +245,7 @@ def test_reaper_leaves_alone_a_job_whose_message_the_broker_holds(
         "captured_at": T0.isoformat(),
         "images": images,
     }
-    producer.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, countdown=20)
+    producer.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, countdown=40)
     deadline = time.monotonic() + 30
     while str(session) not in reaper.alive(producer).sessions:  # taken by the worker
         assert time.monotonic() < deadline, "the worker never received the delayed task"
