@@ -35,9 +35,14 @@ worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.
 # unacked messages every CHANGEWATCH_RECOVERY_EVERY seconds, and puts back in the queue
 # those that no live worker holds (asked with Celery's query_task) on two passes in a
 # row, older than CHANGEWATCH_RECOVERY_MIN_AGE: a killed worker's job runs again within
-# about a minute of any worker being up. 0 turns the sweep off.
-changewatch_recovery_every = float(os.environ.get("CHANGEWATCH_RECOVERY_EVERY") or 15)
-changewatch_recovery_min_age = float(os.environ.get("CHANGEWATCH_RECOVERY_MIN_AGE") or 10)
+# about 15 s of any worker being up. One broadcast per interval, whatever the number of
+# workers (they take turns). 0 turns the sweep off.
+changewatch_recovery_every = float(os.environ.get("CHANGEWATCH_RECOVERY_EVERY") or 5)
+changewatch_recovery_min_age = float(os.environ.get("CHANGEWATCH_RECOVERY_MIN_AGE") or 5)
+# A task a live worker has listed as running for longer than this is stuck (after a broker
+# connection loss the threads pool cannot cancel it; Celery may never clear it): its
+# message goes back too. Far longer than a job with its S3 and Postgres timeouts.
+changewatch_recovery_stuck_after = float(os.environ.get("CHANGEWATCH_RECOVERY_STUCK_AFTER") or 120)
 # The visibility timeout is only the backstop for when no worker sweeps: kombu restores a
 # message this long after its delivery even if its worker still runs it, so it must
 # outlast anything a live worker holds a job for (a run with its boto3/psycopg timeouts,

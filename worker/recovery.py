@@ -10,15 +10,19 @@ live workers which of those task ids they hold (Celery's ``query_task`` broadcas
 covers running, reserved and countdown-waiting tasks), and puts back with kombu's
 ``restore_by_tag`` every message that no worker held on two passes in a row. A message
 only just delivered may not be registered yet, hence the two passes and the minimum
-age. One worker sweeps at a time (a Redis lock). A live worker too busy to answer twice
-in a row would have its job run twice: the store makes that harmless (same request,
-same numbers, one row each), so the cost is only the repeated work.
+age. A task a live worker still lists as running after ``stuck_after_s`` is stuck (a
+broker connection loss can leave such a request behind, its message never acknowledged)
+and is put back too. One worker sweeps at a time (a Redis lock). A live worker too busy
+to answer twice in a row, or a job running past that bound, would have its job run
+twice: the store makes that harmless (same request, same numbers, one row each), so the
+cost is only the repeated work.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +44,25 @@ class Sweep:
     app: Celery
     min_age_s: float
     every_s: float
+    stuck_after_s: float = 120.0
 
     def held_by_live_workers(self, task_ids: list[str]) -> set[str]:
+        """The task ids some live worker holds: reserved, waiting out a countdown, or
+        running for less than ``stuck_after_s``.
+
+        A request Celery still lists as running past that bound is stuck: after a broker
+        connection loss the threads pool cannot cancel a task, and one whose result or
+        ack then failed stays listed as active forever, its message never acknowledged.
+        """
         replies = self.app.control.inspect(timeout=_REPLY_TIMEOUT_S).query_task(*task_ids)
-        return {task_id for reply in (replies or {}).values() for task_id in reply}
+        now = time.time()
+        held = set()
+        for reply in (replies or {}).values():
+            for task_id, (state, info) in reply.items():
+                started = (info or {}).get("time_start")
+                if state != "active" or not started or now - started < self.stuck_after_s:
+                    held.add(task_id)
+        return held
 
     def take_turn(self, holder: str) -> bool:
         """One sweeper per interval across all workers."""
@@ -100,10 +119,15 @@ class Recovery(bootsteps.StartStopStep):
         if self.thread is not None and self.thread.is_alive():
             return  # the consumer restarts after a lost connection; one sweeper is enough
         app: Celery = parent.app
-        every = float(app.conf.get("changewatch_recovery_every", 15.0))
+        every = float(app.conf.get("changewatch_recovery_every", 5.0))
         if every <= 0:
             return
-        sweep = Sweep(app, float(app.conf.get("changewatch_recovery_min_age", 10.0)), every)
+        sweep = Sweep(
+            app,
+            float(app.conf.get("changewatch_recovery_min_age", 5.0)),
+            every,
+            float(app.conf.get("changewatch_recovery_stuck_after", 120.0)),
+        )
         self.stopping.clear()
         self.thread = threading.Thread(
             target=self._run,
