@@ -8,14 +8,16 @@ hold a message (running it, or waiting out a retry's countdown), so it cannot be
 So every worker runs this sweep in a thread: it lists the delivered messages, asks all
 live workers which of those task ids they hold (Celery's ``query_task`` broadcast, which
 covers running, reserved and countdown-waiting tasks), and puts back with kombu's
-``restore_by_tag`` every message that no worker held on two passes in a row. A message
-only just delivered may not be registered yet, hence the two passes and the minimum
-age. A task a live worker still lists as running after ``stuck_after_s`` is stuck (a
-broker connection loss can leave such a request behind, its message never acknowledged)
-and is put back too. One worker sweeps at a time (a Redis lock). A live worker too busy
-to answer twice in a row, or a job running past that bound, would have its job run
-twice: the store makes that harmless (same request, same numbers, one row each), so the
-cost is only the repeated work.
+``restore_by_tag`` every message that no live worker has held for ``confirm_s``. A
+worker reconnecting after a broker outage answers again well within that; a message
+only just delivered may not be registered yet, hence also the minimum age. A task a
+live worker still lists as running after ``stuck_after_s`` is stuck (a broker
+connection loss can leave such a request behind, its message never acknowledged) and is
+put back too. One worker sweeps at a time (a Redis lock), and a pass whose sweeper does
+not hear its own reply concludes nothing. A live worker silent for ``confirm_s``, or a
+job that really runs past ``stuck_after_s``, would have its job run twice: the store
+makes that harmless (same request, same numbers, one row each), so the cost is only the
+repeated work.
 """
 
 from __future__ import annotations
@@ -36,19 +38,21 @@ _LOCK_KEY = "changewatch:recovery-sweep"
 _REPLY_TIMEOUT_S = 5.0  # how long live workers get to answer query_task
 
 
-_SUSPECTS_KEY = "changewatch:recovery-suspects"
+_SUSPECTS_KEY = "changewatch:recovery-suspects"  # hash: tag -> when first seen unheld
 
 
 @dataclass(frozen=True)
 class Sweep:
     app: Celery
-    min_age_s: float
-    every_s: float
+    hostname: str  # this worker: it must hear its own reply, or the pass proves nothing
+    every_s: float = 5.0
+    min_age_s: float = 5.0
+    confirm_s: float = 20.0
     stuck_after_s: float = 120.0
 
-    def held_by_live_workers(self, task_ids: list[str]) -> set[str]:
-        """The task ids some live worker holds: reserved, waiting out a countdown, or
-        running for less than ``stuck_after_s``.
+    def held_by_live_workers(self, task_ids: list[str]) -> tuple[set[str], set[str]]:
+        """The task ids some live worker holds (reserved, waiting out a countdown, or
+        running for less than ``stuck_after_s``), and the workers that answered.
 
         A request Celery still lists as running past that bound is stuck: after a broker
         connection loss the threads pool cannot cancel a task, and one whose result or
@@ -62,37 +66,44 @@ class Sweep:
                 started = (info or {}).get("time_start")
                 if state != "active" or not started or now - started < self.stuck_after_s:
                     held.add(task_id)
-        return held
+        return held, set(replies or {})
 
-    def take_turn(self, holder: str) -> bool:
+    def take_turn(self) -> bool:
         """One sweeper per interval across all workers."""
         with broker(self.app) as held:
             expires = max(1, int(self.every_s))
-            return bool(held.client.set(_LOCK_KEY, holder, nx=True, ex=expires))
+            return bool(held.client.set(_LOCK_KEY, self.hostname, nx=True, ex=expires))
 
     def once(self) -> list[str]:
         """One pass; the tags of the messages put back in their queue.
 
-        The suspects (delivered, held by no live worker) are kept in Redis, so the
-        second look may be any worker's next turn.
+        A message is put back once no live worker has held it for ``confirm_s``: a
+        worker reconnecting after a broker outage answers again well within that. The
+        first sightings are kept in Redis, so any worker's turn continues the count.
         """
         with broker(self.app) as held:
             delivered = list(held.delivered(older_than=self.min_age_s))
             ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
-            alive = self.held_by_live_workers(ids) if ids else set()
-            orphans = {d.tag for d in delivered if d.message.task_id not in alive}
-            before = {
-                t.decode() if isinstance(t, bytes) else t
-                for t in held.client.smembers(_SUSPECTS_KEY)
+            alive, answered = self.held_by_live_workers(ids) if ids else (set(), {self.hostname})
+            if self.hostname not in answered:
+                return []  # replies are not reaching us: no conclusion from this pass
+            now = time.time()
+            seen = {
+                (k.decode() if isinstance(k, bytes) else k): float(v)
+                for k, v in held.client.hgetall(_SUSPECTS_KEY).items()
             }
-            restored = sorted(orphans & before)
+            orphans = {
+                d.tag: seen.get(d.tag, now) for d in delivered if d.message.task_id not in alive
+            }
+            restored = sorted(t for t, first in orphans.items() if now - first >= self.confirm_s)
             for tag in restored:
                 held.restore(tag)
+            waiting = {t: first for t, first in orphans.items() if t not in restored}
             with held.client.pipeline() as pipe:
                 pipe.delete(_SUSPECTS_KEY)
-                if orphans - set(restored):
-                    pipe.sadd(_SUSPECTS_KEY, *(orphans - set(restored)))
-                    pipe.expire(_SUSPECTS_KEY, max(60, int(10 * self.every_s)))
+                if waiting:
+                    pipe.hset(_SUSPECTS_KEY, mapping=waiting)
+                    pipe.expire(_SUSPECTS_KEY, int(10 * (self.every_s + self.confirm_s)))
                 pipe.execute()
         for d in delivered:
             if d.tag in restored:
@@ -124,23 +135,22 @@ class Recovery(bootsteps.StartStopStep):
             return
         sweep = Sweep(
             app,
-            float(app.conf.get("changewatch_recovery_min_age", 5.0)),
+            parent.hostname,
             every,
+            float(app.conf.get("changewatch_recovery_min_age", 5.0)),
+            float(app.conf.get("changewatch_recovery_confirm", 20.0)),
             float(app.conf.get("changewatch_recovery_stuck_after", 120.0)),
         )
         self.stopping.clear()
         self.thread = threading.Thread(
-            target=self._run,
-            args=(sweep, parent.hostname, every),
-            name="changewatch-recovery",
-            daemon=True,
+            target=self._run, args=(sweep,), name="changewatch-recovery", daemon=True
         )
         self.thread.start()
 
-    def _run(self, sweep: Sweep, hostname: str, every: float) -> None:
-        while not self.stopping.wait(every):
+    def _run(self, sweep: Sweep) -> None:
+        while not self.stopping.wait(sweep.every_s):
             try:
-                if sweep.take_turn(hostname):
+                if sweep.take_turn():
                     sweep.once()
             except Exception as exc:  # the broker may be down: try again next interval
                 log.warning("recovery sweep failed: %s: %s", type(exc).__name__, exc)
