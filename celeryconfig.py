@@ -35,11 +35,11 @@ worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.
 # seconds one worker (they take turns) lists kombu's unacked messages older than
 # CHANGEWATCH_RECOVERY_MIN_AGE and asks every live worker which it holds (Celery's
 # query_task); those no live worker has held for CHANGEWATCH_RECOVERY_CONFIRM seconds go
-# back in the queue: a killed worker's job runs again within about half a minute of any
-# worker being up. 0 turns the sweep off.
+# back in the queue: a killed worker's job runs again within about 20 s of any worker
+# being up. 0 turns the sweep off.
 changewatch_recovery_every = float(os.environ.get("CHANGEWATCH_RECOVERY_EVERY") or 5)
 changewatch_recovery_min_age = float(os.environ.get("CHANGEWATCH_RECOVERY_MIN_AGE") or 5)
-changewatch_recovery_confirm = float(os.environ.get("CHANGEWATCH_RECOVERY_CONFIRM") or 20)
+changewatch_recovery_confirm = float(os.environ.get("CHANGEWATCH_RECOVERY_CONFIRM") or 10)
 # A task a live worker has listed as running for longer than this is stuck (after a broker
 # connection loss the threads pool cannot cancel it; Celery may never clear it): its
 # message goes back too. Far longer than a job with its S3 and Postgres timeouts.

@@ -47,7 +47,7 @@ class Sweep:
     hostname: str  # this worker: it must hear its own reply, or the pass proves nothing
     every_s: float = 5.0
     min_age_s: float = 5.0
-    confirm_s: float = 20.0
+    confirm_s: float = 10.0
     stuck_after_s: float = 120.0
 
     def held_by_live_workers(self, task_ids: list[str]) -> tuple[set[str], set[str]]:
@@ -138,7 +138,7 @@ class Recovery(bootsteps.StartStopStep):
             parent.hostname,
             every,
             float(app.conf.get("changewatch_recovery_min_age", 5.0)),
-            float(app.conf.get("changewatch_recovery_confirm", 20.0)),
+            float(app.conf.get("changewatch_recovery_confirm", 10.0)),
             float(app.conf.get("changewatch_recovery_stuck_after", 120.0)),
         )
         self.stopping.clear()
@@ -148,12 +148,14 @@ class Recovery(bootsteps.StartStopStep):
         self.thread.start()
 
     def _run(self, sweep: Sweep) -> None:
-        while not self.stopping.wait(sweep.every_s):
+        # A worker started after a crash is often the first to look: look at once.
+        while not self.stopping.is_set():
             try:
                 if sweep.take_turn():
                     sweep.once()
             except Exception as exc:  # the broker may be down: try again next interval
                 log.warning("recovery sweep failed: %s: %s", type(exc).__name__, exc)
+            self.stopping.wait(sweep.every_s)
 
     def shutdown(self, parent: Any) -> None:
         self.stopping.set()
