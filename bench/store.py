@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bench.report import ROOT, git_commit
-from producer.contract import ANGLES, AnalyzeJob, S3Uri
+from schema.contract import ANGLES, AnalyzeJob, S3Uri
 from schema.migrate import migrate
 from scripts.localstack import recreate_database
 from worker import store

@@ -3,7 +3,7 @@
 Why: a change score is only worth reporting if photographing the same thing again scores
 well below photographing something else. This benchmark measures that on real photos with
 the product's own path (``worker.decode.preprocess`` -> ``worker.embed.Embedder`` ->
-``worker.score.analyze_history`` -> ``producer.evidence.annotate``), no services:
+``worker.score.analyze_history`` -> ``schema.evidence.annotate``), no services:
 
 - a person's history: six series/ photos (one Nikon COOLPIX P6000), one per angle, the
   same photo per angle in every session; every session is a *re-take* (see :func:`retake`:
@@ -36,8 +36,8 @@ from uuid import UUID
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter
 
-from producer.contract import ANGLES
-from producer.evidence import annotate
+from schema.contract import ANGLES
+from schema.evidence import annotate
 from scripts.localstack import PHOTOS
 from worker.decode import decode_upright, preprocess
 from worker.embed import Embedder, WeightsUnavailable

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from producer import admin, bulk, models, reaper
 from producer.api import JobFailed, NotFound, Producer
-from producer.contract import JobError
+from schema.contract import JobError
 
 
 def _image(value: str) -> tuple[str, str]:

@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 from celery import states
 
 from producer.api import Producer
-from producer.broker import broker
-from producer.contract import FORGOTTEN_RESULT, JobError, parse_uuid
+from schema.broker import broker
+from schema.contract import FORGOTTEN_RESULT, JobError, parse_uuid
 
 # Tables holding a person's data, and how to count what is left of it.
 _LEFT = {

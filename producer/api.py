@@ -17,8 +17,8 @@ from celery import Celery
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from producer import results
-from producer.contract import (
+from schema import results
+from schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
@@ -29,7 +29,7 @@ from producer.contract import (
     parse_compare,
     parse_uuid,
 )
-from worker.settings import database_url
+from schema.database import database_url
 
 FINISHED = ("succeeded", "failed")
 

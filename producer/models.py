@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from producer.api import Producer
-from producer.contract import (
+from schema.contract import (
     BACKFILL_QUEUE_PREFIX,
     EMBED_TASK,
     QUEUE,

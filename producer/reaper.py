@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from producer.api import Producer
-from producer.broker import broker
-from producer.contract import ANALYZE_TASK, COMPARE_TASK, JobError
+from schema.broker import broker
+from schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import sys
 
 import psycopg
 
+from schema.database import database_url
 from schema.migrate import ensure_database, ensure_login, migrate
-from worker.settings import database_url
 
 # service -> the variable holding its login role's password
 LOGINS = {

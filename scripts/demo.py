@@ -37,7 +37,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch_demo"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/2"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/3"
 DEFAULT_BUCKET = "changewatch-demo"
-# The same order as producer.contract.ANGLES; copied so argparse runs before any import
+# The same order as schema.contract.ANGLES; copied so argparse runs before any import
 # that could read celeryconfig.
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
@@ -365,12 +365,12 @@ def run(args: argparse.Namespace) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from producer import Producer
-    from producer.contract import ANGLES as CONTRACT_ANGLES
+    from schema.contract import ANGLES as CONTRACT_ANGLES
     from schema.migrate import ensure_database, migrate
     from scripts.localstack import S3Server, Worker, recreate_database
 
     if CONTRACT_ANGLES != ANGLES:
-        raise DemoError(f"demo angles {ANGLES} differ from producer.contract's {CONTRACT_ANGLES}")
+        raise DemoError(f"demo angles {ANGLES} differ from schema.contract's {CONTRACT_ANGLES}")
     database_url = os.environ["DATABASE_URL"]
     broker_url = os.environ["CELERY_BROKER_URL"]
 

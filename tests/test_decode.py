@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from producer.contract import JobError
+from schema.contract import JobError
 from worker.decode import (
     DRAFT_SIDE,
     INPUT_SIZE,

@@ -364,7 +364,7 @@ def _left_of(
 ) -> dict[str, int]:
     """Everything changewatch could still hold of the person: rows, messages, results."""
     from producer.admin import _LEFT
-    from producer.broker import broker
+    from schema.broker import broker
 
     with psycopg.connect(stack.database_url) as conn:
         left = {
@@ -396,7 +396,7 @@ def test_forget_user_with_jobs_queued_running_and_retrying(faults: Fixture) -> N
     import threading
 
     from producer.admin import forget_user
-    from producer.contract import ANALYZE_TASK, COMPARE_TASK
+    from schema.contract import ANALYZE_TASK, COMPARE_TASK
 
     stack, producer = faults.stack, faults.producer
     faults.supervise()

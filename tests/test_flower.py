@@ -32,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from producer import Producer
-from producer.contract import ANALYZE_TASK
+from schema.contract import ANALYZE_TASK
 from scripts.localstack import ROOT, Worker, free_port, wait_for_port
 from tests.conftest import ARTIFACTS, Uploader, require
 

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from producer import Producer
-from producer.contract import QUEUE
+from schema.contract import QUEUE
 from scripts.localstack import ROOT, Worker, free_port
 from tests.conftest import ARTIFACTS, BUCKET, MAX_IMAGE_BYTES, Uploader
 from tests.test_pipeline import SERIES, T0

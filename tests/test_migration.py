@@ -12,7 +12,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import AnalyzeJob, S3Uri
+from schema.contract import AnalyzeJob, S3Uri
 from schema.migrate import migrate
 from scripts.localstack import recreate_database
 from worker import store

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from producer import Producer
-from producer.contract import QUEUE
+from schema.contract import QUEUE
 from scripts.localstack import ROOT, Worker, free_port
 from tests.conftest import ARTIFACTS, Uploader, run_module
 from tests.test_pipeline import T0

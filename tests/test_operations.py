@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from producer import Producer, reaper
 from producer.admin import forget_user, retry_failed
-from producer.contract import ANALYZE_TASK, QUEUE
+from schema.contract import ANALYZE_TASK, QUEUE
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 from tests.test_pipeline import T0, analyze_args, cli, series_sessions

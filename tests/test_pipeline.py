@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from producer import JobFailed, Producer
 from producer.admin import forget_user
-from producer.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
+from schema.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from producer import JobFailed, Producer
-from producer.contract import ANALYZE_TASK, QUEUE
+from schema.contract import ANALYZE_TASK, QUEUE
 from tests.conftest import Uploader
 from tests.test_pipeline import SERIES, T0
 

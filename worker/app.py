@@ -27,7 +27,7 @@ app.steps["consumer"].add(Recovery)
 
 
 def _setup() -> None:
-    # Imported here so that producers importing worker.settings never load torch.
+    # Imported here so that importing worker.app never loads torch.
     from worker import resources
 
     try:
@@ -59,7 +59,7 @@ def _choose_queues() -> None:
     """
     import psycopg
 
-    from producer.contract import QUEUE, backfill_queue
+    from schema.contract import QUEUE, backfill_queue
     from worker import store
     from worker.embed import architecture, model_id_for
     from worker.settings import Settings

@@ -27,7 +27,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError, payload_size
+from schema.contract import ANGLES, AnalyzeJob, CompareJob, JobError, payload_size
 from worker import score
 from worker.score import Analysis, ComparedSession, StoredSession, Totals
 

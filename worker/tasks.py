@@ -26,8 +26,8 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from producer import results
-from producer.contract import (
+from schema import results
+from schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     EMBED_TASK,
