@@ -36,13 +36,13 @@ from uuid import UUID
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter
 
-from schema.contract import ANGLES
-from schema.evidence import annotate
+from changewatch.schema.contract import ANGLES
+from changewatch.schema.evidence import annotate
+from changewatch.worker.decode import decode_upright, preprocess
+from changewatch.worker.embed import Embedder, WeightsUnavailable
+from changewatch.worker.quality import DEFAULT_THRESHOLDS, judge, measure, original_size
+from changewatch.worker.score import StoredSession, analyze_history
 from scripts.localstack import PHOTOS
-from worker.decode import decode_upright, preprocess
-from worker.embed import Embedder, WeightsUnavailable
-from worker.quality import DEFAULT_THRESHOLDS, judge, measure, original_size
-from worker.score import StoredSession, analyze_history
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = PHOTOS / "series"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schema.contract import ANGLES
+from changewatch.schema.contract import ANGLES
 
 # How many earlier sessions with a known device define the person's recent device.
 RECENT_SESSIONS = 3

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from pillow_heif import register_heif_opener
 
-from schema.contract import ANGLES
-from schema.equipment import (
+from changewatch.schema.contract import ANGLES
+from changewatch.schema.equipment import (
     Equipment,
     compare,
     device_key,
@@ -26,9 +26,9 @@ from schema.equipment import (
     same_device,
     to_json_map,
 )
+from changewatch.worker.equipment import read
 from scripts.localstack import PHOTOS
 from tests.conftest import require
-from worker.equipment import read
 
 register_heif_opener()
 

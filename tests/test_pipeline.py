@@ -20,9 +20,9 @@ import redis
 from kombu.utils.uuid import uuid as kombu_uuid
 from psycopg.rows import dict_row
 
-from producer import JobFailed, Producer
-from producer.admin import forget_user
-from schema.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
+from changewatch.producer import JobFailed, Producer
+from changewatch.producer.admin import forget_user
+from changewatch.schema.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 
@@ -32,9 +32,10 @@ T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
 def cli(*args: str, timeout: float = 240) -> tuple[int, dict[str, Any] | None, str]:
-    """Run ``python -m producer`` as a user would; (exit code, JSON on stdout, stderr)."""
+    """Run ``python -m changewatch.producer`` as a user would: (exit code, JSON on stdout,
+    stderr)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        [sys.executable, "-m", "changewatch.producer", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schema.database import DEFAULT_DATABASE_URL, database_url
-from schema.evidence import VariationLevels
+from changewatch.schema.database import DEFAULT_DATABASE_URL, database_url
+from changewatch.schema.evidence import VariationLevels
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "VariationLevels", "database_url"]
 
@@ -62,7 +62,7 @@ _QUALITY_ENV = {
 
 
 def _quality_thresholds(env: Mapping[str, str]) -> Any:
-    from worker.quality import QualityThresholds
+    from changewatch.worker.quality import QualityThresholds
 
     given = {}
     for name, var in _QUALITY_ENV.items():
