@@ -1,8 +1,8 @@
 # One image for every changewatch role; docker-compose.yml picks the role with `command:`.
-#   worker   celery -A worker worker --loglevel=INFO   (default CMD)
-#   flower   celery -A worker flower --port=5555
-#   migrate  python -m schema migrate
-#   producer python -m producer ...
+#   worker   celery -A changewatch.worker worker --loglevel=INFO   (default CMD)
+#   flower   celery -A changewatch.worker flower --port=5555
+#   migrate  python -m changewatch.schema migrate
+#   producer python -m changewatch.producer ...
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,14 +18,15 @@ RUN apt-get update \
 
 # Dependencies first, from pyproject.toml alone, so code edits don't re-download torch (GBs).
 COPY pyproject.toml /tmp/src/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+# The worker image: the producer's dependencies and the worker extra's.
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['worker']))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # Then the package itself. It is installed, not run from a source checkout, so the image
 # exercises the same packaging (e.g. schema/migrations/*.sql package data) users get.
 COPY . /tmp/src
-RUN pip install --no-cache-dir /tmp/src && rm -rf /tmp/src
+RUN pip install --no-cache-dir '/tmp/src[worker]' && rm -rf /tmp/src
 
 # Non-root. The torch cache dir exists and is owned by the user so the compose named volume
 # mounted there starts with the right owner (weights download once, survive rebuilds).
@@ -36,4 +37,4 @@ ENV TORCH_HOME=/home/changewatch/.cache/torch
 USER changewatch
 WORKDIR /app
 
-CMD ["celery", "-A", "worker", "worker", "--loglevel=INFO"]
+CMD ["celery", "-A", "changewatch.worker", "worker", "--loglevel=INFO"]

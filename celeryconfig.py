@@ -1,6 +1,6 @@
 """All Celery settings for changewatch's producer, workers and Flower.
 
-Read by ``worker.app`` and ``producer`` with ``app.config_from_object("celeryconfig")``.
+Read by ``worker.app`` and ``producer`` with ``app.config_from_object("changewatch.celeryconfig")``.
 Each line says why it is set.
 """
 

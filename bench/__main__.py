@@ -35,8 +35,8 @@ import redis
 
 from bench import e2e, model_only
 from bench.report import git_commit, markdown, plot
-from producer import Producer
-from schema.migrate import migrate
+from changewatch.producer import Producer
+from changewatch.schema.migrate import migrate
 from scripts.localstack import PHOTOS, ROOT, S3Server, recreate_database
 
 BUCKET = "changewatch-bench"

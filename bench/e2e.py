@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer import Producer
-from producer.contract import ANGLES
+from changewatch.producer import Producer
+from changewatch.schema.contract import ANGLES
 from scripts.localstack import Worker, free_port
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from worker.embed import Embedder
+from changewatch.worker.embed import Embedder
 
 
 def images_per_second(embedder: Embedder, batch: int, seconds: float = 3.0) -> float:

@@ -22,9 +22,15 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
 
+from changewatch.worker.decode import decode_upright
+from changewatch.worker.quality import (
+    DEFAULT_THRESHOLDS,
+    QualityMetrics,
+    judge,
+    measure,
+    original_size,
+)
 from scripts.localstack import PHOTOS
-from worker.decode import decode_upright
-from worker.quality import DEFAULT_THRESHOLDS, QualityMetrics, judge, measure, original_size
 
 # Ordinary, correctly taken photos: the defaults must flag none of them, or docs/quality.md
 # says why.

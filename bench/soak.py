@@ -59,7 +59,8 @@ import numpy as np
 import psycopg
 
 from bench.report import git_commit
-from producer import Producer, reaper
+from changewatch.producer import Producer, reaper
+from changewatch.worker.store import decode_vector
 from scripts.faults import (
     SERIES_PLAN,
     FaultStack,
@@ -76,7 +77,6 @@ from scripts.faults import (
     whereabouts,
 )
 from scripts.localstack import PHOTOS, ROOT, Worker
-from worker.store import decode_vector
 
 FAULTS = (
     "kill_worker",
@@ -279,7 +279,7 @@ def embeddings(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, np.n
 
 def rescore(dsn: str, user: uuid.UUID) -> dict[uuid.UUID, list[Any]]:
     """The user's analyses recomputed now from the stored embeddings (as a write would)."""
-    from worker.store import history_scores
+    from changewatch.worker.store import history_scores
 
     with psycopg.connect(dsn) as conn:
         row = conn.execute(

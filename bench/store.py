@@ -27,11 +27,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bench.report import ROOT, git_commit
-from producer.contract import ANGLES, AnalyzeJob, S3Uri
-from schema.migrate import migrate
+from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
+from changewatch.schema.migrate import migrate
+from changewatch.worker import store
+from changewatch.worker.score import Totals
 from scripts.localstack import recreate_database
-from worker import store
-from worker.score import Totals
 
 DATABASE_URL = os.environ.get(
     "CHANGEWATCH_BENCH_STORE_DATABASE_URL",
@@ -230,9 +230,9 @@ def e2e_history_cost(
     import boto3
     import redis
 
-    from producer import Producer
+    from changewatch.producer import Producer
+    from changewatch.worker.embed import model_id_for
     from scripts.localstack import S3Server, Worker, free_port
-    from worker.embed import model_id_for
 
     broker = "redis://127.0.0.1:6379/6"
     env = {

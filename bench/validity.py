@@ -3,7 +3,7 @@
 Why: a change score is only worth reporting if photographing the same thing again scores
 well below photographing something else. This benchmark measures that on real photos with
 the product's own path (``worker.decode.preprocess`` -> ``worker.embed.Embedder`` ->
-``worker.score.analyze_history`` -> ``producer.evidence.annotate``), no services:
+``worker.score.analyze_history`` -> ``schema.evidence.annotate``), no services:
 
 - a person's history: six series/ photos (one Nikon COOLPIX P6000), one per angle, the
   same photo per angle in every session; every session is a *re-take* (see :func:`retake`:
@@ -36,13 +36,13 @@ from uuid import UUID
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter
 
-from producer.contract import ANGLES
-from producer.evidence import annotate
+from changewatch.schema.contract import ANGLES
+from changewatch.schema.evidence import annotate
+from changewatch.worker.decode import decode_upright, preprocess
+from changewatch.worker.embed import Embedder, WeightsUnavailable
+from changewatch.worker.quality import DEFAULT_THRESHOLDS, judge, measure, original_size
+from changewatch.worker.score import StoredSession, analyze_history
 from scripts.localstack import PHOTOS
-from worker.decode import decode_upright, preprocess
-from worker.embed import Embedder, WeightsUnavailable
-from worker.quality import DEFAULT_THRESHOLDS, judge, measure, original_size
-from worker.score import StoredSession, analyze_history
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = PHOTOS / "series"

@@ -1,4 +1,5 @@
-"""``python -m producer``: analyze, compare, status and result, one JSON object on stdout.
+"""``python -m changewatch.producer``: analyze, compare, status and result, one JSON
+object on stdout.
 
 ``history U`` prints a table for people (``--json`` for programs, ``--plot FILE.png``).
 
@@ -19,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from producer import admin, bulk, models, reaper
-from producer.api import JobFailed, NotFound, Producer
-from producer.contract import JobError
+from changewatch.producer import admin, bulk, models, reaper
+from changewatch.producer.api import JobFailed, NotFound, Producer
+from changewatch.schema.contract import JobError
 
 
 def _image(value: str) -> tuple[str, str]:
@@ -32,7 +33,7 @@ def _image(value: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m changewatch.producer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     analyze = sub.add_parser("analyze", help="validate a session job and enqueue it")
@@ -133,7 +134,7 @@ def _reap_forever(producer: Producer, older_than: float, every: float) -> NoRetu
 
 
 def _history(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
-    from producer import history
+    from changewatch.producer import history
 
     sessions = producer.history(args.user_id)
     if not sessions:

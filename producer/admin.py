@@ -11,9 +11,9 @@ import boto3
 from botocore.exceptions import ClientError
 from celery import states
 
-from producer.api import Producer
-from producer.broker import broker
-from producer.contract import FORGOTTEN_RESULT, JobError, parse_uuid
+from changewatch.producer.api import Producer
+from changewatch.schema.broker import broker
+from changewatch.schema.contract import FORGOTTEN_RESULT, JobError, parse_uuid
 
 # Tables holding a person's data, and how to count what is left of it.
 _LEFT = {

@@ -17,8 +17,8 @@ from celery import Celery
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from producer import results
-from producer.contract import (
+from changewatch.schema import results
+from changewatch.schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
@@ -29,7 +29,7 @@ from producer.contract import (
     parse_compare,
     parse_uuid,
 )
-from worker.settings import database_url
+from changewatch.schema.database import database_url
 
 FINISHED = ("succeeded", "failed")
 
@@ -49,7 +49,7 @@ class NotFound(LookupError):
 
 def _celery() -> Celery:
     app = Celery("changewatch-producer")
-    app.config_from_object("celeryconfig")
+    app.config_from_object("changewatch.celeryconfig")
     return app
 
 
@@ -79,7 +79,7 @@ class Producer:
         """Make the person known, so jobs for them from any sender are accepted.
 
         ``analyze`` enrolls by itself; senders that write to the broker directly enroll
-        each person once with this (or ``python -m producer enroll``) before their first
+        each person once with this (or ``python -m changewatch.producer enroll``) before their first
         job: a job for a person never enrolled is refused with ``unknown_user``.
         """
         user = parse_uuid(str(user_id), "user_id")

@@ -11,8 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from producer.api import Producer
-from producer.contract import JobError, parse_analyze
+from changewatch.producer.api import Producer
+from changewatch.schema.contract import JobError, parse_analyze
 
 
 def read_jobs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

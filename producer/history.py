@@ -1,4 +1,5 @@
-"""``python -m producer history U``: a person's sessions as a readable table, and a plot.
+"""``python -m changewatch.producer history U``: a person's sessions as a readable
+table, and a plot.
 
 The table puts each session's score beside the person's noise floor and the flags that
 say how to read it; the plot shows change over time per angle with the noise band, and
@@ -11,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from producer.contract import ANGLES
+from changewatch.schema.contract import ANGLES
 
 
 def _num(value: float | None, digits: int = 4) -> str:

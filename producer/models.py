@@ -15,8 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from producer.api import Producer
-from producer.contract import (
+from changewatch.producer.api import Producer
+from changewatch.schema.contract import (
     BACKFILL_QUEUE_PREFIX,
     EMBED_TASK,
     QUEUE,

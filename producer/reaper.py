@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from producer.api import Producer
-from producer.broker import broker
-from producer.contract import ANALYZE_TASK, COMPARE_TASK, JobError
+from changewatch.producer.api import Producer
+from changewatch.schema.broker import broker
+from changewatch.schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 
 log = logging.getLogger(__name__)
 

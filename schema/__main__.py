@@ -1,4 +1,5 @@
-"""``python -m schema migrate [--create-database] [--worker-login U] [--producer-login U]``.
+"""``python -m changewatch.schema migrate [--create-database] [--worker-login U]
+[--producer-login U]``, and ``python -m changewatch.schema json-schemas``.
 
 Brings the database up to date, then creates the services' login roles in the
 least-privilege groups. Their passwords come from the environment
@@ -14,8 +15,8 @@ import sys
 
 import psycopg
 
-from schema.migrate import ensure_database, ensure_login, migrate
-from worker.settings import database_url
+from changewatch.schema.database import database_url
+from changewatch.schema.migrate import ensure_database, ensure_login, migrate
 
 # service -> the variable holding its login role's password
 LOGINS = {
@@ -25,7 +26,7 @@ LOGINS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m schema")
+    parser = argparse.ArgumentParser(prog="python -m changewatch.schema")
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("migrate", help="apply pending migrations (safe to run twice)")
     cmd.add_argument(
@@ -38,11 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"create login role USER in changewatch_{service}, password from "
             f"${LOGINS[service]}",
         )
+    sub.add_parser("json-schemas", help="write the contract's JSON Schema files to schema/json/")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "json-schemas":
+        from changewatch.schema.json_schemas import write
+
+        for path in write():
+            print(path, file=sys.stderr)
+        return 0
     logins: list[tuple[str, str, str]] = []
     for service, variable in LOGINS.items():
         user = getattr(args, f"{service}_login")

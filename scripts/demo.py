@@ -37,7 +37,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch_demo"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/2"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/3"
 DEFAULT_BUCKET = "changewatch-demo"
-# The same order as producer.contract.ANGLES; copied so argparse runs before any import
+# The same order as schema.contract.ANGLES; copied so argparse runs before any import
 # that could read celeryconfig.
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")
 MIN_IMAGES = 3
@@ -364,13 +364,13 @@ def run(args: argparse.Namespace) -> None:
     import redis
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from producer import Producer
-    from producer.contract import ANGLES as CONTRACT_ANGLES
-    from schema.migrate import ensure_database, migrate
+    from changewatch.producer import Producer
+    from changewatch.schema.contract import ANGLES as CONTRACT_ANGLES
+    from changewatch.schema.migrate import ensure_database, migrate
     from scripts.localstack import S3Server, Worker, recreate_database
 
     if CONTRACT_ANGLES != ANGLES:
-        raise DemoError(f"demo angles {ANGLES} differ from producer.contract's {CONTRACT_ANGLES}")
+        raise DemoError(f"demo angles {ANGLES} differ from schema.contract's {CONTRACT_ANGLES}")
     database_url = os.environ["DATABASE_URL"]
     broker_url = os.environ["CELERY_BROKER_URL"]
 
@@ -467,8 +467,8 @@ def use_model(producer: Any, model: str, weights: str) -> None:
     The demo database keeps earlier runs, maybe of another model; this is the operator's
     `producer model activate --force`, Celery moving the jobs queue to the new worker.
     """
-    from producer import models
-    from worker.embed import model_id_for
+    from changewatch.producer import models
+    from changewatch.worker.embed import model_id_for
 
     model_id = model_id_for(weights, model)
     with producer.connect() as conn:
@@ -555,7 +555,7 @@ def send_sessions(
             f"session {index + 1} ({session_id})",
         )
         say(f"session {index + 1}: analyzed")
-    from producer import history
+    from changewatch.producer import history
 
     # Read back after all finished: each write rescores the history, so these are final.
     sessions_out = producer.history(user_id)

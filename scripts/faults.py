@@ -458,7 +458,7 @@ def series_jobs(client: Any, photos: Path, user: uuid.UUID, count: int | None = 
 def celery_app(broker_url: str, backend_url: str) -> Celery:
     """A producer-side Celery app for a private broker (celeryconfig reads env at import)."""
     app = Celery("changewatch-faults")
-    app.config_from_object("celeryconfig")
+    app.config_from_object("changewatch.celeryconfig")
     app.conf.update(
         broker_url=broker_url,
         # Celery prefers $CELERY_BROKER_URL and $CELERY_RESULT_BACKEND over any setting
@@ -490,7 +490,7 @@ class FaultStack:
     app: Celery = field(init=False)
 
     def start(self) -> FaultStack:
-        from schema.migrate import migrate  # keeps `import scripts.faults` light
+        from changewatch.schema.migrate import migrate  # keeps `import scripts.faults` light
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(self.root / "redis").start()
@@ -610,7 +610,7 @@ class Audit:
 def sums_mismatched(dsn: str, users: set[uuid.UUID]) -> int:
     """People whose running sums (kept incrementally by every write) are not exactly the
     sums of their stored embeddings, for any model."""
-    from worker.store import _load_totals, _rebuild_totals
+    from changewatch.worker.store import _load_totals, _rebuild_totals
 
     bad = 0
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -1,7 +1,7 @@
 """A local changewatch stack for the tests, the demo and the benchmarks.
 
 Real parts only: the machine's Redis and Postgres, moto's S3 server over HTTP (no
-MinIO binary installs here), and real ``celery -A worker worker`` processes.
+MinIO binary installs here), and real ``celery -A changewatch.worker worker`` processes.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "worker",
+                "changewatch.worker",
                 "worker",
                 "--loglevel=INFO",
                 "--hostname",

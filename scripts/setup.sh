@@ -26,6 +26,6 @@ fi
 stamp=.venv/.changewatch-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  .venv/bin/python -m pip install --quiet -e '.[worker,plot,test]'
   touch "$stamp"
 fi

@@ -28,8 +28,8 @@ import psycopg
 import pytest
 import redis
 
-from producer import Producer
-from schema.migrate import ensure_login, migrate
+from changewatch.producer import Producer
+from changewatch.schema.migrate import ensure_login, migrate
 from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, free_port, recreate_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

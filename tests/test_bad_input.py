@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer import JobFailed, Producer
+from changewatch.producer import JobFailed, Producer
 from tests.conftest import BUCKET, MAX_IMAGE_BYTES, Uploader
 from tests.test_pipeline import T0, series_sessions
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from schema.__main__ import build_parser as schema_parser
+from changewatch.schema.__main__ import build_parser as schema_parser
 
 yaml = pytest.importorskip("yaml")
 
@@ -85,17 +85,22 @@ def test_built_services_have_a_dockerfile(services: dict[str, dict[str, Any]]) -
 
 
 def test_commands_name_modules_in_this_repo(services: dict[str, dict[str, Any]]) -> None:
-    """A typo in `-A worker` or `-m schema` only shows up as a crash loop at deploy time."""
+    """A typo in `-A changewatch.worker` or `-m changewatch.schema` only shows up as a
+    crash loop at deploy time."""
     for name in ("worker", "flower"):
         cmd = _command(services[name])
         assert cmd[:2] == ["celery", "-A"], f"{name}: {cmd}"
-        assert (ROOT / cmd[2]).is_dir(), f"{name}: no package {cmd[2]!r} in the repo"
+        assert cmd[2].startswith("changewatch."), f"{name}: {cmd}"
+        folder = ROOT / cmd[2].removeprefix("changewatch.")
+        assert folder.is_dir(), f"{name}: no package {cmd[2]!r} in the repo"
     assert _command(services["worker"])[3] == "worker"
     assert _command(services["flower"])[3] == "flower"
     cmd = _command(services["migrate"])
-    assert cmd[:4] == ["python", "-m", "schema", "migrate"]
+    assert cmd[:4] == ["python", "-m", "changewatch.schema", "migrate"]
     assert (ROOT / "schema").is_dir()
-    args = schema_parser().parse_args(cmd[3:])  # the flags `python -m schema` really takes
+    args = schema_parser().parse_args(
+        cmd[3:]
+    )  # the flags `python -m changewatch.schema` really takes
     assert args.worker_login and args.producer_login
 
 
@@ -103,11 +108,11 @@ def test_a_reaper_resends_lost_jobs_and_keeps_running(
     services: dict[str, dict[str, Any]],
 ) -> None:
     """Without it, a message lost in a Redis crash leaves its session queued forever."""
-    from producer.__main__ import build_parser
+    from changewatch.producer.__main__ import build_parser
 
     reaper = services["reaper"]
     cmd = _command(reaper)
-    assert cmd[:4] == ["python", "-m", "producer", "reap"], cmd
+    assert cmd[:4] == ["python", "-m", "changewatch.producer", "reap"], cmd
     args = build_parser().parse_args(cmd[3:])  # the flags the CLI really takes
     assert args.every and args.every > 0
     assert reaper.get("restart") == "unless-stopped"
@@ -222,6 +227,6 @@ def test_every_gpu_worker_has_its_own_device_node_name_and_health(
         reservation = svc["deploy"]["resources"]["reservations"]["devices"][0]
         devices += reservation["device_ids"]
         nodes.append(svc["command"][svc["command"].index("--hostname") + 1])
-        assert svc["healthcheck"]["test"][1:] == ["python", "-m", "worker", "health"]
+        assert svc["healthcheck"]["test"][1:] == ["python", "-m", "changewatch.worker", "health"]
     assert len(set(devices)) == len(devices) and len(set(nodes)) == len(nodes)
     assert (ROOT / "worker" / "health.py").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from producer import Producer
+from changewatch.producer import Producer
 from scripts.localstack import ROOT, Worker, free_port
 from tests.conftest import Uploader
 from tests.test_pipeline import SERIES, T0, scores_of

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producer.contract import JobError, parse_analyze, parse_compare
+from changewatch.schema.contract import JobError, parse_analyze, parse_compare
 
 
 def payload(**changes: object) -> dict[str, object]:

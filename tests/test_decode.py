@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from producer.contract import JobError
-from worker.decode import (
+from changewatch.schema.contract import JobError
+from changewatch.worker.decode import (
     DRAFT_SIDE,
     INPUT_SIZE,
     MAX_PIXELS,
@@ -26,8 +26,8 @@ from worker.decode import (
     equalize_crop_resize,
     preprocess,
 )
-from worker.embed import Embedder
-from worker.score import cosine_distance
+from changewatch.worker.embed import Embedder
+from changewatch.worker.score import cosine_distance
 
 # Both decode paths: the production one (reduced-scale JPEG decode) and the full-size reference.
 DRAFT_PATHS = pytest.mark.parametrize("draft_side", [DRAFT_SIDE, None], ids=["draft", "full"])

@@ -1,4 +1,5 @@
-"""Unit tests for worker.equipment: EXIF make/model/lens of real photos, and compare().
+"""Unit tests for worker.equipment (EXIF make/model/lens of real photos) and
+schema.equipment (compare()).
 
 Pure, no services: real photos from $CHANGEWATCH_PHOTOS (skips on a developer machine
 without them, fails in CI), plus small images made in memory. Nothing is written to disk.
@@ -15,19 +16,19 @@ import pytest
 from PIL import Image
 from pillow_heif import register_heif_opener
 
-from producer.contract import ANGLES
-from scripts.localstack import PHOTOS
-from tests.conftest import require
-from worker.equipment import (
+from changewatch.schema.contract import ANGLES
+from changewatch.schema.equipment import (
     Equipment,
     compare,
     device_key,
     from_json,
-    read,
     recent_device,
     same_device,
     to_json_map,
 )
+from changewatch.worker.equipment import read
+from scripts.localstack import PHOTOS
+from tests.conftest import require
 
 register_heif_opener()
 

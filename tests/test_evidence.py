@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageEnhance
 
-from producer import Producer
+from changewatch.producer import Producer
 from tests.conftest import Uploader, run_module
 from tests.test_pipeline import SERIES, T0
 
@@ -130,7 +130,7 @@ def test_history_shows_the_person_as_a_table_json_and_plot(
 ) -> None:
     user = str(person["user"])
     plot = tmp_path / "history.png"
-    proc = run_module("producer", "history", user, "--plot", str(plot))
+    proc = run_module("changewatch.producer", "history", user, "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:6] == ["captured", "session", "change", "floor", "x", "floor"]
@@ -140,7 +140,7 @@ def test_history_shows_the_person_as_a_table_json_and_plot(
     )
     assert plot.stat().st_size > 10_000 and Image.open(plot).format == "PNG"
 
-    proc = run_module("producer", "history", user, "--json")
+    proc = run_module("changewatch.producer", "history", user, "--json")
     out = json.loads(proc.stdout)
     assert [s["session_id"] for s in out["sessions"]] == [str(s) for s in person["ids"]]
     assert out["sessions"][7]["equipment"]["changed"] is True

@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from producer import Producer, reaper
+from changewatch.producer import Producer, reaper
 from scripts.faults import (
     BUCKET,
     SERIES_PLAN,
@@ -340,7 +340,7 @@ def test_a_retry_that_cannot_be_published_keeps_the_job() -> None:
     from celery import Celery
     from celery.exceptions import Reject
 
-    from worker.tasks import _retry
+    from changewatch.worker.tasks import _retry
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     app = Celery("refused")
@@ -363,8 +363,8 @@ def _left_of(
     stack: FaultStack, producer: Producer, user: uuid.UUID, sessions: list[uuid.UUID]
 ) -> dict[str, int]:
     """Everything changewatch could still hold of the person: rows, messages, results."""
-    from producer.admin import _LEFT
-    from producer.broker import broker
+    from changewatch.producer.admin import _LEFT
+    from changewatch.schema.broker import broker
 
     with psycopg.connect(stack.database_url) as conn:
         left = {
@@ -395,8 +395,8 @@ def test_forget_user_with_jobs_queued_running_and_retrying(faults: Fixture) -> N
     """
     import threading
 
-    from producer.admin import forget_user
-    from producer.contract import ANALYZE_TASK, COMPARE_TASK
+    from changewatch.producer.admin import forget_user
+    from changewatch.schema.contract import ANALYZE_TASK, COMPARE_TASK
 
     stack, producer = faults.stack, faults.producer
     faults.supervise()

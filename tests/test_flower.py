@@ -1,8 +1,9 @@
 """Flower in a real headless browser: basic auth, the test worker online, a succeeded job.
 
-``celery -A worker flower`` runs with the project's celeryconfig against the tests' broker
-and the session's real worker; Debian's chromium is driven through Debian's chromedriver
-(never Selenium Manager, which would try to download a driver). Screenshots are written to
+``celery -A changewatch.worker flower`` runs with the project's celeryconfig against the
+tests' broker and the session's real worker; Debian's chromium is driven through Debian's
+chromedriver (never Selenium Manager, which would try to download a driver). Screenshots
+are written to
 ``artifacts/flower-*.png``.
 """
 
@@ -31,8 +32,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from producer import Producer
-from producer.contract import ANALYZE_TASK
+from changewatch.producer import Producer
+from changewatch.schema.contract import ANALYZE_TASK
 from scripts.localstack import ROOT, Worker, free_port, wait_for_port
 from tests.conftest import ARTIFACTS, Uploader, require
 
@@ -57,7 +58,7 @@ T = TypeVar("T")
 
 
 class Flower:
-    """``celery -A worker flower`` on a free loopback port, behind FLOWER_BASIC_AUTH."""
+    """``celery -A changewatch.worker flower`` on a free loopback port, behind FLOWER_BASIC_AUTH."""
 
     def __init__(self, password: str) -> None:
         self.password = password
@@ -82,7 +83,7 @@ class Flower:
                 "-m",
                 "celery",
                 "-A",
-                "worker",
+                "changewatch.worker",
                 "flower",
                 f"--port={self.port}",
                 "--address=127.0.0.1",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.embed import Embedder
-from worker.score import cosine_distance
+from changewatch.worker.embed import Embedder
+from changewatch.worker.score import cosine_distance
 
 pytestmark = [
     pytest.mark.gpu,

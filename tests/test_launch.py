@@ -1,4 +1,4 @@
-"""``python -m worker launch``: one supervised worker per device, against real Redis,
+"""``python -m changewatch.worker launch``: one supervised worker per device, against real Redis,
 Postgres and S3 (two CPU workers here), plus the device counting it relies on."""
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from producer import Producer
-from producer.contract import QUEUE
-from scripts.localstack import ROOT, Worker, free_port
-from tests.conftest import ARTIFACTS, BUCKET, MAX_IMAGE_BYTES, Uploader
-from tests.test_pipeline import SERIES, T0
-from worker import launch
-from worker.launch import (
+from changewatch.producer import Producer
+from changewatch.schema.contract import QUEUE
+from changewatch.worker import launch
+from changewatch.worker.launch import (
     LaunchError,
     Supervisor,
     WorkerSpec,
@@ -33,6 +30,9 @@ from worker.launch import (
     parse_visible_devices,
     plan,
 )
+from scripts.localstack import ROOT, Worker, free_port
+from tests.conftest import ARTIFACTS, BUCKET, MAX_IMAGE_BYTES, Uploader
+from tests.test_pipeline import SERIES, T0
 
 T = TypeVar("T")
 GRACE_S = 30
@@ -92,7 +92,7 @@ def test_plan_pins_one_device_port_and_name_per_worker() -> None:
 
 def test_no_gpu_is_a_clear_error_pointing_at_cpu() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "launch", "--gpus", "all"],
+        [sys.executable, "-m", "changewatch.worker", "launch", "--gpus", "all"],
         cwd=ROOT,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True,
@@ -228,8 +228,8 @@ def launched(only_ours: None, producer: Producer, s3: object) -> Iterator[Launch
     base = _two_free_ports()
     with LOG.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "launch", "--cpu", "2", "--metrics-port", str(base),
-             "--grace", str(GRACE_S), "--", "--loglevel", "INFO"],
+            [sys.executable, "-m", "changewatch.worker", "launch", "--cpu", "2",
+             "--metrics-port", str(base), "--grace", str(GRACE_S), "--", "--loglevel", "INFO"],
             cwd=ROOT,
             env={**os.environ, **WORKER_ENV},
             stdout=log,

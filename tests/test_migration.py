@@ -12,11 +12,11 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import AnalyzeJob, S3Uri
-from schema.migrate import migrate
+from changewatch.schema.contract import AnalyzeJob, S3Uri
+from changewatch.schema.migrate import migrate
+from changewatch.worker import store
+from changewatch.worker.score import StoredSession, analyze_history
 from scripts.localstack import recreate_database
-from worker import store
-from worker.score import StoredSession, analyze_history
 
 MODEL = "resnet50/old-weights/prep1"
 T0 = datetime(2025, 5, 1, tzinfo=UTC)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
+from changewatch.worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
+from changewatch.worker.score import cosine_distance
 from tests.conftest import run_module
-from worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
-from worker.score import cosine_distance
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_worker_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
         "CHANGEWATCH_MODEL_WEIGHTS": str(tmp_path / "missing.pth"),
         "CHANGEWATCH_METRICS_PORT": "0",
     }
-    proc = run_module("celery", "-A", "worker", "worker", "-n", "doomed@%h", env=env)
+    proc = run_module("celery", "-A", "changewatch.worker", "worker", "-n", "doomed@%h", env=env)
     assert proc.returncode != 0
     assert "missing.pth" in proc.stderr + proc.stdout
     assert "ready." not in proc.stderr + proc.stdout
@@ -117,9 +117,9 @@ def test_folded_batchnorm_gives_the_seeds_embeddings(random_embedder: Embedder) 
 
 
 def _photo_batch(*names: str) -> np.ndarray:
+    from changewatch.worker.decode import preprocess
     from scripts.localstack import PHOTOS
     from tests.conftest import require
-    from worker.decode import preprocess
 
     paths = [PHOTOS / name for name in names]
     require(all(p.is_file() for p in paths), f"real photos not found under {PHOTOS}")
@@ -132,7 +132,7 @@ def test_efficientnet_lite0_ships_real_imagenet_weights() -> None:
     torchvision's ImageNet class names read them; seeded random weights say neither."""
     from torchvision.models import ResNet50_Weights
 
-    from worker.embed import build_lite0
+    from changewatch.worker.embed import build_lite0
 
     categories = ResNet50_Weights.DEFAULT.meta["categories"]
     batch = _photo_batch("orientation/Landscape_0.jpg", "series/DSCN0027.jpg")

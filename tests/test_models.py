@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from producer import Producer
-from producer.contract import QUEUE
+from changewatch.producer import Producer
+from changewatch.schema.contract import QUEUE
 from scripts.localstack import ROOT, Worker, free_port
 from tests.conftest import ARTIFACTS, Uploader, run_module
 from tests.test_pipeline import T0
@@ -78,8 +78,8 @@ def second_model(
 
 
 def cli(*args: str) -> tuple[int, dict]:
-    """``python -m producer ARGS``: exit code, and the JSON out (or the stderr line)."""
-    proc = run_module("producer", *args, timeout=600)
+    """``python -m changewatch.producer ARGS``: exit code, and the JSON out (or the stderr line)."""
+    proc = run_module("changewatch.producer", *args, timeout=600)
     if proc.stdout.strip():
         return proc.returncode, json.loads(proc.stdout)
     return proc.returncode, {"stderr": proc.stderr}
@@ -88,7 +88,15 @@ def cli(*args: str) -> tuple[int, dict]:
 def backfill_interrupted_once(producer: Producer, model: str, user: uuid.UUID) -> None:
     """Start `backfill --wait`, Ctrl+C it after the first session is done, run it again."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "backfill", "--user-id", str(user), "--wait"],
+        [
+            sys.executable,
+            "-m",
+            "changewatch.producer",
+            "backfill",
+            "--user-id",
+            str(user),
+            "--wait",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,14 +15,14 @@ import pytest
 from celery import Celery
 from psycopg.types.json import Jsonb
 
-from producer import Producer, reaper
-from producer.admin import forget_user, retry_failed
-from producer.contract import ANALYZE_TASK, QUEUE
+from changewatch.producer import Producer, reaper
+from changewatch.producer.admin import forget_user, retry_failed
+from changewatch.schema.contract import ANALYZE_TASK, QUEUE
+from changewatch.worker.health import readiness
+from changewatch.worker.settings import Settings
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 from tests.test_pipeline import T0, analyze_args, cli, series_sessions
-from worker.health import readiness
-from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -137,7 +137,16 @@ def test_bulk_enqueue_reports_bad_lines_and_waits_with_progress(
     path.write_text("\n".join(lines) + "\n")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "producer", "bulk", str(path), "--wait", "--timeout", "240"],
+        [
+            sys.executable,
+            "-m",
+            "changewatch.producer",
+            "bulk",
+            str(path),
+            "--wait",
+            "--timeout",
+            "240",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -157,7 +166,7 @@ def test_bulk_enqueue_reports_bad_lines_and_waits_with_progress(
 def test_readiness_reports_each_dependency(worker: Worker) -> None:
     """Health says ready with a loaded model, and names the dependency that is down."""
     app = Celery()
-    app.config_from_object("celeryconfig")
+    app.config_from_object("changewatch.celeryconfig")
     settings = Settings.from_env()
     port = int(worker.env["CHANGEWATCH_METRICS_PORT"])
     report = readiness(app, settings, port, node=None, timeout=3)
@@ -175,7 +184,16 @@ def test_health_command_exit_codes(worker: Worker) -> None:
 
     def health(port: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker", "health", "--metrics-port", port, "--timeout", "3"],
+            [
+                sys.executable,
+                "-m",
+                "changewatch.worker",
+                "health",
+                "--metrics-port",
+                port,
+                "--timeout",
+                "3",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -14,15 +14,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import psycopg
 import pytest
 import redis
 from kombu.utils.uuid import uuid as kombu_uuid
 from psycopg.rows import dict_row
 
-from producer import JobFailed, Producer
-from producer.admin import forget_user
-from producer.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
+from changewatch.producer import JobFailed, Producer
+from changewatch.producer.admin import forget_user
+from changewatch.schema import json_schemas
+from changewatch.schema.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
 from scripts.localstack import ROOT, Worker
 from tests.conftest import BUCKET, Uploader
 
@@ -31,10 +33,18 @@ pytestmark = pytest.mark.usefixtures("worker")
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
+def assert_matches_published_schema(name: str, result: dict[str, Any]) -> None:
+    """A real result object against ``schema/json/<name>.json``, as another language reads it."""
+    schema = json.loads((json_schemas.FOLDER / f"{name}.json").read_text(encoding="utf-8"))
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(result))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+
+
 def cli(*args: str, timeout: float = 240) -> tuple[int, dict[str, Any] | None, str]:
-    """Run ``python -m producer`` as a user would; (exit code, JSON on stdout, stderr)."""
+    """Run ``python -m changewatch.producer`` as a user would: (exit code, JSON on stdout,
+    stderr)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        [sys.executable, "-m", "changewatch.producer", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -112,6 +122,8 @@ def test_cli_analyze_wait_prints_first_and_later_scores(
     assert code == 0 and status["status"] == "succeeded" and status["error"] is None
     code, stored, _ = cli("result", str(sessions[2]))
     assert code == 0 and stored == third
+    for result in results:  # what a reader in any language can rely on
+        assert_matches_published_schema("analysis_result", result)
 
     with psycopg.connect(producer.dsn) as conn:
         rows = conn.execute(
@@ -210,6 +222,7 @@ def test_compare_two_sessions_and_refuse_other_users(
     assert out["overall_trend"] in ("stable", "mild_variation", "significant_shift")
     assert {row["angle"] for row in out["per_angle"]} == {"front", "left", "right", "up"}
     assert all(row["embedding_distance"] is not None for row in out["per_angle"])
+    assert_matches_published_schema("comparison_result", out)
 
     other = uuid.uuid4()
     code, out, err = cli(

@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from schema.migrate import migrate, migration_files
+from changewatch.schema.migrate import migrate, migration_files
 from tests.conftest import run_module
 
 
 def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
-    """`python -m schema migrate` is safe to run on every deploy."""
+    """`python -m changewatch.schema migrate` is safe to run on every deploy."""
     assert migrate(database_url) == []
     with psycopg.connect(database_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
@@ -24,7 +24,7 @@ def test_migrate_twice_applies_nothing_new(database_url: str) -> None:
 
 def test_migrate_command_line(database_url: str) -> None:
     """The documented command exits 0 and reports it is up to date."""
-    proc = run_module("schema", "migrate")
+    proc = run_module("changewatch.schema", "migrate")
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stderr
 
@@ -154,7 +154,7 @@ def test_migrate_creates_the_services_login_roles(database_url: str) -> None:
         admin.execute("DROP ROLE IF EXISTS cw_svc_worker, cw_svc_producer")
     try:
         for verb in ("created", "updated"):
-            proc = run_module("schema", *args, env=env)
+            proc = run_module("changewatch.schema", *args, env=env)
             assert proc.returncode == 0, proc.stderr
             assert f"{verb} login cw_svc_worker in changewatch_worker" in proc.stderr
             assert "Secret" not in proc.stderr + proc.stdout
@@ -172,7 +172,9 @@ def test_migrate_creates_the_services_login_roles(database_url: str) -> None:
         with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM analyses")
 
-        proc = run_module("schema", *args, env={**env, "CHANGEWATCH_WORKER_DB_PASSWORD": ""})
+        proc = run_module(
+            "changewatch.schema", *args, env={**env, "CHANGEWATCH_WORKER_DB_PASSWORD": ""}
+        )
         assert proc.returncode == 2 and "CHANGEWATCH_WORKER_DB_PASSWORD" in proc.stderr
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from worker.score import (
+from changewatch.worker.score import (
     ComparedSession,
     StoredSession,
     analyze_history,
@@ -17,7 +17,7 @@ from worker.score import (
     cosine_distance,
     trend,
 )
-from worker.settings import TrendThresholds
+from changewatch.worker.settings import TrendThresholds
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RNG = np.random.default_rng(7)

@@ -14,7 +14,7 @@ SECRET = "s3cr3t-Pa55word"
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("producer", *args, env={**os.environ, **env})
+    return run_module("changewatch.producer", *args, env={**os.environ, **env})
 
 
 def test_database_password_is_not_in_the_error() -> None:

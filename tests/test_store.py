@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from producer import JobFailed, Producer
-from producer.contract import ANALYZE_TASK, QUEUE
+from changewatch.producer import JobFailed, Producer
+from changewatch.schema.contract import ANALYZE_TASK, QUEUE
 from tests.conftest import Uploader
 from tests.test_pipeline import SERIES, T0
 

@@ -48,10 +48,11 @@ from bench.validity import (
     retake,
     stored,
 )
+from changewatch.schema.equipment import Equipment, compare
+from changewatch.worker.embed import Embedder, WeightsUnavailable
+from changewatch.worker.equipment import read
 from scripts.localstack import PHOTOS
 from tests.conftest import require
-from worker.embed import Embedder, WeightsUnavailable
-from worker.equipment import Equipment, compare, read
 
 SEED = 0
 RETAKE_SESSIONS = 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from producer import Producer
+from changewatch.producer import Producer
 from scripts.localstack import ROOT
 from tests.conftest import run_module
 from tests.test_evidence import person  # noqa: F401  # the fixture: one person's sessions
@@ -81,7 +81,7 @@ def test_results_errors_and_cli_output_are_neutral(
             "front=s3://b/k",
         ),
     ):
-        proc = run_module("producer", *args)
+        proc = run_module("changewatch.producer", *args)
         texts += [proc.stdout, proc.stderr]
     assert all(texts[:3])
     assert found("\n".join(texts)) == []

@@ -1,5 +1,5 @@
-"""changewatch's Celery worker: ``celery -A worker worker``."""
+"""changewatch's Celery worker: ``celery -A changewatch.worker worker``."""
 
-from worker.app import app
+from changewatch.worker.app import app
 
 __all__ = ["app"]

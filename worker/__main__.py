@@ -1,4 +1,4 @@
-"""``python -m worker``: operator commands for changewatch workers.
+"""``python -m changewatch.worker``: operator commands for changewatch workers.
 
 ``launch`` runs one Celery worker per GPU (or N CPU workers) and supervises them;
 ``health`` says whether this host's worker is ready.
@@ -14,8 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worker import launch
-from worker.logs import use_json
+from changewatch.worker import launch
+from changewatch.worker.logs import use_json
 
 
 def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -29,9 +29,9 @@ def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
 
 
 def _health(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from worker.app import app
-    from worker.health import readiness
-    from worker.settings import Settings
+    from changewatch.worker.app import app
+    from changewatch.worker.health import readiness
+    from changewatch.worker.settings import Settings
 
     report = readiness(app, Settings.from_env(), args.metrics_port, args.node, args.timeout)
     print(json.dumps(report))
@@ -45,13 +45,13 @@ def _default_metrics_port() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m changewatch.worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
         "launch",
         help="one Celery worker per GPU (or N CPU workers), supervised",
-        description="Start one `celery -A worker worker` per device, pinned with "
+        description="Start one `celery -A changewatch.worker worker` per device, pinned with "
         "CUDA_VISIBLE_DEVICES and named gpu0@%h, gpu1@%h (cpu0@%h... with --cpu). "
         "SIGTERM/SIGINT: warm shutdown of all; a crashed worker is restarted with backoff.",
     )

@@ -15,20 +15,20 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from worker.logs import use_json
-from worker.metrics import serve_from_env as metrics_server
-from worker.recovery import Recovery
+from changewatch.worker.logs import use_json
+from changewatch.worker.metrics import serve_from_env as metrics_server
+from changewatch.worker.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
-app = Celery("changewatch", include=["worker.tasks"])
-app.config_from_object("celeryconfig")
+app = Celery("changewatch", include=["changewatch.worker.tasks"])
+app.config_from_object("changewatch.celeryconfig")
 app.steps["consumer"].add(Recovery)
 
 
 def _setup() -> None:
-    # Imported here so that producers importing worker.settings never load torch.
-    from worker import resources
+    # Imported here so that importing worker.app never loads torch.
+    from changewatch.worker import resources
 
     try:
         resources.setup()
@@ -59,10 +59,10 @@ def _choose_queues() -> None:
     """
     import psycopg
 
-    from producer.contract import QUEUE, backfill_queue
-    from worker import store
-    from worker.embed import architecture, model_id_for
-    from worker.settings import Settings
+    from changewatch.schema.contract import QUEUE, backfill_queue
+    from changewatch.worker import store
+    from changewatch.worker.embed import architecture, model_id_for
+    from changewatch.worker.settings import Settings
 
     settings = Settings.from_env()
     model_id = model_id_for(settings.model_weights, settings.model)
@@ -119,6 +119,6 @@ def before_child_start(**_: Any) -> None:
 @signals.worker_shutdown.connect
 @signals.worker_process_shutdown.connect
 def after_worker_stop(**_: Any) -> None:
-    from worker import resources
+    from changewatch.worker import resources
 
     resources.teardown()

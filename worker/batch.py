@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from worker import metrics
-from worker.embed import Embedder
+from changewatch.worker import metrics
+from changewatch.worker.embed import Embedder
 
 log = logging.getLogger(__name__)
 

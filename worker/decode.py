@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from producer.contract import JobError
-from worker import equipment, quality
+from changewatch.schema.contract import JobError
+from changewatch.worker import equipment, quality
 
 register_heif_opener()
 

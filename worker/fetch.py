@@ -15,8 +15,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from producer.contract import AnalyzeJob, JobError, S3Uri
-from worker.settings import Settings
+from changewatch.schema.contract import AnalyzeJob, JobError, S3Uri
+from changewatch.worker.settings import Settings
 
 # S3 error codes that no retry can fix, mapped to our error codes.
 _PERMANENT = {

@@ -202,7 +202,7 @@ def plan(
     specs = []
     for index, (name, env) in enumerate(envs):
         env["CHANGEWATCH_METRICS_PORT"] = str(metrics_port + index if metrics_port > 0 else 0)
-        argv = [sys.executable, "-m", "celery", "-A", "worker", "worker"]
+        argv = [sys.executable, "-m", "celery", "-A", "changewatch.worker", "worker"]
         specs.append(WorkerSpec(name, env, [*argv, "--hostname", f"{name}@%h", *celery_args]))
     return specs
 

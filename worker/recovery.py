@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from producer.broker import broker
+from changewatch.schema.broker import broker
 
 log = logging.getLogger(__name__)
 

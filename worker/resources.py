@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from psycopg_pool import ConnectionPool
 
-from worker import metrics, store
-from worker.batch import MicroBatcher
-from worker.embed import Embedder
-from worker.fetch import make_s3_client
-from worker.settings import Settings
+from changewatch.worker import metrics, store
+from changewatch.worker.batch import MicroBatcher
+from changewatch.worker.embed import Embedder
+from changewatch.worker.fetch import make_s3_client
+from changewatch.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch"
+from changewatch.schema.database import DEFAULT_DATABASE_URL, database_url
+from changewatch.schema.evidence import VariationLevels
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "VariationLevels", "database_url"]
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -59,7 +62,7 @@ _QUALITY_ENV = {
 
 
 def _quality_thresholds(env: Mapping[str, str]) -> Any:
-    from worker.quality import QualityThresholds
+    from changewatch.worker.quality import QualityThresholds
 
     given = {}
     for name, var in _QUALITY_ENV.items():
@@ -67,10 +70,6 @@ def _quality_thresholds(env: Mapping[str, str]) -> Any:
             default = getattr(QualityThresholds, name)
             given[name] = type(default)(_env_float(var, float(default)))
     return QualityThresholds(**given)
-
-
-def database_url() -> str:
-    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
 @dataclass(frozen=True)
@@ -85,40 +84,6 @@ class TrendThresholds:
             raise ValueError(
                 f"trend thresholds need 0 <= stable <= mild, got {self.stable}, {self.mild}"
             )
-
-
-@dataclass(frozen=True)
-class VariationLevels:
-    """Cut-offs of a delta: below ``stable`` stable, below ``mild`` mild, ..., else strong."""
-
-    stable: float = 0.10
-    mild: float = 0.25
-    moderate: float = 0.45
-    higher: float = 0.70
-
-    def __post_init__(self) -> None:
-        cuts = [self.stable, self.mild, self.moderate, self.higher]
-        if cuts != sorted(cuts) or cuts[0] < 0:
-            raise ValueError(f"variation levels must rise from 0, got {cuts}")
-
-    def level(self, delta: float) -> str:
-        for name, cut in (
-            ("stable", self.stable),
-            ("mild", self.mild),
-            ("moderate", self.moderate),
-            ("higher", self.higher),
-        ):
-            if delta < cut:
-                return name
-        return "strong"
-
-    def as_json(self) -> dict[str, float]:
-        return {
-            "stable_below": self.stable,
-            "mild_below": self.mild,
-            "moderate_below": self.moderate,
-            "higher_below": self.higher,
-        }
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from producer.contract import ANGLES, AnalyzeJob, CompareJob, JobError, payload_size
-from worker import score
-from worker.score import Analysis, ComparedSession, StoredSession, Totals
+from changewatch.schema.contract import ANGLES, AnalyzeJob, CompareJob, JobError, payload_size
+from changewatch.worker import score
+from changewatch.worker.score import Analysis, ComparedSession, StoredSession, Totals
 
 Conn = psycopg.Connection[Any]
 
@@ -82,7 +82,8 @@ def _refusal(standing: str) -> JobError | None:
     if standing == "unknown":
         return JobError(
             "unknown_user",
-            "no such person: enroll them first (python -m producer enroll, or Producer.enroll)",
+            "no such person: enroll them first"
+            " (python -m changewatch.producer enroll, or Producer.enroll)",
         )
     return None
 

@@ -26,8 +26,8 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from producer import results
-from producer.contract import (
+from changewatch.schema import results
+from changewatch.schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     EMBED_TASK,
@@ -40,11 +40,11 @@ from producer.contract import (
     parse_embed,
     parse_images,
 )
-from worker import metrics, resources, score, store
-from worker.app import app
-from worker.decode import DRAFT_SIDE, decode_photo
-from worker.fetch import fetch_images
-from worker.logs import job_event
+from changewatch.worker import metrics, resources, score, store
+from changewatch.worker.app import app
+from changewatch.worker.decode import DRAFT_SIDE, decode_photo
+from changewatch.worker.fetch import fetch_images
+from changewatch.worker.logs import job_event
 
 log = logging.getLogger(__name__)
 

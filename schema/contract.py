@@ -16,7 +16,7 @@ from typing import Any
 ANALYZE_TASK = "changewatch.analyze_session"
 COMPARE_TASK = "changewatch.compare_sessions"
 QUEUE = "changewatch"
-# Re-embeds a stored session with one model (python -m producer backfill); each model's
+# Re-embeds a stored session with one model (python -m changewatch.producer backfill); each model's
 # workers consume their own backfill queue, so a job always reaches the model it names.
 EMBED_TASK = "changewatch.embed_session"
 BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
@@ -37,6 +37,19 @@ FUTURE_SKEW = timedelta(minutes=5)
 # The largest valid payload (six URIs of S3's longest keys) is under 8 KB; anything past
 # this bound is a sender's bug, refused before it is parsed further or stored.
 MAX_PAYLOAD_BYTES = 64 * 1024
+# The payloads' version. A payload may name it in ``contract_version``; one without it is
+# version 1. A later version is refused with ``unsupported_contract_version``, never
+# half-understood: a sender upgrades only once workers that know the version run.
+CONTRACT_VERSION = 1
+VERSION_FIELD = "contract_version"
+MAX_MODEL_ID = 200
+
+# Each task's payload fields (all required; ``contract_version`` may be added to any).
+FIELDS: dict[str, tuple[str, ...]] = {
+    ANALYZE_TASK: ("user_id", "session_id", "captured_at", "images"),
+    COMPARE_TASK: ("user_id", "current_session_id", "previous_session_id"),
+    EMBED_TASK: ("session_id", "model_id"),
+}
 
 
 class JobError(ValueError):
@@ -167,23 +180,37 @@ def payload_size(payload: Mapping[str, Any]) -> int:
     return len(json.dumps(payload, separators=(",", ":"), default=str).encode())
 
 
-def _check_fields(payload: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+def _check_fields(payload: Mapping[str, Any], task: str) -> None:
+    """Size, then version, then the task's fields: in that order, so a payload of a
+    future version is named as such, not as one with unknown fields."""
+    if not isinstance(payload, Mapping):
+        raise JobError("invalid_payload", "a payload is a JSON object of keyword arguments")
     size = payload_size(payload)
     if size > MAX_PAYLOAD_BYTES:
         raise JobError(
             "payload_too_large",
             f"payload is {size} bytes; a job's payload is at most {MAX_PAYLOAD_BYTES} bytes",
         )
+    version = payload.get(VERSION_FIELD, CONTRACT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise JobError("invalid_payload", f"{VERSION_FIELD} must be a positive integer")
+    if version != CONTRACT_VERSION:
+        raise JobError(
+            "unsupported_contract_version",
+            f"{VERSION_FIELD} {version} is not known here (this worker speaks"
+            f" {CONTRACT_VERSION}); upgrade the workers before the senders",
+        )
+    required = set(FIELDS[task])
     missing = sorted(required - payload.keys())
     if missing:
         raise JobError("invalid_payload", f"payload is missing field(s): {', '.join(missing)}")
-    extra = sorted(payload.keys() - required - optional)
+    extra = sorted(payload.keys() - required - {VERSION_FIELD})
     if extra:
         raise JobError("invalid_payload", f"payload has unknown field(s): {', '.join(extra)}")
 
 
 def parse_analyze(payload: Mapping[str, Any]) -> AnalyzeJob:
-    _check_fields(payload, {"user_id", "session_id", "captured_at", "images"}, set())
+    _check_fields(payload, ANALYZE_TASK)
     return AnalyzeJob(
         user_id=parse_uuid(payload["user_id"], "user_id"),
         session_id=parse_uuid(payload["session_id"], "session_id"),
@@ -193,7 +220,7 @@ def parse_analyze(payload: Mapping[str, Any]) -> AnalyzeJob:
 
 
 def parse_compare(payload: Mapping[str, Any]) -> CompareJob:
-    _check_fields(payload, {"user_id", "current_session_id", "previous_session_id"}, set())
+    _check_fields(payload, COMPARE_TASK)
     job = CompareJob(
         user_id=parse_uuid(payload["user_id"], "user_id"),
         current_session_id=parse_uuid(payload["current_session_id"], "current_session_id"),
@@ -214,9 +241,9 @@ class EmbedJob:
 
 
 def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
-    _check_fields(payload, {"session_id", "model_id"}, set())
+    _check_fields(payload, EMBED_TASK)
     model_id = payload["model_id"]
-    if not isinstance(model_id, str) or not model_id or len(model_id) > 200:
+    if not isinstance(model_id, str) or not model_id or len(model_id) > MAX_MODEL_ID:
         raise JobError("invalid_payload", f"model_id must be a model id string, got {model_id!r}")
     return EmbedJob(parse_uuid(payload["session_id"], "session_id"), model_id)
 

@@ -11,11 +11,45 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from worker.settings import VariationLevels
-
 __all__ = ["VariationLevels", "annotate", "confidence", "noise_floor", "relative_change"]
+
+
+@dataclass(frozen=True)
+class VariationLevels:
+    """Cut-offs of a delta: below ``stable`` stable, below ``mild`` mild, ..., else strong."""
+
+    stable: float = 0.10
+    mild: float = 0.25
+    moderate: float = 0.45
+    higher: float = 0.70
+
+    def __post_init__(self) -> None:
+        cuts = [self.stable, self.mild, self.moderate, self.higher]
+        if cuts != sorted(cuts) or cuts[0] < 0:
+            raise ValueError(f"variation levels must rise from 0, got {cuts}")
+
+    def level(self, delta: float) -> str:
+        for name, cut in (
+            ("stable", self.stable),
+            ("mild", self.mild),
+            ("moderate", self.moderate),
+            ("higher", self.higher),
+        ):
+            if delta < cut:
+                return name
+        return "strong"
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "stable_below": self.stable,
+            "mild_below": self.mild,
+            "moderate_below": self.moderate,
+            "higher_below": self.higher,
+        }
+
 
 # The noise floor uses the person's most recent earlier scores, at most this many...
 NOISE_WINDOW = 20

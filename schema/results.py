@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from producer import evidence
-from producer.contract import analysis_result
+from changewatch.schema import equipment, evidence
+from changewatch.schema.contract import analysis_result
 
 _SESSION = """
     SELECT s.session_id, s.user_id, s.good_photos, a.captured_at, a.model_id,
@@ -53,7 +53,6 @@ def _equipment(
     photos: dict[str, Any] | None, earlier_photos: list[dict[str, Any] | None]
 ) -> dict[str, Any]:
     """The session's cameras against the person's recent ones (oldest first)."""
-    from worker import equipment  # the comparison rule lives with the EXIF reading
 
     def cameras(facts: dict[str, Any] | None) -> dict[str, Any]:
         return {a: equipment.from_json(f.get("equipment")) for a, f in (facts or {}).items()}

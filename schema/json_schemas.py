@@ -1,0 +1,267 @@
+"""The contract as JSON Schema files, for senders and readers in any language.
+
+Built from the constants ``schema.contract`` validates with (task fields, angles, the
+least number of images, the contract version), and written to ``schema/json/`` by
+``python -m changewatch.schema json-schemas``; a test fails when the files and this code
+drift apart. What JSON Schema cannot say is left to the worker, and named in each
+schema's description: the 64 KiB bound, a capture time in the future, a repeated angle
+in the list form.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from changewatch.schema.contract import (
+    ANALYZE_TASK,
+    ANGLES,
+    COMPARE_TASK,
+    CONTRACT_VERSION,
+    EMBED_TASK,
+    FIELDS,
+    MAX_MODEL_ID,
+    MAX_PAYLOAD_BYTES,
+    MIN_IMAGES,
+    VERSION_FIELD,
+)
+
+FOLDER = Path(__file__).parent / "json"
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_ID = "https://changewatch.invalid/schema/"
+
+_UUID = {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+}
+_S3_URI = {"type": "string", "pattern": "^s3://[^/]+/.*[^/]$"}
+_TIME = {
+    "type": "string",
+    "description": "ISO 8601 with a timezone, not more than 5 minutes in the future",
+    "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$",
+}
+_IMAGES = {
+    "description": f"at least {MIN_IMAGES} photos, each angle once",
+    "oneOf": [
+        {
+            "type": "object",
+            "propertyNames": {"enum": list(ANGLES)},
+            "additionalProperties": _S3_URI,
+            "minProperties": MIN_IMAGES,
+        },
+        {
+            "type": "array",
+            "minItems": MIN_IMAGES,
+            "maxItems": len(ANGLES),
+            "items": {
+                "type": "object",
+                "properties": {"angle": {"enum": list(ANGLES)}, "uri": _S3_URI},
+                "required": ["angle", "uri"],
+                "additionalProperties": False,
+            },
+        },
+    ],
+}
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "user_id": _UUID,
+    "session_id": _UUID,
+    "current_session_id": _UUID,
+    "previous_session_id": _UUID,
+    "captured_at": _TIME,
+    "images": _IMAGES,
+    "model_id": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_ID},
+}
+
+
+def payload_schema(task: str) -> dict[str, Any]:
+    fields = FIELDS[task]
+    return {
+        "$schema": _DRAFT,
+        "$id": f"{_ID}{task}.json",
+        "title": f"{task} payload (Celery keyword arguments)",
+        "description": (
+            f"Sent as the kwargs of task {task!r}, JSON only, at most {MAX_PAYLOAD_BYTES}"
+            f" bytes. Without {VERSION_FIELD} a payload is version 1."
+        ),
+        "type": "object",
+        "properties": {
+            **{name: _FIELD_SCHEMAS[name] for name in fields},
+            VERSION_FIELD: {"const": CONTRACT_VERSION},
+        },
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_CAMERA = {
+    "type": ["object", "null"],
+    "properties": {
+        k: {"type": ["string", "integer", "null"]}
+        for k in ("make", "model", "lens", "width", "height")
+    },
+}
+
+
+def analysis_result_schema() -> dict[str, Any]:
+    """What ``producer result`` prints and the analyze task returns. New keys may come."""
+    angle = {
+        "type": "object",
+        "properties": {
+            "angle": {"enum": list(ANGLES)},
+            "change_score": {"type": "number", "minimum": 0},
+            "baseline_session_count": {"type": "integer", "minimum": 0},
+            "noise_floor": _NUMBER_OR_NULL,
+            "relative_change": _NUMBER_OR_NULL,
+            "quality": {
+                "type": ["object", "null"],
+                "properties": {
+                    "score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "flags": {"type": "array", "items": {"type": "string"}},
+                    "metrics": {"type": "object"},
+                },
+            },
+        },
+        "required": ["angle", "change_score", "baseline_session_count"],
+    }
+    return {
+        "$schema": _DRAFT,
+        "$id": f"{_ID}analysis_result.json",
+        "title": "A session's analysis",
+        "type": "object",
+        "properties": {
+            "session_id": _UUID,
+            "user_id": _UUID,
+            "captured_at": {"type": "string"},
+            "status": {"const": "succeeded"},
+            "is_first_session": {"type": "boolean"},
+            "change_score": {"type": "number", "minimum": 0},
+            "baseline_session_count": {"type": "integer", "minimum": 0},
+            "per_angle": {"type": "array", "items": angle, "minItems": 1},
+            "model_id": {"type": "string"},
+            "embedding_dim": {"type": "integer", "minimum": 1},
+            "request_task_id": {"type": ["string", "null"]},
+            "noise_floor": _NUMBER_OR_NULL,
+            "relative_change": _NUMBER_OR_NULL,
+            "noise_floor_sessions": {"type": "object"},
+            "low_quality_angles": {"type": "array", "items": {"enum": list(ANGLES)}},
+            "equipment": {
+                "type": "object",
+                "properties": {
+                    "changed": {"type": "boolean"},
+                    "angles": {"type": "array", "items": {"enum": list(ANGLES)}},
+                    "status": {"type": "string"},
+                    "from": _CAMERA,
+                    "to": _CAMERA,
+                },
+                "required": ["changed", "angles"],
+            },
+            "confidence": {
+                "type": "object",
+                "properties": {
+                    "score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "level": {"type": "string"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["score", "level", "reasons"],
+            },
+        },
+        "required": [
+            "session_id",
+            "user_id",
+            "captured_at",
+            "status",
+            "is_first_session",
+            "change_score",
+            "baseline_session_count",
+            "per_angle",
+            "model_id",
+            "embedding_dim",
+            "noise_floor",
+            "relative_change",
+            "low_quality_angles",
+            "equipment",
+            "confidence",
+        ],
+    }
+
+
+def comparison_result_schema() -> dict[str, Any]:
+    """What ``producer compare --wait`` prints and the compare task returns."""
+    layer = {
+        "type": "object",
+        "properties": {
+            "delta": _NUMBER_OR_NULL,
+            "sessions": {"type": "integer", "minimum": 0},
+            "available": {"type": "boolean"},
+            "variation_level": {"type": ["string", "null"]},
+        },
+        "required": ["available"],
+    }
+    return {
+        "$schema": _DRAFT,
+        "$id": f"{_ID}comparison_result.json",
+        "title": "A comparison of two sessions of one person",
+        "type": "object",
+        "properties": {
+            "user_id": _UUID,
+            "current_session_id": _UUID,
+            "previous_session_id": _UUID,
+            "overall_delta": {"type": "number", "minimum": 0},
+            "stability_index": {"type": "number", "minimum": 0, "maximum": 1},
+            "overall_trend": {"type": "string"},
+            "comparison_method": {"type": "string"},
+            "per_angle": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "angle": {"enum": list(ANGLES)},
+                        "score_delta": {"type": "number"},
+                        "embedding_distance": {"type": "number"},
+                    },
+                    "required": ["angle"],
+                },
+            },
+            "layers": {"type": "object", "additionalProperties": layer},
+            "thresholds": {"type": "object"},
+            "variation_levels": {"type": "object"},
+        },
+        "required": [
+            "user_id",
+            "current_session_id",
+            "previous_session_id",
+            "overall_delta",
+            "stability_index",
+            "overall_trend",
+            "comparison_method",
+            "per_angle",
+        ],
+    }
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> schema, for every payload and result object of the contract."""
+    return {
+        **{
+            f"{task}.json": payload_schema(task)
+            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK)
+        },
+        "analysis_result.json": analysis_result_schema(),
+        "comparison_result.json": comparison_result_schema(),
+    }
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def write(folder: Path = FOLDER) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in all_schemas().items():
+        path = folder / name
+        path.write_text(render(schema), encoding="utf-8")
+        written.append(path)
+    return written
