@@ -33,6 +33,7 @@ class Message:
     task: str | None = None
     task_id: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0  # Celery's count: a retry is a new message with the same task id
 
     @classmethod
     def parse(cls, raw: bytes | str) -> Message:
@@ -49,8 +50,10 @@ class Message:
             body = json.loads(body) if isinstance(body, str | bytes) else body
             task = headers.get("task")
             task_id = headers.get("id") or properties.get("correlation_id")
+            retries = headers.get("retries") if isinstance(headers.get("retries"), int) else 0
             if isinstance(body, list) and len(body) >= 2 and isinstance(body[1], dict):
-                return cls(raw, task, task_id, body[1])  # protocol 2: [args, kwargs, embed]
+                # protocol 2: [args, kwargs, embed]
+                return cls(raw, task, task_id, body[1], retries)
             if isinstance(body, dict):  # protocol 1: {"task", "id", "args", "kwargs"}
                 return cls(
                     raw,

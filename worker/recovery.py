@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from changewatch.schema.broker import broker
+from changewatch.schema.broker import Delivered, broker
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,14 @@ class Sweep:
             orphans = {
                 d.tag: seen.get(d.tag, now) for d in delivered if d.message.task_id not in alive
             }
-            restored = sorted(t for t, first in orphans.items() if now - first >= self.confirm_s)
+            due = [d for d in delivered if now - orphans.get(d.tag, now) >= self.confirm_s]
+            restored, dropped = _one_copy_each(due, _queued_ids(held))
             for tag in restored:
                 held.restore(tag)
-            waiting = {t: first for t, first in orphans.items() if t not in restored}
+            for tag in dropped:
+                held.drop_delivered(tag)
+            done = set(restored) | set(dropped)
+            waiting = {t: first for t, first in orphans.items() if t not in done}
             with held.client.pipeline() as pipe:
                 pipe.delete(_SUSPECTS_KEY)
                 if waiting:
@@ -112,7 +116,37 @@ class Sweep:
                     d.message.task_id,
                     d.message.task,
                 )
+            elif d.tag in dropped:
+                log.warning(
+                    "task %s (%s): its worker is gone, and a newer copy of it is queued or"
+                    " put back; this one dropped",
+                    d.message.task_id,
+                    d.message.task,
+                )
         return restored
+
+
+def _queued_ids(held: Any) -> set[str]:
+    return {m.task_id for _, m in held.queued() if m.task_id}
+
+
+def _one_copy_each(due: list[Delivered], queued: set[str]) -> tuple[list[str], list[str]]:
+    """(tags to put back, tags to drop): one copy of each task, the one furthest along.
+
+    A retry is a new message with the same task id, so a worker that died between
+    publishing a retry and acknowledging the original leaves two; putting both back
+    would start two retry chains for one job. A task already waiting in a queue needs no
+    other copy.
+    """
+    newest: dict[str, Delivered] = {}
+    for d in due:
+        key = d.message.task_id or d.tag
+        if key not in newest or d.message.retries > newest[key].message.retries:
+            newest[key] = d
+    keep = {d.tag for key, d in newest.items() if key not in queued}
+    restored = sorted(keep)
+    dropped = sorted(d.tag for d in due if d.tag not in keep and d.message.task_id)
+    return restored, dropped
 
 
 class Recovery(bootsteps.StartStopStep):

@@ -57,7 +57,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
 )
-MAX_RETRIES = 5
+# Eight retries span 3 to 6 minutes (below). With five (31-62 s), the soak's schedule (a
+# fault every 8 s, something down about half the time, a dead worker's jobs back after
+# ~15 s) failed about one job in a hundred as dependency_unavailable.
+MAX_RETRIES = 8
 
 
 def _backoff(task: Task) -> float:
@@ -66,8 +69,8 @@ def _backoff(task: Task) -> float:
     With full jitter (anything from 0 to the step) five draws near 0 spend every retry
     within seconds, and an outage of S3 or Postgres of ~15 s failed one queued job in
     twenty (boto's retry quota drains, so each attempt then fails at once). With half
-    fixed, the five retries of a job span at least 1+2+4+8+16 = 31 s (62 s at most),
-    and the jitter still spreads the jobs that failed together.
+    fixed, the eight retries of a job span at least 1+2+4+8+16+32+60+60 = 183 s (366 s
+    at most), and the jitter still spreads the jobs that failed together.
     """
     step = get_exponential_backoff_interval(factor=2, retries=task.request.retries, maximum=120)
     return step / 2 + random.uniform(0, step / 2)  # noqa: S311  # jitter, not a secret
