@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="sessions per worker")
     parser.add_argument("--rate", type=float, default=3.0, help="sessions sent per second")
     parser.add_argument("--fault-every", type=float, default=8.0, help="seconds between faults")
-    parser.add_argument("--deadline", type=float, default=300.0, help="seconds after the last send")
+    # A job may retry for up to 6 minutes (eight retries) while the faults go on.
+    parser.add_argument("--deadline", type=float, default=600.0, help="seconds after the last send")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
     args = parser.parse_args(argv)
