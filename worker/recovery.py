@@ -96,7 +96,8 @@ class Sweep:
                 d.tag: seen.get(d.tag, now) for d in delivered if d.message.task_id not in alive
             }
             due = [d for d in delivered if now - orphans.get(d.tag, now) >= self.confirm_s]
-            restored, dropped = _one_copy_each(due, _queued_ids(held))
+            # The queues are read only when something is due: a backlog can be long.
+            restored, dropped = _one_copy_each(due, _queued_ids(held) if due else set())
             for tag in restored:
                 held.restore(tag)
             for tag in dropped:
