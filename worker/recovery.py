@@ -35,10 +35,8 @@ from changewatch.schema.broker import Delivered, broker
 log = logging.getLogger(__name__)
 
 _LOCK_KEY = "changewatch:recovery-sweep"
-_REPLY_TIMEOUT_S = 5.0  # how long live workers get to answer query_task
-
-
 _SUSPECTS_KEY = "changewatch:recovery-suspects"  # hash: tag -> when first seen unheld
+_REPLY_TIMEOUT_S = 5.0  # how long live workers get to answer query_task
 
 
 @dataclass(frozen=True)
