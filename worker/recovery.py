@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from changewatch.schema.broker import Delivered, broker
+from changewatch.schema.broker import Broker, Delivered, broker
 
 log = logging.getLogger(__name__)
 
@@ -66,48 +66,43 @@ class Sweep:
                     held.add(task_id)
         return held, set(replies or {})
 
-    def take_turn(self) -> bool:
-        """One sweeper per interval across all workers."""
-        with broker(self.app) as held:
-            expires = max(1, int(self.every_s))
-            return bool(held.client.set(_LOCK_KEY, self.hostname, nx=True, ex=expires))
-
-    def once(self) -> list[str]:
-        """One pass; the tags of the messages put back in their queue.
+    def once(self, held: Broker) -> list[str]:
+        """One pass, if it is this worker's turn (one sweeper per interval across all
+        workers); the tags of the messages put back in their queue.
 
         A message is put back once no live worker has held it for ``confirm_s``: a
         worker reconnecting after a broker outage answers again well within that. The
         first sightings are kept in Redis, so any worker's turn continues the count.
         """
-        with broker(self.app) as held:
-            delivered = list(held.delivered(older_than=self.min_age_s))
-            ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
-            alive, answered = self.held_by_live_workers(ids) if ids else (set(), {self.hostname})
-            if self.hostname not in answered:
-                return []  # replies are not reaching us: no conclusion from this pass
-            now = time.time()
-            seen = {
-                (k.decode() if isinstance(k, bytes) else k): float(v)
-                for k, v in held.client.hgetall(_SUSPECTS_KEY).items()
-            }
-            orphans = {
-                d.tag: seen.get(d.tag, now) for d in delivered if d.message.task_id not in alive
-            }
-            due = [d for d in delivered if now - orphans.get(d.tag, now) >= self.confirm_s]
-            # The queues are read only when something is due: a backlog can be long.
-            restored, dropped = _one_copy_each(due, _queued_ids(held) if due else set())
-            for tag in restored:
-                held.restore(tag)
-            for tag in dropped:
-                held.drop_delivered(tag)
-            done = set(restored) | set(dropped)
-            waiting = {t: first for t, first in orphans.items() if t not in done}
-            with held.client.pipeline() as pipe:
-                pipe.delete(_SUSPECTS_KEY)
-                if waiting:
-                    pipe.hset(_SUSPECTS_KEY, mapping=waiting)
-                    pipe.expire(_SUSPECTS_KEY, int(10 * (self.every_s + self.confirm_s)))
-                pipe.execute()
+        expires = max(1, int(self.every_s))
+        if not held.client.set(_LOCK_KEY, self.hostname, nx=True, ex=expires):
+            return []
+        delivered = list(held.delivered(older_than=self.min_age_s))
+        ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
+        alive, answered = self.held_by_live_workers(ids) if ids else (set(), {self.hostname})
+        if self.hostname not in answered:
+            return []  # replies are not reaching us: no conclusion from this pass
+        now = time.time()
+        seen = {
+            (k.decode() if isinstance(k, bytes) else k): float(v)
+            for k, v in held.client.hgetall(_SUSPECTS_KEY).items()
+        }
+        orphans = {d.tag: seen.get(d.tag, now) for d in delivered if d.message.task_id not in alive}
+        due = [d for d in delivered if now - orphans.get(d.tag, now) >= self.confirm_s]
+        # The queues are read only when something is due: a backlog can be long.
+        restored, dropped = _one_copy_each(due, _queued_ids(held) if due else set())
+        for tag in restored:
+            held.restore(tag)
+        for tag in dropped:
+            held.drop_delivered(tag)
+        done = set(restored) | set(dropped)
+        waiting = {t: first for t, first in orphans.items() if t not in done}
+        with held.client.pipeline() as pipe:
+            pipe.delete(_SUSPECTS_KEY)
+            if waiting:
+                pipe.hset(_SUSPECTS_KEY, mapping=waiting)
+                pipe.expire(_SUSPECTS_KEY, int(10 * (self.every_s + self.confirm_s)))
+            pipe.execute()
         for d in delivered:
             if d.tag in restored:
                 log.warning(
@@ -125,7 +120,7 @@ class Sweep:
         return restored
 
 
-def _queued_ids(held: Any) -> set[str]:
+def _queued_ids(held: Broker) -> set[str]:
     return {m.task_id for _, m in held.queued() if m.task_id}
 
 
@@ -181,14 +176,18 @@ class Recovery(bootsteps.StartStopStep):
         self.thread.start()
 
     def _run(self, sweep: Sweep) -> None:
-        # A worker started after a crash is often the first to look: look at once.
+        # A worker started after a crash is often the first to look: look at once. One
+        # connection serves every pass (redis-py reconnects by itself); a pass that fails
+        # (the broker may be down) is tried again on a fresh one next interval.
         while not self.stopping.is_set():
             try:
-                if sweep.take_turn():
-                    sweep.once()
-            except Exception as exc:  # the broker may be down: try again next interval
+                with broker(sweep.app) as held:
+                    while not self.stopping.is_set():
+                        sweep.once(held)
+                        self.stopping.wait(sweep.every_s)
+            except Exception as exc:
                 log.warning("recovery sweep failed: %s: %s", type(exc).__name__, exc)
-            self.stopping.wait(sweep.every_s)
+                self.stopping.wait(sweep.every_s)
 
     def shutdown(self, parent: Any) -> None:
         self.stopping.set()
