@@ -104,27 +104,49 @@ _CAMERA = {
 }
 
 
-def analysis_result_schema() -> dict[str, Any]:
-    """What ``producer result`` prints and the analyze task returns. New keys may come."""
-    angle = {
-        "type": "object",
-        "properties": {
-            "angle": {"enum": list(ANGLES)},
-            "change_score": {"type": "number", "minimum": 0},
-            "baseline_session_count": {"type": "integer", "minimum": 0},
-            "noise_floor": _NUMBER_OR_NULL,
-            "relative_change": _NUMBER_OR_NULL,
-            "quality": {
-                "type": ["object", "null"],
-                "properties": {
-                    "score": {"type": "number", "minimum": 0, "maximum": 1},
-                    "flags": {"type": "array", "items": {"type": "string"}},
-                    "metrics": {"type": "object"},
-                },
+_ANGLE_RESULT = {
+    "type": "object",
+    "properties": {
+        "angle": {"enum": list(ANGLES)},
+        "change_score": {"type": "number", "minimum": 0},
+        "baseline_session_count": {"type": "integer", "minimum": 0},
+        "noise_floor": _NUMBER_OR_NULL,
+        "relative_change": _NUMBER_OR_NULL,
+        "quality": {
+            "type": ["object", "null"],
+            "properties": {
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                "flags": {"type": "array", "items": {"type": "string"}},
+                "metrics": {"type": "object"},
             },
         },
-        "required": ["angle", "change_score", "baseline_session_count"],
-    }
+    },
+    "required": ["angle", "change_score", "baseline_session_count"],
+}
+_EQUIPMENT = {
+    "type": "object",
+    "properties": {
+        "changed": {"type": "boolean"},
+        "angles": {"type": "array", "items": {"enum": list(ANGLES)}},
+        "status": {"type": "string"},
+        "from": _CAMERA,
+        "to": _CAMERA,
+    },
+    "required": ["changed", "angles"],
+}
+_CONFIDENCE = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "level": {"type": "string"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["score", "level", "reasons"],
+}
+
+
+def analysis_result_schema() -> dict[str, Any]:
+    """What ``producer result`` prints and the analyze task returns. New keys may come."""
     return {
         "$schema": _DRAFT,
         "$id": f"{_ID}analysis_result.json",
@@ -138,7 +160,7 @@ def analysis_result_schema() -> dict[str, Any]:
             "is_first_session": {"type": "boolean"},
             "change_score": {"type": "number", "minimum": 0},
             "baseline_session_count": {"type": "integer", "minimum": 0},
-            "per_angle": {"type": "array", "items": angle, "minItems": 1},
+            "per_angle": {"type": "array", "items": _ANGLE_RESULT, "minItems": 1},
             "model_id": {"type": "string"},
             "embedding_dim": {"type": "integer", "minimum": 1},
             "request_task_id": {"type": ["string", "null"]},
@@ -146,26 +168,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "relative_change": _NUMBER_OR_NULL,
             "noise_floor_sessions": {"type": "object"},
             "low_quality_angles": {"type": "array", "items": {"enum": list(ANGLES)}},
-            "equipment": {
-                "type": "object",
-                "properties": {
-                    "changed": {"type": "boolean"},
-                    "angles": {"type": "array", "items": {"enum": list(ANGLES)}},
-                    "status": {"type": "string"},
-                    "from": _CAMERA,
-                    "to": _CAMERA,
-                },
-                "required": ["changed", "angles"],
-            },
-            "confidence": {
-                "type": "object",
-                "properties": {
-                    "score": {"type": "number", "minimum": 0, "maximum": 1},
-                    "level": {"type": "string"},
-                    "reasons": {"type": "array", "items": {"type": "string"}},
-                },
-                "required": ["score", "level", "reasons"],
-            },
+            "equipment": _EQUIPMENT,
+            "confidence": _CONFIDENCE,
         },
         "required": [
             "session_id",
