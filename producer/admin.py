@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from celery import states
 
 from changewatch.producer.api import Producer
-from changewatch.schema.broker import broker
+from changewatch.schema.broker import Broker, Message, broker
 from changewatch.schema.contract import FORGOTTEN_RESULT, JobError, parse_uuid
 
 # Tables holding a person's data, and how to count what is left of it.
@@ -64,6 +64,17 @@ class _Person:
     def needles(self) -> set[str]:
         return {str(self.user_id)} | {str(s) for s in self.sessions}
 
+    def jobs_in(self, held: Broker) -> Iterator[tuple[str, str, Message]]:
+        """The person's jobs in Redis: ("queued", queue key, message) for those waiting,
+        ("delivered", tag, message) for those a worker took and has not acknowledged."""
+        ids = {n.lower() for n in self.needles}
+        for key, message in list(held.queued()):
+            if message.mentions(ids):
+                yield "queued", key, message
+        for item in list(held.delivered()):
+            if item.message.mentions(ids):
+                yield "delivered", item.tag, item.message
+
 
 def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
     """One transaction under the person's lock: a tombstone, then every row.
@@ -114,19 +125,15 @@ def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
 def _forget_messages(producer: Producer, person: _Person) -> dict[str, int]:
     """The person's jobs still in a queue, or delivered and not acknowledged."""
     dropped = {"queued": 0, "delivered": 0}
-    needles = {n.lower() for n in person.needles}
     with broker(producer.celery) as held:
-        for key, message in list(held.queued()):
-            if message.mentions(str(person.user_id), needles):
+        for where, key, message in person.jobs_in(held):
+            if where == "queued":
                 dropped["queued"] += held.drop_queued(key, message)
-                person.dropped.add(message.task_id or "")
-                person.uris.update(_uris(message.kwargs))
-        for item in list(held.delivered()):
-            if item.message.mentions(str(person.user_id), needles):
-                held.drop_delivered(item.tag)
+            else:
+                held.drop_delivered(key)
                 dropped["delivered"] += 1
-                person.dropped.add(item.message.task_id or "")
-                person.uris.update(_uris(item.message.kwargs))
+            person.dropped.add(message.task_id or "")
+            person.uris.update(_uris(message.kwargs))
     person.dropped.discard("")
     person.task_ids |= person.dropped
     return dropped
@@ -252,10 +259,7 @@ def forget_user(
         for table, query in _LEFT.items():
             row = conn.execute(query, {"u": person.user_id, "s": person.sessions}).fetchone()
             remaining[table] = row["count"]
-    needles = {n.lower() for n in person.needles}
     with broker(producer.celery) as held:
-        remaining["messages"] = sum(
-            m.mentions(str(person.user_id), needles) for _, m in held.queued()
-        ) + sum(d.message.mentions(str(person.user_id), needles) for d in held.delivered())
+        remaining["messages"] = sum(1 for _ in person.jobs_in(held))
     report["remaining"] = remaining
     return report

@@ -65,10 +65,9 @@ class Message:
             pass  # not a job message: the worker rejects and records those itself
         return cls(raw)
 
-    def mentions(self, user_id: str, session_ids: set[str]) -> bool:
-        """Whether this job is about the person (their id, or one of their sessions)."""
-        values = {str(v).lower() for v in self.kwargs.values() if isinstance(v, str)}
-        return user_id.lower() in values or bool(values & session_ids)
+    def mentions(self, ids: set[str]) -> bool:
+        """Whether this job names any of ``ids`` (lower-case): a person, their sessions."""
+        return any(isinstance(v, str) and v.lower() in ids for v in self.kwargs.values())
 
 
 @dataclass(frozen=True)
