@@ -1,75 +1,97 @@
-"""All Celery settings for changewatch's producer, workers and Flower.
+"""All Celery settings for changewatch's producer, workers and Flower, built from Settings.
 
-Read by ``worker.app`` and ``producer`` with ``app.config_from_object("changewatch.celeryconfig")``.
-Each line says why it is set.
+``celery_config(settings)`` is the configuration: ``worker.app`` adds it lazily (read on
+first use, not at import) and the producer configures its own app with it. Each line
+says why it is set.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
-# Where jobs go and where Celery keeps task results (Flower and AsyncResult read these).
-broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-result_backend = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+from changewatch.schema.contract import QUEUE
+from changewatch.settings import Settings
 
-# The task payloads are a public contract for non-Python producers: JSON only, never pickle.
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
 
-# One named queue so operators and other producers know where jobs go.
-task_default_queue = "changewatch"
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {**_messages(settings), **_recovery(settings), **_watching()}
 
-# Ack after the task ran so a crashed worker's job is redelivered; effects are idempotent.
-task_acks_late = True
-# A child killed mid-task (OOM, kill -9) puts its job back on the queue instead of dropping it.
-task_reject_on_worker_lost = True
-# Take one message per free slot: a warm model is the bottleneck, not the broker round trip.
-worker_prefetch_multiplier = 1
 
-# Threads share one warm model per worker process; fetch/decode/DB release the GIL.
-worker_pool = os.environ.get("CHANGEWATCH_WORKER_POOL", "threads")
-# Sessions in flight: one per core keeps decoding in parallel with inference without
-# starving the model of cores (measured in bench/: 2 beats 4 on a 2-core machine).
-worker_concurrency = int(os.environ.get("CHANGEWATCH_WORKER_CONCURRENCY") or os.cpu_count() or 2)
+def _messages(s: Settings) -> dict[str, Any]:
+    return {
+        # Where jobs go and where Celery keeps task results (Flower and AsyncResult read these).
+        "broker_url": s.broker_url,
+        "result_backend": s.result_backend,
+        # The task payloads are a public contract for non-Python producers: JSON only,
+        # never pickle.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # One named queue so operators and other producers know where jobs go.
+        "task_default_queue": QUEUE,
+        # Ack after the task ran so a crashed worker's job is redelivered; effects are
+        # idempotent.
+        "task_acks_late": True,
+        # A child killed mid-task (OOM, kill -9) puts its job back on the queue instead of
+        # dropping it.
+        "task_reject_on_worker_lost": True,
+        # Take one message per free slot: a warm model is the bottleneck, not the broker
+        # round trip.
+        "worker_prefetch_multiplier": 1,
+        # Threads share one warm model per worker process; fetch/decode/DB release the GIL.
+        "worker_pool": s.worker_pool,
+        # Sessions in flight: one per core keeps decoding in parallel with inference without
+        # starving the model of cores (measured in bench/: 2 beats 4 on a 2-core machine).
+        "worker_concurrency": s.worker_concurrency or os.cpu_count() or 2,
+    }
 
-# A dead worker's jobs come back through worker.recovery: every CHANGEWATCH_RECOVERY_EVERY
-# seconds one worker (they take turns) lists kombu's unacked messages older than
-# CHANGEWATCH_RECOVERY_MIN_AGE and asks every live worker which it holds (Celery's
-# query_task); those no live worker has held for CHANGEWATCH_RECOVERY_CONFIRM seconds go
-# back in the queue: a killed worker's job runs again within about 20 s of any worker
-# being up. 0 turns the sweep off.
-changewatch_recovery_every = float(os.environ.get("CHANGEWATCH_RECOVERY_EVERY") or 5)
-changewatch_recovery_min_age = float(os.environ.get("CHANGEWATCH_RECOVERY_MIN_AGE") or 5)
-changewatch_recovery_confirm = float(os.environ.get("CHANGEWATCH_RECOVERY_CONFIRM") or 10)
-# A task a live worker has listed as running for longer than this is stuck (after a broker
-# connection loss the threads pool cannot cancel it; Celery may never clear it): its
-# message goes back too. Far longer than a job with its S3 and Postgres timeouts.
-changewatch_recovery_stuck_after = float(os.environ.get("CHANGEWATCH_RECOVERY_STUCK_AFTER") or 120)
-# The visibility timeout is only the backstop for when no worker sweeps: kombu restores a
-# message this long after its delivery even if its worker still runs it, so it must
-# outlast anything a live worker holds a job for (a run with its boto3/psycopg timeouts,
-# a retry countdown of at most 120 s, micro-batch waits): an hour is far past all of them.
-_visibility_timeout = int(os.environ.get("CHANGEWATCH_VISIBILITY_TIMEOUT") or 3600)
-# kombu's own sweep of messages past that timeout, every this many seconds.
-_restore_every = int(os.environ.get("CHANGEWATCH_UNACKED_RESTORE_INTERVAL") or 30)
-broker_transport_options = {
-    "visibility_timeout": _visibility_timeout,
-    "unacked_restore_interval": _restore_every,
-    "unacked_restore_throttle": 1,
-}
-result_backend_transport_options = {"visibility_timeout": _visibility_timeout}
-# Keep retrying the broker at start-up (compose starts everything at once).
-broker_connection_retry_on_startup = True
-# Redelivered anyway by acks_late; cancel so a lost connection cannot double-run a job.
-worker_cancel_long_running_tasks_on_connection_loss = True
 
-# Flower needs events; "sent" events let it show jobs that are still queued.
-worker_send_task_events = True
-task_send_sent_event = True
-# Report "running" as STARTED so Flower and AsyncResult can tell queued from running.
-task_track_started = True
+def _recovery(s: Settings) -> dict[str, Any]:
+    return {
+        # A dead worker's jobs come back through worker.recovery: every recovery_every
+        # seconds one worker (they take turns) lists kombu's unacked messages older than
+        # recovery_min_age and asks every live worker which it holds (Celery's query_task);
+        # those no live worker has held for recovery_confirm seconds go back in the queue:
+        # a killed worker's job runs again within about 20 s of any worker being up. 0
+        # turns the sweep off.
+        "changewatch_recovery_every": s.recovery_every,
+        "changewatch_recovery_min_age": s.recovery_min_age,
+        "changewatch_recovery_confirm": s.recovery_confirm,
+        # A task a live worker has listed as running for longer than this is stuck (after a
+        # broker connection loss the threads pool cannot cancel it; Celery may never clear
+        # it): its message goes back too. Far longer than a job with its S3 and Postgres
+        # timeouts.
+        "changewatch_recovery_stuck_after": s.recovery_stuck_after,
+        # The visibility timeout is only the backstop for when no worker sweeps: kombu
+        # restores a message this long after its delivery even if its worker still runs it,
+        # so it must outlast anything a live worker holds a job for (a run with its
+        # boto3/psycopg timeouts, a retry countdown of at most 120 s, micro-batch waits):
+        # an hour is far past all of them. unacked_restore_interval: kombu's own sweep of
+        # messages past that timeout, every this many seconds.
+        "broker_transport_options": {
+            "visibility_timeout": s.visibility_timeout,
+            "unacked_restore_interval": s.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout},
+        # Keep retrying the broker at start-up (compose starts everything at once).
+        "broker_connection_retry_on_startup": True,
+        # Redelivered anyway by acks_late; cancel so a lost connection cannot double-run a job.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+    }
 
-# Results are also in Postgres; Redis only needs them long enough for --wait and Flower.
-result_expires = 24 * 3600
 
-timezone = "UTC"
-enable_utc = True
+def _watching() -> dict[str, Any]:
+    return {
+        # Flower needs events; "sent" events let it show jobs that are still queued.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Report "running" as STARTED so Flower and AsyncResult can tell queued from running.
+        "task_track_started": True,
+        # Results are also in Postgres; Redis only needs them long enough for --wait and
+        # Flower.
+        "result_expires": 24 * 3600,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

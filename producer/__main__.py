@@ -35,7 +35,17 @@ def _image(value: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m changewatch.producer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _job_commands(sub)
+    _operator_commands(sub)
+    _model_commands(sub)
+    _read_commands(sub)
+    return parser
 
+
+Subparsers = Any  # argparse's _SubParsersAction, a private name
+
+
+def _job_commands(sub: Subparsers) -> None:
     analyze = sub.add_parser("analyze", help="validate a session job and enqueue it")
     analyze.add_argument("--user-id", required=True)
     analyze.add_argument("--session-id", required=True)
@@ -63,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("session_id", nargs="?")
     which.add_argument("--all-failed", action="store_true")
 
+
+def _operator_commands(sub: Subparsers) -> None:
     reap = sub.add_parser(
         "reap", help="send again the queued/running jobs whose broker message was lost"
     )
@@ -91,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-objects", action="store_true", help="leave their photos in S3 (deleted by default)"
     )
 
+
+def _model_commands(sub: Subparsers) -> None:
     backfill = sub.add_parser(
         "backfill",
         help="re-embed stored sessions with the model of the workers now consuming",
@@ -109,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="even while sessions lack its analysis"
     )
 
+
+def _read_commands(sub: Subparsers) -> None:
     history = sub.add_parser(
         "history", help="a person's sessions in capture order: scores, noise floor, notes"
     )
@@ -120,7 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("session_id")
     result = sub.add_parser("result", help="a session's stored analysis")
     result.add_argument("session_id")
-    return parser
 
 
 def _reap_forever(producer: Producer, older_than: float, every: float) -> NoReturn:

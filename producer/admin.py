@@ -13,7 +13,8 @@ from celery import states
 
 from changewatch.producer.api import Producer
 from changewatch.schema.broker import Broker, Message, broker
-from changewatch.schema.contract import FORGOTTEN_RESULT, JobError, parse_uuid
+from changewatch.schema.contract import FORGOTTEN_RESULT, parse_uuid
+from changewatch.schema.errors import Code, JobError
 
 # Tables holding a person's data, and how to count what is left of it.
 _LEFT = {
@@ -44,7 +45,7 @@ def retry_failed(producer: Producer, session_id: str | None = None) -> list[dict
             params,
         ).fetchall()
     if session_id is not None and not rows:
-        raise JobError("not_failed", f"session {session_id} is not a failed job")
+        raise JobError(Code.NOT_FAILED, f"session {session_id} is not a failed job")
     return [
         producer.analyze(r["user_id"], r["session_id"], r["captured_at"], r["images"]) for r in rows
     ]

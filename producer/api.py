@@ -1,7 +1,7 @@
 """The Python producer: validate a job, record it as queued, send the task by name.
 
-It imports neither torch nor the worker's tasks: a Celery app configured from
-celeryconfig sends messages by task name, exactly as non-Python producers do.
+It imports neither torch nor the worker's tasks: a Celery app configured from the same
+settings sends messages by task name, exactly as non-Python producers do.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from celery import Celery
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from changewatch.celeryconfig import celery_config
 from changewatch.schema import results
 from changewatch.schema.contract import (
     ANALYZE_TASK,
@@ -24,14 +25,15 @@ from changewatch.schema.contract import (
     QUEUE,
     AnalyzeJob,
     CompareJob,
-    JobError,
+    check_compared,
+    other_users_session,
     parse_analyze,
     parse_compare,
     parse_uuid,
 )
-from changewatch.schema.database import database_url
-
-FINISHED = ("succeeded", "failed")
+from changewatch.schema.errors import Code, JobError
+from changewatch.schema.status import FINISHED, Status
+from changewatch.settings import Settings
 
 
 class JobFailed(RuntimeError):
@@ -47,9 +49,10 @@ class NotFound(LookupError):
     pass
 
 
-def _celery() -> Celery:
+def celery_app(settings: Settings) -> Celery:
+    """A Celery app that only sends: configured like the workers', no tasks imported."""
     app = Celery("changewatch-producer")
-    app.config_from_object("changewatch.celeryconfig")
+    app.config_from_object(celery_config(settings))
     return app
 
 
@@ -57,8 +60,8 @@ def _enroll(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
     """Enroll the person (idempotent), unless forget-user was run for them."""
     row = conn.execute("SELECT enroll_user(%s) AS standing", (user_id,)).fetchone()
     assert row is not None
-    if row["standing"] == "forgotten":
-        raise JobError("user_forgotten", "this person was forgotten (forget-user); not enqueued")
+    if row["standing"] == Status.FORGOTTEN:
+        raise JobError(Code.USER_FORGOTTEN, "this person was forgotten (forget-user); not enqueued")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -66,9 +69,19 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class Producer:
-    def __init__(self, dsn: str | None = None, celery: Celery | None = None) -> None:
-        self.dsn = dsn or database_url()
-        self.celery = celery or _celery()
+    """``settings``: where the broker and database are (default: read from the
+    environment now, as the CLI does)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        dsn: str | None = None,
+        celery: Celery | None = None,
+    ) -> None:
+        settings = settings or Settings.from_env()
+        self.dsn = dsn or settings.database_url
+        self.celery = celery or celery_app(settings)
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
@@ -85,7 +98,7 @@ class Producer:
         user = parse_uuid(str(user_id), "user_id")
         with self.connect() as conn, conn.transaction():
             _enroll(conn, user)
-        return {"user_id": str(user), "status": "enrolled"}
+        return {"user_id": str(user), "status": Status.ENROLLED}
 
     # -- analyze -----------------------------------------------------------------
 
@@ -126,7 +139,7 @@ class Producer:
                     ),
                 )
                 raise
-        return {"session_id": str(job.session_id), "status": "queued", "task_id": task_id}
+        return {"session_id": str(job.session_id), "status": Status.QUEUED, "task_id": task_id}
 
     @staticmethod
     def _record_request(
@@ -157,7 +170,7 @@ class Producer:
                 },
             ).fetchone()
             if row is None:
-                raise JobError("session_of_other_user", "this session id belongs to another user")
+                raise other_users_session()
             conn.execute(
                 """
                 WITH request AS (
@@ -186,7 +199,7 @@ class Producer:
             # A message sent straight to the broker that was not a valid job.
             return {
                 "session_id": str(sid),
-                "status": "failed",
+                "status": Status.FAILED,
                 "error": {"code": rejected["error_code"], "message": rejected["error_message"]},
                 "rejected_message": True,
                 "task_id": rejected["task_id"],
@@ -213,7 +226,7 @@ class Producer:
             found = results.session_result(conn, sid)
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
-            if status["status"] == "failed":
+            if status["status"] == Status.FAILED:
                 raise JobFailed(status)
             raise NotFound(f"session {sid} has no analysis yet (status {status['status']})")
         return found
@@ -226,7 +239,7 @@ class Producer:
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
         """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""
         status = self._poll(lambda: self.status(session_id), timeout, f"session {session_id}")
-        if status["status"] == "failed":
+        if status["status"] == Status.FAILED:
             raise JobFailed(status)
         return self.result(session_id)
 
@@ -254,14 +267,7 @@ class Producer:
                 )
             }
             for sid in (job.current_session_id, job.previous_session_id):
-                if sid not in owners:
-                    raise JobError("session_not_found", f"session {sid} does not exist")
-                if owners[sid] != job.user_id:
-                    raise JobError(
-                        "not_same_user",
-                        f"session {sid} does not belong to user {job.user_id}; "
-                        "only sessions of the same user can be compared",
-                    )
+                check_compared(sid, owners.get(sid), job.user_id)
             task_id = str(uuid.uuid4())
             conn.execute(
                 """
@@ -274,7 +280,7 @@ class Producer:
                 (job.current_session_id, job.previous_session_id, job.user_id, task_id),
             )
         self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
-        return {**job.to_payload(), "status": "queued", "task_id": task_id}
+        return {**job.to_payload(), "status": Status.QUEUED, "task_id": task_id}
 
     def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
         """The stored comparison, if it still follows from the current analyses.
@@ -302,7 +308,7 @@ class Producer:
                 """,
                 (cur, prev),
             ).fetchone()
-            if row is not None and row["status"] == "succeeded" and row["stale"]:
+            if row is not None and row["status"] == Status.SUCCEEDED and row["stale"]:
                 task_id = str(uuid.uuid4())
                 conn.execute(
                     "UPDATE comparisons SET status = 'queued', task_id = %s, updated_at = now()"
@@ -314,11 +320,11 @@ class Producer:
                 self.celery.send_task(
                     COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
                 )
-                row = {**row, "status": "queued", "error_code": None}
+                row = {**row, "status": Status.QUEUED, "error_code": None}
         if row is None:
             raise NotFound(f"no comparison of {current} with {previous}")
-        if row["status"] == "succeeded":
-            return {**row["result"], "status": "succeeded"}
+        if row["status"] == Status.SUCCEEDED:
+            return {**row["result"], "status": Status.SUCCEEDED}
         out = {
             "user_id": str(row["user_id"]),
             "current_session_id": str(row["current_session_id"]),
@@ -328,7 +334,7 @@ class Producer:
             if row["error_code"]
             else None,
         }
-        if row["stale"] and row["status"] == "queued":
+        if row["stale"] and row["status"] == Status.QUEUED:
             out["stale"] = True
         return out
 
@@ -336,7 +342,7 @@ class Producer:
         self, current: str | uuid.UUID, previous: str | uuid.UUID, timeout: float = 300.0
     ) -> dict[str, Any]:
         out = self._poll(lambda: self.comparison(current, previous), timeout, "comparison")
-        if out["status"] == "failed":
+        if out["status"] == Status.FAILED:
             raise JobFailed(out)
         return out
 

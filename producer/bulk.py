@@ -12,7 +12,8 @@ from typing import Any
 from tqdm import tqdm
 
 from changewatch.producer.api import Producer
-from changewatch.schema.contract import JobError, parse_analyze
+from changewatch.schema.contract import parse_analyze
+from changewatch.schema.errors import Code, JobError
 
 
 def read_jobs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -25,7 +26,7 @@ def read_jobs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             try:
                 payload = json.loads(line)
                 if not isinstance(payload, dict):
-                    raise JobError("invalid_payload", "each line must be a JSON object")
+                    raise JobError(Code.INVALID_PAYLOAD, "each line must be a JSON object")
                 parse_analyze(payload)
             except json.JSONDecodeError as exc:
                 invalid.append({"line": number, "code": "invalid_json", "message": str(exc)})

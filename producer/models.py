@@ -20,10 +20,10 @@ from changewatch.schema.contract import (
     BACKFILL_QUEUE_PREFIX,
     EMBED_TASK,
     QUEUE,
-    JobError,
     backfill_queue,
     parse_uuid,
 )
+from changewatch.schema.errors import Code, JobError
 
 # A backfill row queued or running for less than this is taken to have its message in
 # the broker still: a resumed backfill waits for it instead of sending it again.
@@ -86,20 +86,20 @@ def _choose_model(producer: Producer, model_id: str | None) -> str:
     if model_id is not None:
         if model_id not in known:
             raise JobError(
-                "unknown_model",
+                Code.UNKNOWN_MODEL,
                 f"no worker has ever registered model {model_id!r}; start its workers first",
             )
         return model_id
     live = [m for m in consuming_models(producer) if m in known]
     if not live:
         raise JobError(
-            "no_workers", "no worker is consuming; start workers of the model to backfill"
+            Code.NO_WORKERS, "no worker is consuming; start workers of the model to backfill"
         )
     inactive = [m for m in live if not known[m]]
     if len(inactive) == 1 or len(live) == 1:
         return inactive[0] if inactive else live[0]
     raise JobError(
-        "ambiguous_model",
+        Code.AMBIGUOUS_MODEL,
         f"workers of several models are consuming ({', '.join(sorted(live))}); name one with"
         " --model",
     )
@@ -223,12 +223,12 @@ def activate(producer: Producer, model_id: str, force: bool = False) -> dict[str
     with producer.connect() as conn, conn.transaction():
         rows = conn.execute("SELECT model_id, active FROM models FOR UPDATE").fetchall()
         if model_id not in {r["model_id"] for r in rows}:
-            raise JobError("unknown_model", f"no worker has ever registered model {model_id!r}")
+            raise JobError(Code.UNKNOWN_MODEL, f"no worker has ever registered model {model_id!r}")
         previous = next((r["model_id"] for r in rows if r["active"]), None)
         missing = _missing(conn, model_id)
         if missing and not force:
             raise JobError(
-                "backfill_incomplete",
+                Code.BACKFILL_INCOMPLETE,
                 f"{missing} stored sessions have no analysis of {model_id}; run `python -m "
                 f"producer backfill --model {model_id} --wait` first (or --force)",
             )

@@ -15,8 +15,8 @@ import sys
 
 import psycopg
 
-from changewatch.schema.database import database_url
 from changewatch.schema.migrate import ensure_database, ensure_login, migrate
+from changewatch.settings import Settings
 
 # service -> the variable holding its login role's password
 LOGINS = {
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"migrate: --{service}-login needs a password in ${variable}", file=sys.stderr)
             return 2
         logins.append((user, password, f"changewatch_{service}"))
-    url = database_url()
+    url = Settings.from_env().database_url
     try:
         if args.create_database and ensure_database(url):
             print("created database", file=sys.stderr)

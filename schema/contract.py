@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from changewatch.schema.errors import Code, JobError
+from changewatch.schema.status import Status
+
 ANALYZE_TASK = "changewatch.analyze_session"
 COMPARE_TASK = "changewatch.compare_sessions"
 QUEUE = "changewatch"
@@ -23,7 +26,7 @@ BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
 
 
 # How every job of a forgotten person ends (forget-user): it names nobody.
-FORGOTTEN_RESULT: dict[str, str] = {"status": "forgotten"}
+FORGOTTEN_RESULT: dict[str, str] = {"status": Status.FORGOTTEN}
 
 
 def backfill_queue(model_id: str) -> str:
@@ -50,15 +53,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
     COMPARE_TASK: ("user_id", "current_session_id", "previous_session_id"),
     EMBED_TASK: ("session_id", "model_id"),
 }
-
-
-class JobError(ValueError):
-    """A job that can never succeed as sent: ``code`` for machines, the message for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -104,11 +98,11 @@ def parse_uuid(value: object, field: str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
     if not isinstance(value, str):
-        raise JobError("invalid_uuid", f"{field} must be a UUID string, got {value!r}")
+        raise JobError(Code.INVALID_UUID, f"{field} must be a UUID string, got {value!r}")
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise JobError("invalid_uuid", f"{field} is not a valid UUID: {value!r}") from None
+        raise JobError(Code.INVALID_UUID, f"{field} is not a valid UUID: {value!r}") from None
 
 
 def parse_captured_at(value: object, now: datetime | None = None) -> datetime:
@@ -119,27 +113,31 @@ def parse_captured_at(value: object, now: datetime | None = None) -> datetime:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise JobError(
-                "invalid_captured_at", f"captured_at is not an ISO 8601 time: {value!r}"
+                Code.INVALID_CAPTURED_AT, f"captured_at is not an ISO 8601 time: {value!r}"
             ) from None
     else:
-        raise JobError("invalid_captured_at", f"captured_at must be a string, got {value!r}")
+        raise JobError(Code.INVALID_CAPTURED_AT, f"captured_at must be a string, got {value!r}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise JobError(
-            "invalid_captured_at",
+            Code.INVALID_CAPTURED_AT,
             f"captured_at needs a timezone (e.g. +00:00 or Z): {value!r}",
         )
     now = now or datetime.now(UTC)
     if moment > now + FUTURE_SKEW:
-        raise JobError("invalid_captured_at", f"captured_at is in the future: {value!r}")
+        raise JobError(Code.INVALID_CAPTURED_AT, f"captured_at is in the future: {value!r}")
     return moment
 
 
 def parse_s3_uri(value: object, angle: str) -> S3Uri:
     if not isinstance(value, str) or not value.startswith("s3://"):
-        raise JobError("invalid_image_uri", f"image {angle!r} must be an s3:// URI, got {value!r}")
+        raise JobError(
+            Code.INVALID_IMAGE_URI, f"image {angle!r} must be an s3:// URI, got {value!r}"
+        )
     bucket, _, key = value[len("s3://") :].partition("/")
     if not bucket or not key or key.endswith("/"):
-        raise JobError("invalid_image_uri", f"image {angle!r} needs s3://BUCKET/KEY, got {value!r}")
+        raise JobError(
+            Code.INVALID_IMAGE_URI, f"image {angle!r} needs s3://BUCKET/KEY, got {value!r}"
+        )
     return S3Uri(bucket, key)
 
 
@@ -153,23 +151,25 @@ def parse_images(value: object) -> dict[str, S3Uri]:
         for item in value:
             if not isinstance(item, Mapping) or set(item) != {"angle", "uri"}:
                 raise JobError(
-                    "invalid_images", f"each image must be {{'angle', 'uri'}}, got {item!r}"
+                    Code.INVALID_IMAGES, f"each image must be {{'angle', 'uri'}}, got {item!r}"
                 )
             pairs.append((item["angle"], item["uri"]))
     else:
-        raise JobError("invalid_images", f"images must be an object of angle -> s3 URI: {value!r}")
+        raise JobError(
+            Code.INVALID_IMAGES, f"images must be an object of angle -> s3 URI: {value!r}"
+        )
     images: dict[str, S3Uri] = {}
     for angle, uri in pairs:
         if angle not in ANGLES:
             raise JobError(
-                "unknown_angle", f"unknown angle {angle!r}; expected one of {', '.join(ANGLES)}"
+                Code.UNKNOWN_ANGLE, f"unknown angle {angle!r}; expected one of {', '.join(ANGLES)}"
             )
         if angle in images:
-            raise JobError("duplicate_angle", f"angle {angle!r} is given more than once")
+            raise JobError(Code.DUPLICATE_ANGLE, f"angle {angle!r} is given more than once")
         images[str(angle)] = parse_s3_uri(uri, str(angle))
     if len(images) < MIN_IMAGES:
         raise JobError(
-            "too_few_images", f"a session needs at least {MIN_IMAGES} images, got {len(images)}"
+            Code.TOO_FEW_IMAGES, f"a session needs at least {MIN_IMAGES} images, got {len(images)}"
         )
     # Canonical angle order makes batches, rows and results stable.
     return {angle: images[angle] for angle in ANGLES if angle in images}
@@ -184,29 +184,29 @@ def _check_fields(payload: Mapping[str, Any], task: str) -> None:
     """Size, then version, then the task's fields: in that order, so a payload of a
     future version is named as such, not as one with unknown fields."""
     if not isinstance(payload, Mapping):
-        raise JobError("invalid_payload", "a payload is a JSON object of keyword arguments")
+        raise JobError(Code.INVALID_PAYLOAD, "a payload is a JSON object of keyword arguments")
     size = payload_size(payload)
     if size > MAX_PAYLOAD_BYTES:
         raise JobError(
-            "payload_too_large",
+            Code.PAYLOAD_TOO_LARGE,
             f"payload is {size} bytes; a job's payload is at most {MAX_PAYLOAD_BYTES} bytes",
         )
     version = payload.get(VERSION_FIELD, CONTRACT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise JobError("invalid_payload", f"{VERSION_FIELD} must be a positive integer")
+        raise JobError(Code.INVALID_PAYLOAD, f"{VERSION_FIELD} must be a positive integer")
     if version != CONTRACT_VERSION:
         raise JobError(
-            "unsupported_contract_version",
+            Code.UNSUPPORTED_CONTRACT_VERSION,
             f"{VERSION_FIELD} {version} is not known here (this worker speaks"
             f" {CONTRACT_VERSION}); upgrade the workers before the senders",
         )
     required = set(FIELDS[task])
     missing = sorted(required - payload.keys())
     if missing:
-        raise JobError("invalid_payload", f"payload is missing field(s): {', '.join(missing)}")
+        raise JobError(Code.INVALID_PAYLOAD, f"payload is missing field(s): {', '.join(missing)}")
     extra = sorted(payload.keys() - required - {VERSION_FIELD})
     if extra:
-        raise JobError("invalid_payload", f"payload has unknown field(s): {', '.join(extra)}")
+        raise JobError(Code.INVALID_PAYLOAD, f"payload has unknown field(s): {', '.join(extra)}")
 
 
 def parse_analyze(payload: Mapping[str, Any]) -> AnalyzeJob:
@@ -227,7 +227,7 @@ def parse_compare(payload: Mapping[str, Any]) -> CompareJob:
         previous_session_id=parse_uuid(payload["previous_session_id"], "previous_session_id"),
     )
     if job.current_session_id == job.previous_session_id:
-        raise JobError("same_session", "a session cannot be compared with itself")
+        raise JobError(Code.SAME_SESSION, "a session cannot be compared with itself")
     return job
 
 
@@ -244,7 +244,9 @@ def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
     _check_fields(payload, EMBED_TASK)
     model_id = payload["model_id"]
     if not isinstance(model_id, str) or not model_id or len(model_id) > MAX_MODEL_ID:
-        raise JobError("invalid_payload", f"model_id must be a model id string, got {model_id!r}")
+        raise JobError(
+            Code.INVALID_PAYLOAD, f"model_id must be a model id string, got {model_id!r}"
+        )
     return EmbedJob(parse_uuid(payload["session_id"], "session_id"), model_id)
 
 
@@ -270,7 +272,7 @@ def analysis_result(
         "session_id": str(session_id),
         "user_id": str(user_id),
         "captured_at": captured_at.isoformat(),
-        "status": "succeeded",
+        "status": Status.SUCCEEDED,
         "is_first_session": is_first_session,
         "change_score": change_score,
         "baseline_session_count": baseline_session_count,
@@ -279,3 +281,24 @@ def analysis_result(
         "embedding_dim": embedding_dim,
         "request_task_id": request_task_id,
     }
+
+
+# -- who a session belongs to: the rule producer and worker both apply ------------------
+
+
+def other_users_session() -> JobError:
+    """A session belongs to the person who first sent it; a job naming it for anyone
+    else is refused and touches nothing."""
+    return JobError(Code.SESSION_OF_OTHER_USER, "this session id belongs to another user")
+
+
+def check_compared(session_id: uuid.UUID, owner: uuid.UUID | None, user_id: uuid.UUID) -> None:
+    """Only an existing session of the comparison's own person can be compared."""
+    if owner is None:
+        raise JobError(Code.SESSION_NOT_FOUND, f"session {session_id} does not exist")
+    if owner != user_id:
+        raise JobError(
+            Code.NOT_SAME_USER,
+            f"session {session_id} does not belong to user {user_id}; "
+            "only sessions of the same user can be compared",
+        )

