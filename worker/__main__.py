@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
+from changewatch.settings import Settings
 from changewatch.worker import launch
 from changewatch.worker.logs import use_json
 
@@ -29,22 +29,17 @@ def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
 
 
 def _health(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from changewatch.worker.app import app
+    from changewatch.worker.app import app, settings
     from changewatch.worker.health import readiness
-    from changewatch.worker.settings import Settings
 
-    report = readiness(app, Settings.from_env(), args.metrics_port, args.node, args.timeout)
+    report = readiness(app, settings(), args.metrics_port, args.node, args.timeout)
     print(json.dumps(report))
     return 0 if report["ready"] else 1
 
 
-def _default_metrics_port() -> int:
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     # An operator's CHANGEWATCH_METRICS_PORT becomes the base, not silently replaced.
-    raw = os.environ.get("CHANGEWATCH_METRICS_PORT", "")
-    return int(raw) if raw.strip().isdigit() else launch.DEFAULT_METRICS_PORT
-
-
-def build_parser() -> argparse.ArgumentParser:
+    metrics_port = (settings or Settings()).metrics_port
     parser = argparse.ArgumentParser(prog="python -m changewatch.worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -61,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port",
         type=int,
-        default=_default_metrics_port(),
+        default=metrics_port,
         metavar="PORT",
         help="worker i serves /metrics on PORT + i; 0 turns metrics off (default: "
         "$CHANGEWATCH_METRICS_PORT, else 9808)",
@@ -83,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answer; prints one JSON report.",
     )
     health.add_argument("--node", help="check this Celery node by ping (e.g. gpu0@host)")
-    health.add_argument("--metrics-port", type=int, default=_default_metrics_port())
+    health.add_argument("--metrics-port", type=int, default=metrics_port)
     health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
     health.set_defaults(handler=_health)
     return parser
@@ -95,12 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_in:
         cut = args_in.index("--")
         args_in, passthrough = args_in[:cut], args_in[cut + 1 :]
-    parser = build_parser()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    parser = build_parser(settings)
     args = parser.parse_args(args_in)
     if passthrough and not getattr(args, "passthrough", False):
         parser.error(f"{args.command} takes no arguments after --")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    use_json(logging.getLogger())  # the same lines as the workers' (CHANGEWATCH_LOG_FORMAT)
+    # The same lines as the workers' (CHANGEWATCH_LOG_FORMAT).
+    use_json(logging.getLogger(), settings.log_format)
     try:
         return int(args.handler(args, passthrough))
     except launch.LaunchError as err:

@@ -7,6 +7,7 @@ it starts consuming, so the first job never waits for a cold model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -15,14 +16,24 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
+from changewatch.celeryconfig import celery_config
+from changewatch.settings import Settings
 from changewatch.worker.logs import use_json
-from changewatch.worker.metrics import serve_from_env as metrics_server
+from changewatch.worker.metrics import serve as metrics_server
 from changewatch.worker.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
+
+@functools.cache
+def settings() -> Settings:
+    """This worker's settings: read from the environment once, when first needed."""
+    return Settings.from_env()
+
+
 app = Celery("changewatch", include=["changewatch.worker.tasks"])
-app.config_from_object("changewatch.celeryconfig")
+# A promise: Celery reads it on first use of app.conf, not when this module is imported.
+app.add_defaults(lambda: celery_config(settings()))
 app.steps["consumer"].add(Recovery)
 
 
@@ -31,7 +42,7 @@ def _setup() -> None:
     from changewatch.worker import resources
 
     try:
-        resources.setup()
+        resources.setup(settings())
     except Exception as exc:
         # Celery logs and swallows exceptions from signal handlers; a worker without its
         # model or database must not start consuming jobs it can only fail.
@@ -47,7 +58,7 @@ def _is_prefork(pool_cls: Any) -> bool:
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def after_logging_setup(logger: logging.Logger, **_: Any) -> None:
-    use_json(logger)
+    use_json(logger, settings().log_format)
 
 
 def _choose_queues() -> None:
@@ -62,17 +73,14 @@ def _choose_queues() -> None:
     from changewatch.schema.contract import QUEUE, backfill_queue
     from changewatch.worker import store
     from changewatch.worker.embed import architecture, model_id_for
-    from changewatch.worker.settings import Settings
 
-    settings = Settings.from_env()
-    model_id = model_id_for(settings.model_weights, settings.model)
+    s = settings()
+    model_id = model_id_for(s.model_weights, s.model)
     deadline = time.monotonic() + 120  # a worker may start while Postgres restarts
     while True:
         try:
-            with psycopg.connect(
-                settings.database_url, autocommit=True, connect_timeout=10
-            ) as conn:
-                active = store.register_model(conn, model_id, architecture(settings.model).dim)
+            with psycopg.connect(s.database_url, autocommit=True, connect_timeout=10) as conn:
+                active = store.register_model(conn, model_id, architecture(s.model).dim)
             break
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
@@ -103,7 +111,7 @@ def before_worker_start(sender: Any = None, **_: Any) -> None:
         _setup()
         # One process holds every task: its registry is the whole worker's.
         try:
-            port = metrics_server(app.conf.broker_url, [app.conf.task_default_queue])
+            port = metrics_server(settings(), [app.conf.task_default_queue])
         except OSError as exc:
             log.error("metrics not served: %s", exc)
         else:

@@ -27,6 +27,17 @@ class _Request:
     images: np.ndarray
     future: Future[np.ndarray] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
+    waited: float = 0.0  # seconds in the batch stage: queued until its forward pass began
+    ran: float = 0.0  # seconds of the forward pass it shared (the embed stage)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One session's rows, and how long its batch and embed stages took."""
+
+    vectors: np.ndarray
+    batch_seconds: float
+    embed_seconds: float
 
 
 class MicroBatcher:
@@ -49,14 +60,22 @@ class MicroBatcher:
             self._thread = None
 
     def submit(self, images: np.ndarray) -> Future[np.ndarray]:
+        return self._submit(images).future
+
+    def _submit(self, images: np.ndarray) -> _Request:
         if self._thread is None:
             raise RuntimeError("MicroBatcher.start() has not run")
         request = _Request(images)
         self._requests.put(request)
-        return request.future
+        return request
 
     def embed(self, images: np.ndarray, timeout: float | None = 300) -> np.ndarray:
-        return self.submit(images).result(timeout=timeout)
+        return self.embed_timed(images, timeout).vectors
+
+    def embed_timed(self, images: np.ndarray, timeout: float | None = 300) -> Embedded:
+        request = self._submit(images)
+        vectors = request.future.result(timeout=timeout)
+        return Embedded(vectors, request.waited, request.ran)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         batch, count = [first], len(first.images)
@@ -98,7 +117,8 @@ class MicroBatcher:
             metrics.BATCH_SESSIONS.observe(len(batch))
             offset = 0
             for request in batch:
-                metrics.STAGE_SECONDS.labels("wait_for_batch").observe(started - request.queued_at)
+                request.waited, request.ran = started - request.queued_at, done - started
+                metrics.STAGE_SECONDS.labels("batch").observe(request.waited)
                 rows = len(request.images)
                 request.future.set_result(out[offset : offset + rows])
                 offset += rows

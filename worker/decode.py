@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from changewatch.schema.contract import JobError
+from changewatch.schema.errors import Code, JobError
 from changewatch.worker import equipment, quality
 
 register_heif_opener()
@@ -82,23 +82,23 @@ def _open(
     """The upright 8-bit RGB image, its upright size before any draft scaling, and the
     camera its EXIF names (read before ``draft`` discards the original size)."""
     if not data:
-        raise JobError("image_empty", "the image file is empty (0 bytes)")
+        raise JobError(Code.IMAGE_EMPTY, "the image file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=None)
             fmt = image.format or "unknown"
             if fmt not in SUPPORTED_FORMATS:
-                raise JobError("unsupported_format", f"unsupported image format {fmt}")
+                raise JobError(Code.UNSUPPORTED_FORMAT, f"unsupported image format {fmt}")
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise JobError(
-                    "image_too_large",
+                    Code.IMAGE_TOO_LARGE,
                     f"image declares {width}x{height} pixels, over the limit of {MAX_PIXELS}",
                 )
             if fmt == "HEIF" and (missing := _heif_missing_bytes(data)):
                 raise JobError(
-                    "image_corrupt",
+                    Code.IMAGE_CORRUPT,
                     f"the HEIF file is truncated: {missing} bytes of it are missing",
                 )
             camera = equipment.read(image)
@@ -115,17 +115,19 @@ def _open(
     except UnidentifiedImageError:
         if fmt := _looks_like(data):
             raise JobError(
-                "image_corrupt", f"the file starts as a {fmt} but cannot be read: truncated?"
+                Code.IMAGE_CORRUPT, f"the file starts as a {fmt} but cannot be read: truncated?"
             ) from None
         raise JobError(
-            "unsupported_format", "the file is not an image in a supported format"
+            Code.UNSUPPORTED_FORMAT, "the file is not an image in a supported format"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise JobError(
-            "image_too_large", f"image rejected as a decompression bomb: {exc}"
+            Code.IMAGE_TOO_LARGE, f"image rejected as a decompression bomb: {exc}"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise JobError("image_corrupt", f"the image data is corrupt or truncated: {exc}") from None
+        raise JobError(
+            Code.IMAGE_CORRUPT, f"the image data is corrupt or truncated: {exc}"
+        ) from None
 
 
 def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
@@ -186,7 +188,7 @@ def equalize_crop_resize(image: Image.Image, size: int = INPUT_SIZE) -> np.ndarr
     width, height = image.size
     if min(width, height) < MIN_SIDE:
         raise JobError(
-            "image_too_small",
+            Code.IMAGE_TOO_SMALL,
             f"image is {width}x{height}; the model needs at least {MIN_SIDE} px on each side",
         )
     rgb = np.asarray(image, dtype=np.uint8)

@@ -15,18 +15,19 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from changewatch.schema.contract import AnalyzeJob, JobError, S3Uri
-from changewatch.worker.settings import Settings
+from changewatch.schema.contract import AnalyzeJob, S3Uri
+from changewatch.schema.errors import Code, JobError
+from changewatch.settings import Settings
 
 # S3 error codes that no retry can fix, mapped to our error codes.
 _PERMANENT = {
-    "NoSuchKey": "image_missing",
-    "404": "image_missing",
-    "NotFound": "image_missing",
-    "NoSuchBucket": "bucket_missing",
-    "AccessDenied": "access_denied",
-    "403": "access_denied",
-    "InvalidObjectState": "image_missing",
+    "NoSuchKey": Code.IMAGE_MISSING,
+    "404": Code.IMAGE_MISSING,
+    "NotFound": Code.IMAGE_MISSING,
+    "NoSuchBucket": Code.BUCKET_MISSING,
+    "AccessDenied": Code.ACCESS_DENIED,
+    "403": Code.ACCESS_DENIED,
+    "InvalidObjectState": Code.IMAGE_MISSING,
 }
 
 
@@ -45,10 +46,12 @@ def make_s3_client(settings: Settings) -> Any:
 
 def check_access(job: AnalyzeJob, uri: S3Uri, settings: Settings) -> None:
     if settings.allowed_buckets and uri.bucket not in settings.allowed_buckets:
-        raise JobError("bucket_not_allowed", f"bucket {uri.bucket!r} is not allowed")
+        raise JobError(Code.BUCKET_NOT_ALLOWED, f"bucket {uri.bucket!r} is not allowed")
     prefix = settings.key_prefix.format(user_id=job.user_id)
     if prefix and not uri.key.startswith(prefix):
-        raise JobError("key_outside_user_prefix", f"{uri} is outside this user's prefix {prefix!r}")
+        raise JobError(
+            Code.KEY_OUTSIDE_USER_PREFIX, f"{uri} is outside this user's prefix {prefix!r}"
+        )
 
 
 def fetch_object(s3: Any, uri: S3Uri, max_bytes: int) -> bytes:
@@ -64,15 +67,15 @@ def fetch_object(s3: Any, uri: S3Uri, max_bytes: int) -> bytes:
         size = int(response.get("ContentLength") or 0)
         if size > max_bytes:
             raise JobError(
-                "image_too_large", f"{uri} is {size} bytes, over the limit of {max_bytes}"
+                Code.IMAGE_TOO_LARGE, f"{uri} is {size} bytes, over the limit of {max_bytes}"
             )
         data: bytes = body.read(max_bytes + 1)
     finally:
         body.close()
     if len(data) > max_bytes:
-        raise JobError("image_too_large", f"{uri} is over the limit of {max_bytes} bytes")
+        raise JobError(Code.IMAGE_TOO_LARGE, f"{uri} is over the limit of {max_bytes} bytes")
     if not data:
-        raise JobError("image_empty", f"{uri} is empty (0 bytes)")
+        raise JobError(Code.IMAGE_EMPTY, f"{uri} is empty (0 bytes)")
     return data
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,9 +47,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def use_json(logger: logging.Logger) -> None:
-    """Switch every handler of ``logger`` to JSON lines unless CHANGEWATCH_LOG_FORMAT=text."""
-    if os.environ.get("CHANGEWATCH_LOG_FORMAT", "json").lower() == "text":
+def use_json(logger: logging.Logger, log_format: str = "json") -> None:
+    """Switch every handler of ``logger`` to JSON lines, unless the format is ``text``
+    (``CHANGEWATCH_LOG_FORMAT``)."""
+    if log_format == "text":
         return
     for handler in logger.handlers:
         handler.setFormatter(JsonFormatter())

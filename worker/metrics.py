@@ -6,7 +6,6 @@ benchmark reports and what an operator watches.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,12 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_h
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-STAGES = ("fetch", "decode", "wait_for_batch", "embed", "write")
+from changewatch.settings import Settings
+
+# A session's stages, in the order they run: the label of every stage metric and log line.
+# batch: waiting for a micro-batch's forward pass; store: the whole write transaction
+# (under the person's lock), score included.
+STAGES = ("fetch", "decode", "batch", "embed", "score", "store")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 JOBS = Counter(
@@ -77,12 +81,11 @@ class QueueDepth(Collector):
         yield family
 
 
-def serve_from_env(broker_url: str = "", queues: list[str] | None = None) -> int | None:
-    """Serve /metrics on CHANGEWATCH_METRICS_PORT (default 9808; 0 turns it off)."""
-    port = int(os.environ.get("CHANGEWATCH_METRICS_PORT", "9808"))
-    if port <= 0:
+def serve(settings: Settings, queues: list[str] | None = None) -> int | None:
+    """Serve /metrics on ``settings.metrics_port`` (0 turns it off); the port, or None."""
+    if settings.metrics_port <= 0:
         return None
-    if broker_url.startswith(("redis://", "rediss://")) and queues:
-        REGISTRY.register(QueueDepth(broker_url, queues))
-    start_http_server(port, addr=os.environ.get("CHANGEWATCH_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
-    return port
+    if settings.broker_url.startswith(("redis://", "rediss://")) and queues:
+        REGISTRY.register(QueueDepth(settings.broker_url, queues))
+    start_http_server(settings.metrics_port, addr=settings.metrics_addr)
+    return settings.metrics_port

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from psycopg_pool import ConnectionPool
 
+from changewatch.settings import Settings
 from changewatch.worker import metrics, store
 from changewatch.worker.batch import MicroBatcher
 from changewatch.worker.embed import Embedder
 from changewatch.worker.fetch import make_s3_client
-from changewatch.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

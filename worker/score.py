@@ -21,7 +21,7 @@ from uuid import UUID
 
 import numpy as np
 
-from changewatch.worker.settings import TrendThresholds
+from changewatch.settings import TrendThresholds
 
 # 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
 # float32's own precision for typical activations (0.01-10).
@@ -161,6 +161,64 @@ def rescore_suffix(totals: Totals, suffix: Sequence[StoredSession]) -> list[Anal
             running.add(item.angles, sign=-1)
         results.extend(score_against(item.session_id, item.angles, running) for item in group)
     return results
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A stored session as a write reads it: its embeddings and its stored numbers."""
+
+    session: StoredSession
+    stored: tuple[Any, ...]  # (change_score, is_first_session, baseline_session_count, per_angle)
+
+
+@dataclass(frozen=True)
+class History:
+    """What one write reads of a person's history under their lock: the sums over every
+    session, and the sessions at or after the earliest capture time the write touches."""
+
+    totals: Totals
+    suffix: dict[UUID, Scored]
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """What a write stores: the session's analysis, the later sessions whose numbers it
+    changes, and the person's sums after it."""
+
+    analysis: Analysis
+    changed: list[Analysis]
+    totals: Totals
+    angles: list[str]  # the angles whose sums changed
+    replaces: bool  # the session had embeddings under this model, now replaced
+
+
+def stored_values(analysis: Analysis) -> tuple[Any, ...]:
+    return (
+        analysis.change_score,
+        analysis.is_first_session,
+        analysis.baseline_session_count,
+        analysis.per_angle,
+    )
+
+
+def rescore(history: History, session: StoredSession) -> Rescore:
+    """Put ``session`` (new embeddings) into the history: its analysis and the later
+    sessions' new numbers, reading nothing before the earliest capture time it touches."""
+    totals = history.totals.copy()
+    suffix = dict(history.suffix)
+    old = suffix.pop(session.session_id, None)
+    if old is not None:
+        totals.add(old.session.angles, sign=-1)
+    totals.add(session.angles)
+    analyses = rescore_suffix(totals, [*(item.session for item in suffix.values()), session])
+    mine = next(a for a in analyses if a.session_id == session.session_id)
+    changed = [
+        a
+        for a in analyses
+        if a.session_id != session.session_id and stored_values(a) != suffix[a.session_id].stored
+    ]
+    angles = sorted(set(session.angles) | set(old.session.angles if old else ()))
+    return Rescore(mine, changed, totals, angles, old is not None)
 
 
 def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:

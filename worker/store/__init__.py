@@ -1,0 +1,64 @@
+"""Postgres, as the worker reads and writes it: one module per table it owns.
+
+people (``users``), models, jobs (``sessions``, ``analysis_requests``,
+``rejected_messages``), analyses (``angle_embeddings``, ``analyses``, ``baseline_sums``:
+the incremental write), backfills, comparisons. Vectors cross the connection as bytea
+(vectors). Callers use ``store.<name>``; the names below are the whole interface.
+"""
+
+from changewatch.worker.store.analyses import (
+    Target,
+    Write,
+    analysis_write,
+    history_scores,
+    load_totals,
+    rebuild_totals,
+    save_analysis,
+)
+from changewatch.worker.store.backfills import (
+    BackfillSource,
+    backfill_write,
+    finish_backfill,
+    save_backfill,
+    start_backfill,
+)
+from changewatch.worker.store.comparisons import (
+    finish_comparison,
+    load_for_comparison,
+    load_windows,
+    start_comparison,
+)
+from changewatch.worker.store.jobs import Superseded, fail_job, reject_message, start_job
+from changewatch.worker.store.models import ModelNotActive, active_model, register_model
+from changewatch.worker.store.people import FORGOTTEN, admit
+from changewatch.worker.store.vectors import decode_vector, encode_vector
+
+__all__ = [
+    "FORGOTTEN",
+    "BackfillSource",
+    "ModelNotActive",
+    "Superseded",
+    "Target",
+    "Write",
+    "active_model",
+    "admit",
+    "analysis_write",
+    "backfill_write",
+    "decode_vector",
+    "encode_vector",
+    "fail_job",
+    "finish_backfill",
+    "finish_comparison",
+    "history_scores",
+    "load_for_comparison",
+    "load_totals",
+    "load_windows",
+    "rebuild_totals",
+    "register_model",
+    "reject_message",
+    "save_analysis",
+    "save_backfill",
+    "start_backfill",
+    "start_comparison",
+    "start_job",
+]

@@ -1,0 +1,280 @@
+"""The incremental analysis write: ``angle_embeddings``, ``analyses`` and ``baseline_sums``.
+
+The store keeps numbers true without reading a person's history:
+
+- Baselines come from running sums per person, model and angle (``baseline_sums``, exact
+  int64 fixed point), updated in the analysis's own transaction under the person's
+  advisory lock. An appended session reads those sums and nothing else; one captured
+  before others rescales only the sessions captured at or after it.
+- A write is opened (lock, guard, history read in one round trip), scored by
+  ``score.rescore`` while the lock is held, then saved: the caller sees each step.
+- Embeddings and analyses are keyed by model. Only workers of the active model write
+  analyze results (checked inside the transaction); other models' rows come from backfills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from changewatch.schema.contract import ANGLES, AnalyzeJob
+from changewatch.schema.errors import Code, JobError
+from changewatch.worker import score
+from changewatch.worker.score import Analysis, History, Rescore, Scored, StoredSession, Totals
+from changewatch.worker.store.jobs import NEWEST_REQUEST, Superseded, succeeded
+from changewatch.worker.store.models import ModelNotActive
+from changewatch.worker.store.people import check_user, lock_user
+from changewatch.worker.store.vectors import (
+    Conn,
+    decode_sum,
+    decode_vector,
+    encode_sum,
+    encode_vector,
+)
+
+_TOTALS_SQL = """
+    SELECT angle, sessions, total FROM baseline_sums
+     WHERE user_id = %(uid)s AND model_id = %(model)s
+"""
+_SESSIONS_SQL = """
+    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
+           a.baseline_session_count, a.per_angle, e.angle, e.embedding
+      FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)
+     WHERE a.user_id = %(uid)s AND a.model_id = %(model)s
+"""
+# The sessions a write rescores: captured at or after the earlier of the session's new
+# capture time and the one its current analysis has (it moves, or it arrives late).
+_SUFFIX_SQL = (
+    _SESSIONS_SQL
+    + """
+       AND a.captured_at >= LEAST(%(at)s, COALESCE(
+           (SELECT captured_at FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s),
+           %(at)s))
+"""
+)
+_ANALYSIS_SQL = """
+    INSERT INTO analyses (session_id, model_id, user_id, captured_at, request_seq,
+                          embedding_dim, change_score, is_first_session,
+                          baseline_session_count, per_angle)
+    VALUES (%(sid)s, %(model)s, %(uid)s, %(at)s, %(seq)s, %(dim)s, %(change)s,
+            %(first)s, %(count)s, %(per_angle)s)
+    ON CONFLICT (session_id, model_id) DO UPDATE
+       SET user_id = EXCLUDED.user_id, captured_at = EXCLUDED.captured_at,
+           request_seq = EXCLUDED.request_seq, embedding_dim = EXCLUDED.embedding_dim,
+           change_score = EXCLUDED.change_score,
+           is_first_session = EXCLUDED.is_first_session,
+           baseline_session_count = EXCLUDED.baseline_session_count,
+           per_angle = EXCLUDED.per_angle, computed_at = now(),
+           revision = CASE
+               WHEN (analyses.captured_at, analyses.change_score,
+                     analyses.is_first_session, analyses.baseline_session_count,
+                     analyses.per_angle)
+                    IS NOT DISTINCT FROM
+                    (EXCLUDED.captured_at, EXCLUDED.change_score,
+                     EXCLUDED.is_first_session, EXCLUDED.baseline_session_count,
+                     EXCLUDED.per_angle)
+               THEN analyses.revision ELSE nextval('analysis_revision') END
+"""
+_RESCORED_SQL = """
+    UPDATE analyses SET change_score = %s, is_first_session = %s,
+           baseline_session_count = %s, per_angle = %s, computed_at = now(),
+           revision = nextval('analysis_revision')
+     WHERE session_id = %s AND model_id = %s
+"""
+# One statement per table (unnest), not one per row: the bound is CPU, not I/O.
+_EMBEDDINGS_SQL = (
+    "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
+    " SELECT %s, angle, %s, embedding FROM unnest(%s::text[], %b::bytea[])"
+    "   AS u(angle, embedding)"
+)
+_SUMS_SQL = (
+    "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
+    " SELECT %s, %s, angle, n, total FROM unnest(%s::text[], %s::int[], %b::bytea[])"
+    "   AS u(angle, n, total)"
+    " ON CONFLICT (user_id, model_id, angle) DO UPDATE"
+    "    SET sessions = EXCLUDED.sessions, total = EXCLUDED.total"
+)
+
+Statement = tuple[str, Any]
+
+
+def _totals_from(rows: list[Any]) -> Totals | None:
+    if not rows:
+        return None
+    totals = Totals()
+    for angle, count, total in rows:
+        if angle == "session":
+            totals.sessions = int(count)
+        else:
+            totals.angles[angle] = (int(count), decode_sum(total))
+    return totals
+
+
+def _sessions_from(rows: Any) -> dict[UUID, Scored]:
+    """Embeddings and stored analyses by session id, angles in the contract's order."""
+    found: dict[UUID, tuple[datetime, tuple[Any, ...], dict[str, np.ndarray]]] = {}
+    for sid, at, change, first, count, per_angle, angle, embedding in rows:
+        item = found.setdefault(sid, (at, (change, first, count, per_angle), {}))
+        item[2][angle] = decode_vector(embedding)
+    return {  # angles in the contract's order, whatever the heap order
+        sid: Scored(StoredSession(sid, at, {a: v[a] for a in ANGLES if a in v}), stored)
+        for sid, (at, stored, v) in found.items()
+    }
+
+
+def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_TOTALS_SQL, {"uid": user_id, "model": model_id})
+        return _totals_from(cur.fetchall())
+
+
+def rebuild_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals:
+    """Sums from the stored embeddings: a person's first write, or after a migration."""
+    totals = Totals()
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_SESSIONS_SQL, {"uid": user_id, "model": model_id})
+        for item in _sessions_from(cur).values():
+            totals.add(item.session.angles)
+    return totals
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whose analysis a write replaces, under which model and request."""
+
+    user_id: UUID
+    session_id: UUID
+    captured_at: datetime
+    model_id: str
+    request_seq: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "uid": self.user_id,
+            "sid": self.session_id,
+            "at": self.captured_at,
+            "model": self.model_id,
+        }
+
+
+@dataclass(frozen=True)
+class Write:
+    """An open analysis write: one transaction holding the person's lock, with the
+    history the score step needs (``history``). ``save`` stores what it scored."""
+
+    conn: Conn
+    target: Target
+    history: History
+
+    def session(self, embeddings: dict[str, np.ndarray]) -> StoredSession:
+        return StoredSession(self.target.session_id, self.target.captured_at, embeddings)
+
+    def save(
+        self, scored: Rescore, embeddings: dict[str, np.ndarray], then: tuple[Statement, ...]
+    ) -> Analysis:
+        """Replace the session's embeddings, its analysis and the rescored ones, keep the
+        sums, then run ``then`` (the caller's own updates), all in one pipeline."""
+        t, mine = self.target, scored.analysis
+        dim = int(next(iter(embeddings.values())).shape[0])
+        counts = [scored.totals.sessions] + [scored.totals.angles[a][0] for a in scored.angles]
+        sums = [None] + [encode_sum(scored.totals.angles[a][1]) for a in scored.angles]
+        with self.conn.pipeline(), self.conn.cursor() as cur:
+            if scored.replaces:
+                cur.execute(
+                    "DELETE FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
+                    (t.session_id, t.model_id),
+                )
+            vectors = [encode_vector(e) for e in embeddings.values()]
+            cur.execute(_EMBEDDINGS_SQL, (t.session_id, t.model_id, list(embeddings), vectors))
+            cur.execute(
+                _ANALYSIS_SQL,
+                {
+                    **t.params,
+                    "seq": t.request_seq,
+                    "dim": dim,
+                    "change": mine.change_score,
+                    "first": mine.is_first_session,
+                    "count": mine.baseline_session_count,
+                    "per_angle": Jsonb(mine.per_angle),
+                },
+            )
+            if scored.changed:
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in scored.changed])
+            cur.execute(
+                _SUMS_SQL, (t.user_id, t.model_id, ["session", *scored.angles], counts, sums)
+            )
+            for statement, params in then:
+                cur.execute(statement, params)
+        return mine
+
+
+def _rescored(a: Analysis, model_id: str) -> tuple[Any, ...]:
+    return (*score.stored_values(a)[:3], Jsonb(a.per_angle), a.session_id, model_id)
+
+
+def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, ...] | None, Write]:
+    """Lock the person, then read the guard row and the history, pipelined."""
+    with conn.pipeline():
+        lock_user(conn, target.user_id)
+        guard = conn.execute(guard_sql, target.params)
+        totals = conn.cursor(binary=True)
+        totals.execute(_TOTALS_SQL, target.params)
+        suffix = conn.cursor(binary=True)
+        suffix.execute(_SUFFIX_SQL, target.params)
+    found = _totals_from(totals.fetchall())
+    sessions = _sessions_from(suffix)
+    if found is None:
+        found = rebuild_totals(conn, target.user_id, target.model_id)
+    return guard.fetchone(), Write(conn, target, History(found, sessions))
+
+
+@contextmanager
+def analysis_write(
+    pool: ConnectionPool, job: AnalyzeJob, request_seq: int, model_id: str
+) -> Iterator[Write | Superseded]:
+    """Open the write of the request's analysis as the session's good one.
+
+    Yields ``Superseded`` (and writes nothing) when a newer request was recorded
+    meanwhile; raises ``ModelNotActive`` when ``model_id`` stopped being the active model.
+    """
+    target = Target(job.user_id, job.session_id, job.captured_at, model_id, request_seq)
+    with pool.connection() as conn, conn.transaction():
+        guard, write = open_write(conn, NEWEST_REQUEST, target)
+        if guard is None:
+            check_user(conn, job.user_id)  # forgotten while the photos were embedded
+            raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} is gone")
+        newest_seq, newest_task, active = guard
+        if newest_seq != request_seq:
+            yield Superseded(job.session_id, newest_task)
+            return
+        if not active:
+            raise ModelNotActive(f"model {model_id} is not the active model")
+        yield write
+
+
+def save_analysis(
+    write: Write,
+    scored: Rescore,
+    embeddings: dict[str, np.ndarray],
+    photos: dict[str, dict[str, Any]] | None = None,
+) -> Analysis:
+    """Store the scored analysis and mark the request the session's good one."""
+    return write.save(scored, embeddings, (succeeded(write.target.session_id, photos),))
+
+
+def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:
+    """The person's analyses recomputed from the stored embeddings alone (the reference
+    the soak and tests hold the incremental sums to)."""
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_SESSIONS_SQL, {"uid": user_id, "model": model_id})
+        found = _sessions_from(cur)
+    return score.analyze_history([item.session for item in found.values()])
