@@ -1,82 +1,68 @@
-"""Test session: real Redis and Postgres on this machine, moto's S3 server over HTTP,
-and a real Celery worker process. Missing services skip locally and fail in CI."""
+"""Fixtures for tests/unit, tests/integration and tests/e2e (helpers are in tests/helpers.py).
+
+The services: real Redis and Postgres on this machine, moto's S3 server over HTTP, and a
+real Celery worker process. Missing services skip locally and fail in CI; tests/unit needs
+none of them. Each test is marked ``unit``, ``integration`` or ``e2e`` by its folder."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-# Before anything imports celeryconfig: the tests' own Redis databases and Postgres database,
-# never whatever the shell points at (the tests flush and drop them).
-os.environ["CELERY_BROKER_URL"] = os.environ.get(
-    "CHANGEWATCH_TEST_BROKER_URL", "redis://127.0.0.1:6379/14"
-)
-os.environ["CELERY_RESULT_BACKEND"] = os.environ.get(
-    "CHANGEWATCH_TEST_RESULT_BACKEND", "redis://127.0.0.1:6379/15"
-)
-os.environ["DATABASE_URL"] = os.environ.get(
-    "CHANGEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/changewatch_test"
-)
 
 import boto3
 import psycopg
 import pytest
 import redis
 
+from bench.harness.services import (
+    PHOTOS,
+    S3Server,
+    Worker,
+    free_port,
+    own_services,
+    recreate_database,
+)
 from changewatch.producer import Producer
 from changewatch.schema.migrate import ensure_login, migrate
-from scripts.localstack import PHOTOS, ROOT, S3Server, Worker, free_port, recreate_database
+from changewatch.settings import Settings
+from tests.helpers import (
+    ARTIFACTS,
+    BUCKET,
+    MAX_IMAGE_BYTES,
+    WORKER_LOGIN,
+    Uploader,
+    _postgres_up,
+    _redis_up,
+    require,
+)
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BUCKET = "changewatch-test"
-# Small enough to test the limit without huge uploads, above every real photo (<= 3.1 MB).
-MAX_IMAGE_BYTES = 8_000_000
-ARTIFACTS = ROOT / "artifacts"
-WORKER_LOGIN = "changewatch_test_worker"
+# The tests' own Redis databases and Postgres database, never whatever the shell points at
+# (the tests flush and drop them). In-process code gets them as a Settings object; the
+# environment carries them only to the worker and CLI processes the tests start.
+SERVICES = own_services(
+    "CHANGEWATCH_TEST",
+    broker="redis://127.0.0.1:6379/14",
+    backend="redis://127.0.0.1:6379/15",
+    database="postgresql://postgres@127.0.0.1:5432/changewatch_test",
+)
+SETTINGS = Settings.from_env(SERVICES)
+os.environ.update(SERVICES)
 
-
-def run_module(
-    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``python -m MODULE ARGS`` from the repo root, as a user or a deployment runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def require(ok: bool, why: str) -> None:
-    """Skip on a developer machine, fail in CI: CI must never pass by skipping."""
-    if not ok:
-        if IN_CI:
-            pytest.fail(why)
-        pytest.skip(why)
+TIERS = ("unit", "integration", "e2e")
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).ping())
-    except redis.RedisError:
-        return False
-
-
-def _postgres_up() -> bool:
-    try:
-        admin = psycopg.conninfo.make_conninfo(os.environ["DATABASE_URL"], dbname="postgres")
-        with psycopg.connect(admin, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test is marked by its folder: tests/unit, tests/integration or tests/e2e."""
+    here = Path(__file__).parent
+    for item in items:
+        try:
+            folder = item.path.relative_to(here).parts[0]
+        except ValueError:
+            continue
+        if folder in TIERS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +107,7 @@ def broker() -> str:
 
 @pytest.fixture(scope="session")
 def producer(database_url: str, broker: str) -> Producer:
-    return Producer()
+    return Producer(SETTINGS)
 
 
 @pytest.fixture(scope="session")
@@ -148,23 +134,6 @@ def worker(database_url: str, broker: str, s3: object, producer: Producer) -> It
         yield proc
     finally:
         proc.stop()
-
-
-class Uploader:
-    """Puts photos where a job may read them: s3://BUCKET/<user_id>/..."""
-
-    def __init__(self, client: object) -> None:
-        self.client = client
-
-    def put(self, user_id: uuid.UUID, name: str, data: bytes) -> str:
-        key = f"{user_id}/{uuid.uuid4().hex[:8]}-{name}"
-        self.client.put_object(Bucket=BUCKET, Key=key, Body=data)  # type: ignore[attr-defined]
-        return f"s3://{BUCKET}/{key}"
-
-    def session(self, user_id: uuid.UUID, files: dict[str, Path]) -> dict[str, str]:
-        return {
-            angle: self.put(user_id, path.name, path.read_bytes()) for angle, path in files.items()
-        }
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,15 @@
 
 The producer installs without the worker's weight (no torch, torchvision, OpenCV,
 Flower), everything lands under the one name ``changewatch`` (PyPI's ``schema`` library
-keeps its name), and an installed producer enqueues a job a real worker analyzes.
+keeps its name), and an installed producer enqueues a job a real worker analyzes. Builds
+the wheel and installs it, with PyPI's ``schema``, into a fresh venv (needs the package
+index).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -17,46 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.services import ROOT
 from changewatch.producer import Producer
-from scripts.localstack import ROOT
-from tests.conftest import Uploader
-from tests.test_pipeline import T0, series_sessions
-
-SOURCES = ["worker", "producer", "schema", "tests", "scripts", "bench"]
-BARE = re.compile(r"^\s*(from|import)\s+(worker|producer|schema|celeryconfig)\b", re.M)
-
-
-def _python_files() -> list[Path]:
-    files = [ROOT / "celeryconfig.py"]
-    for folder in SOURCES:
-        files += sorted((ROOT / folder).rglob("*.py"))
-    return files
-
-
-def test_nothing_imports_a_bare_top_level_name() -> None:
-    """From a checkout ``import worker`` would still work, and load every module twice."""
-    offenders = [str(f.relative_to(ROOT)) for f in _python_files() if BARE.search(f.read_text())]
-    assert offenders == []
-
-
-def test_the_producer_and_the_worker_never_import_each_other() -> None:
-    """The contract is theirs to share (changewatch.schema); neither owns the other."""
-    crossing = []
-    for side, other in (("producer", "worker"), ("worker", "producer"), ("schema", "worker")):
-        for f in (ROOT / side).rglob("*.py"):
-            if re.search(rf"^\s*(from|import)\s+changewatch\.{other}\b", f.read_text(), re.M):
-                crossing.append(f"{f.relative_to(ROOT)} -> {other}")
-    assert crossing == []
-    probe = (
-        "import sys, changewatch.producer.__main__, changewatch.producer.admin,"
-        " changewatch.producer.reaper, changewatch.producer.models;"
-        "print(sorted(m for m in ('torch', 'torchvision', 'cv2', 'PIL', 'flower',"
-        " 'changewatch.worker') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stderr
+from tests.helpers import T0, Uploader, series_sessions
 
 
 @pytest.fixture(scope="module")

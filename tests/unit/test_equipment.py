@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from pillow_heif import register_heif_opener
 
+from bench.harness.services import PHOTOS
 from changewatch.schema.contract import ANGLES
 from changewatch.schema.equipment import (
     Equipment,
@@ -27,8 +28,7 @@ from changewatch.schema.equipment import (
     to_json_map,
 )
 from changewatch.worker.equipment import read
-from scripts.localstack import PHOTOS
-from tests.conftest import require
+from tests.helpers import require
 
 register_heif_opener()
 

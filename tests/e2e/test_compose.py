@@ -20,7 +20,7 @@ from changewatch.schema.__main__ import build_parser as schema_parser
 
 yaml = pytest.importorskip("yaml")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 # What the code reads from the environment to reach the broker, Postgres and S3.

@@ -16,12 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.harness.services import ROOT, Worker, free_port
 from changewatch.producer import Producer
 from changewatch.schema.contract import QUEUE
-from scripts.localstack import ROOT, Worker, free_port
-from tests.conftest import ARTIFACTS, Uploader, run_module
-from tests.test_pipeline import T0
-from tests.test_store import six
+from tests.helpers import ARTIFACTS, T0, Uploader, run_module, six
 
 pytestmark = pytest.mark.usefixtures("worker")
 

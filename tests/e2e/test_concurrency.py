@@ -11,10 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.harness.services import ROOT, Worker, free_port
 from changewatch.producer import Producer
-from scripts.localstack import ROOT, Worker, free_port
-from tests.conftest import Uploader
-from tests.test_pipeline import SERIES, T0, scores_of
+from tests.helpers import SERIES, T0, Uploader, scores_of
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""The model holder: weights are loaded for real or refused clearly, and tagged exactly."""
+"""The model holder: weights are loaded for real or refused clearly, and tagged exactly (a
+worker process refusing to start without them is in tests/integration/test_model.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,6 @@ from torchvision.models import resnet50
 
 from changewatch.worker.embed import EMBEDDING_DIM, Embedder, WeightsUnavailable
 from changewatch.worker.score import cosine_distance
-from tests.conftest import run_module
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +89,6 @@ def test_bf16_autocast_stays_close_to_fp32(random_embedder: Embedder) -> None:
     assert max(distances) < 5e-5, distances
 
 
-def test_worker_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
-    """A worker that cannot load its model exits non-zero instead of consuming jobs."""
-    env = {
-        **os.environ,
-        "CHANGEWATCH_MODEL_WEIGHTS": str(tmp_path / "missing.pth"),
-        "CHANGEWATCH_METRICS_PORT": "0",
-    }
-    proc = run_module("celery", "-A", "changewatch.worker", "worker", "-n", "doomed@%h", env=env)
-    assert proc.returncode != 0
-    assert "missing.pth" in proc.stderr + proc.stdout
-    assert "ready." not in proc.stderr + proc.stdout
-
-
 def test_folded_batchnorm_gives_the_seeds_embeddings(random_embedder: Embedder) -> None:
     """The fast pipeline's model (BatchNorm folded into the convs) must embed photos as the
     seed's unfolded ResNet50 does, or scores would drift between the two."""
@@ -117,9 +103,9 @@ def test_folded_batchnorm_gives_the_seeds_embeddings(random_embedder: Embedder) 
 
 
 def _photo_batch(*names: str) -> np.ndarray:
+    from bench.harness.services import PHOTOS
     from changewatch.worker.decode import preprocess
-    from scripts.localstack import PHOTOS
-    from tests.conftest import require
+    from tests.helpers import require
 
     paths = [PHOTOS / name for name in names]
     require(all(p.is_file() for p in paths), f"real photos not found under {PHOTOS}")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,22 @@ import redis
 from kombu.utils.uuid import uuid as kombu_uuid
 from psycopg.rows import dict_row
 
+from bench.harness.services import ROOT, Worker
 from changewatch.producer import JobFailed, Producer
 from changewatch.producer.admin import forget_user
 from changewatch.schema import json_schemas
 from changewatch.schema.contract import ANALYZE_TASK, MAX_PAYLOAD_BYTES, QUEUE, JobError
-from scripts.localstack import ROOT, Worker
-from tests.conftest import BUCKET, Uploader
+from tests.helpers import (
+    BUCKET,
+    T0,
+    Uploader,
+    analyze_args,
+    cli,
+    scores_of,
+    series_sessions,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
 def assert_matches_published_schema(name: str, result: dict[str, Any]) -> None:
@@ -40,56 +44,9 @@ def assert_matches_published_schema(name: str, result: dict[str, Any]) -> None:
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
 
 
-def cli(*args: str, timeout: float = 240) -> tuple[int, dict[str, Any] | None, str]:
-    """Run ``python -m changewatch.producer`` as a user would: (exit code, JSON on stdout,
-    stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "changewatch.producer", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    out = json.loads(proc.stdout) if proc.stdout.strip() else None
-    return proc.returncode, out, proc.stderr
-
-
-def analyze_args(
-    user: uuid.UUID | str, session: uuid.UUID, at: datetime | str, images: dict[str, str]
-) -> list[str]:
-    when = at if isinstance(at, str) else at.isoformat()
-    args = ["analyze", "--user-id", str(user), "--session-id", str(session), "--captured-at", when]
-    for angle, uri in images.items():
-        args += ["--image", f"{angle}={uri}"]
-    return args
-
-
 def session_files(photos: Path, names: list[str]) -> dict[str, Path]:
     angles = ["front", "left", "right", "up", "down", "raised"]
     return {angle: photos / name for angle, name in zip(angles, names, strict=False)}
-
-
-SERIES = [
-    "DSCN0010.jpg",
-    "DSCN0012.jpg",
-    "DSCN0021.jpg",
-    "DSCN0025.jpg",
-    "DSCN0027.jpg",
-    "DSCN0029.jpg",
-    "DSCN0038.jpg",
-    "DSCN0040.jpg",
-    "DSCN0042.jpg",
-]
-
-
-def series_sessions(photos: Path) -> list[dict[str, Path]]:
-    """Three sessions of one person's 'photos': real Nikon shots, shifted per session."""
-    series = [photos / "series" / n for n in SERIES]
-    return [
-        dict(zip(["front", "left", "right", "up"], series[i : i + 4], strict=True))
-        for i in (0, 2, 5)
-    ]
 
 
 def test_cli_analyze_wait_prints_first_and_later_scores(
@@ -149,23 +106,6 @@ def _run_sessions(
         )
         producer.wait(ids[i], timeout=240)
     return ids
-
-
-def scores_of(
-    producer: Producer, ids: dict[int, uuid.UUID]
-) -> list[tuple[float, int, list[float]]]:
-    """(change score, baseline count, per-angle scores) of each session, by index."""
-    out = []
-    for i in sorted(ids):
-        r = producer.result(ids[i])
-        out.append(
-            (
-                r["change_score"],
-                r["baseline_session_count"],
-                [a["change_score"] for a in r["per_angle"]],
-            )
-        )
-    return out
 
 
 def test_results_do_not_depend_on_processing_order(
@@ -272,33 +212,6 @@ def test_bad_image_fails_the_job_clearly_and_the_worker_goes_on(
     assert code == 0 and out["session_id"] == str(session)
 
 
-def test_cli_rejects_invalid_jobs_before_enqueueing(producer: Producer) -> None:
-    """Bad arguments exit 2 with a one-line reason and leave nothing queued."""
-    user, session = uuid.uuid4(), uuid.uuid4()
-    uri = f"s3://{BUCKET}/{user}/a.jpg"
-    three = {"front": uri, "left": uri, "right": uri}
-    cases = {
-        "invalid_captured_at": analyze_args(user, session, "2026-01-05T09:30:00", three),
-        "too_few_images": analyze_args(user, session, T0, {"front": uri, "left": uri}),
-        "unknown_angle": analyze_args(user, session, T0, {**three, "back": uri}),
-        "invalid_uuid": analyze_args("nope", session, T0, three),
-        "invalid_image_uri": analyze_args(user, session, T0, {**three, "up": "http://x/y.jpg"}),
-    }
-    for expected, args in cases.items():
-        code, out, err = cli(*args)
-        assert code == 2, (expected, err)
-        assert expected in err and len(err.strip().splitlines()) == 1
-        assert out is None
-    dup = [*analyze_args(user, session, T0, three), "--image", f"front={uri}"]
-    code, _, err = cli(*dup)
-    assert code == 2 and "duplicate_angle" in err
-    with psycopg.connect(producer.dsn) as conn:
-        assert (
-            conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session,)).fetchone()
-            is None
-        )
-
-
 def test_raw_message_from_a_non_python_producer(
     photos: Path, uploader: Uploader, producer: Producer
 ) -> None:
@@ -337,7 +250,7 @@ def test_worker_metrics_count_jobs_and_time_stages(
     }
     key = 'changewatch_jobs_total{error_code="",outcome="succeeded",task="analyze"}'
     assert samples[key] >= 1
-    for stage in ("fetch", "decode", "wait_for_batch", "embed", "write"):
+    for stage in ("fetch", "decode", "batch", "embed", "score", "store"):
         assert samples[f'changewatch_stage_seconds_count{{stage="{stage}"}}'] >= 1
     assert samples["changewatch_batch_images_sum"] >= 4
     assert 'model_id="resnet50/random-seed0/prep1"' in text
@@ -537,7 +450,7 @@ def test_worker_logs_one_json_line_per_stage_without_secrets(
             if record.get("session_id") == str(session):
                 events.append(record)
     stages = [e["stage"] for e in events if e.get("event") == "stage"]
-    assert stages == ["fetch", "decode", "batch_and_embed", "write"]
+    assert stages == ["fetch", "decode", "batch", "embed", "score", "store"]
     assert all(e["task_id"] == producer.status(session)["task_id"] for e in events)
     outcome = [e for e in events if e.get("event") == "job"]
     assert [e["outcome"] for e in outcome] == ["succeeded"]

@@ -1,5 +1,5 @@
 """The recovery sweep's choice of what to put back (its behaviour on a real stack is in
-tests/test_faults.py and tests/test_operations.py)."""
+tests/e2e/test_faults.py and tests/e2e/test_operations.py)."""
 
 from __future__ import annotations
 

@@ -12,11 +12,11 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bench.harness.services import recreate_database
 from changewatch.schema.contract import AnalyzeJob, S3Uri
 from changewatch.schema.migrate import migrate
-from changewatch.worker import store
+from changewatch.worker import pipeline, store
 from changewatch.worker.score import StoredSession, analyze_history
-from scripts.localstack import recreate_database
 
 MODEL = "resnet50/old-weights/prep1"
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
@@ -86,7 +86,7 @@ def test_0004_keeps_the_history_and_the_next_write_continues_it(old_database: st
     with ConnectionPool(old_database, min_size=1, max_size=1) as pool:
         seq = store.start_job(pool, job, "task-new")
         assert isinstance(seq, int)
-        saved = store.save_analysis(pool, job, seq, MODEL, angles)
+        saved = pipeline.score_and_store(pool, job, seq, MODEL, angles)
     expected = analyze_history([*history, StoredSession(sid, job.captured_at, angles)])[-1]
     assert saved == expected
     assert saved.baseline_session_count == 3

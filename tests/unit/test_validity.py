@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.harness.services import PHOTOS
 from bench.validity import (
     ANGLE_PHOTOS,
     UNUSED_PHOTOS,
@@ -51,8 +52,7 @@ from bench.validity import (
 from changewatch.schema.equipment import Equipment, compare
 from changewatch.worker.embed import Embedder, WeightsUnavailable
 from changewatch.worker.equipment import read
-from scripts.localstack import PHOTOS
-from tests.conftest import require
+from tests.helpers import require
 
 SEED = 0
 RETAKE_SESSIONS = 4

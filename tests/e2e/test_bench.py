@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.localstack import ROOT
+from bench.harness.services import ROOT
 
 
 def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: str) -> None:

@@ -14,8 +14,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from changewatch.producer import Producer
-from tests.conftest import Uploader, run_module
-from tests.test_pipeline import SERIES, T0
+from tests.helpers import SERIES, T0, Uploader, run_module
 
 pytestmark = pytest.mark.usefixtures("worker")
 ANGLES6 = ["front", "left", "right", "up", "down", "raised"]

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from changewatch.schema.migrate import migrate, migration_files
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def test_migrate_twice_applies_nothing_new(database_url: str) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,10 +31,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench.harness import process
+from bench.harness.services import ROOT, Worker, celery, free_port, wait_for_port
 from changewatch.producer import Producer
 from changewatch.schema.contract import ANALYZE_TASK
-from scripts.localstack import ROOT, Worker, free_port, wait_for_port
-from tests.conftest import ARTIFACTS, Uploader, require
+from tests.helpers import ARTIFACTS, Uploader, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -77,38 +77,23 @@ class Flower:
         # The shell's own FLOWER_* settings (say FLOWER_UNAUTHENTICATED_API) must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
         env["FLOWER_BASIC_AUTH"] = f"{USER}:{self.password}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "changewatch.worker",
-                "flower",
-                f"--port={self.port}",
-                "--address=127.0.0.1",
-            ],
-            cwd=ROOT,
+        self.process = process.start(
+            celery("flower", f"--port={self.port}", "--address=127.0.0.1"),
+            log=log,
             env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            append=False,
         )
         try:
-            wait_for_port(self.port, timeout=60)
-        except TimeoutError:
+            wait_for_port(self.port, timeout=60, process=self.process)
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        process.stop(self.process, timeout=15)
+        self.process = None
 
     def get(self, path: str, credentials: str | None = None) -> tuple[int, str]:
         """(status, body) of a plain HTTP GET; ``credentials`` is "user:password"."""

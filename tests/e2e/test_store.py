@@ -15,17 +15,9 @@ import pytest
 
 from changewatch.producer import JobFailed, Producer
 from changewatch.schema.contract import ANALYZE_TASK, QUEUE
-from tests.conftest import Uploader
-from tests.test_pipeline import SERIES, T0
+from tests.helpers import SERIES, T0, Uploader, six
 
 pytestmark = pytest.mark.usefixtures("worker")
-ANGLES6 = ["front", "left", "right", "up", "down", "raised"]
-
-
-def six(photos: Path, shift: int = 0) -> dict[str, Path]:
-    """One photo per angle, the same photo for an angle in every session (shift 0)."""
-    series = [photos / "series" / n for n in SERIES]
-    return {a: series[(i + shift) % len(series)] for i, a in enumerate(ANGLES6)}
 
 
 def analyze(

@@ -10,7 +10,7 @@ running and others wait in the queue, and then checks Postgres:
 - no embeddings, analyses or comparisons whose session is gone (no orphans);
 - every user's scores equal those of an undisturbed in-order run of the same photos.
 
-The stack is this module's own (``scripts.faults.FaultStack``): a ``redis-server`` with an
+The stack is this module's own (``bench.harness.faults.FaultStack``): a ``redis-server`` with an
 append-only file on a free port, a throwaway Postgres cluster, moto's S3 server behind a
 TCP proxy, and real Celery workers, all with the shipped Celery settings (no shortened
 visibility timeout: a killed worker's jobs come back through the workers' recovery sweep).
@@ -34,8 +34,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from changewatch.producer import Producer, reaper
-from scripts.faults import (
+from bench.harness.faults import (
     BUCKET,
     SERIES_PLAN,
     FaultStack,
@@ -51,8 +50,9 @@ from scripts.faults import (
     series_jobs,
     whereabouts,
 )
-from scripts.localstack import ROOT, Worker, free_port
-from tests.conftest import require
+from bench.harness.services import ROOT, Worker, free_port
+from changewatch.producer import Producer, reaper
+from tests.helpers import require
 
 USERS = 6  # 30 sessions per test: a few seconds of work on two cores
 DEADLINE_S = 240.0
@@ -336,11 +336,11 @@ def _unreachable(stack: FaultStack, seconds: float) -> None:
 
 def test_a_retry_that_cannot_be_published_keeps_the_job() -> None:
     """Celery's ``retry()`` drops the job (``Reject(requeue=False)``) when the broker
-    refuses the retry's publish; worker.tasks requeues the original message instead."""
+    refuses the retry's publish; worker.outcome requeues the original message instead."""
     from celery import Celery
     from celery.exceptions import Reject
 
-    from changewatch.worker.tasks import _retry
+    from changewatch.worker.outcome import retry
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     app = Celery("refused")
@@ -353,7 +353,7 @@ def test_a_retry_that_cannot_be_published_keeps_the_job() -> None:
     job.push_request(id="t-1", retries=0, called_directly=False, delivery_info={}, kwargs={})
     try:
         with pytest.raises(Reject) as rejected:
-            _retry(job, ConnectionError("S3 unreachable"))
+            retry(job, ConnectionError("S3 unreachable"))
     finally:
         job.pop_request()
     assert rejected.value.requeue is True

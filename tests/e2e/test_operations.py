@@ -1,4 +1,6 @@
-"""Operator actions against the running stack: replay failed jobs, forget a user."""
+"""Operator actions against the running stack: replay failed jobs, forget a user, bulk
+enqueue, and the reaper re-sending a job whose message was lost (the worker's health
+checks are in tests/integration/test_operations.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +9,17 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
-from celery import Celery
 from psycopg.types.json import Jsonb
 
+from bench.harness.services import ROOT
 from changewatch.producer import Producer, reaper
 from changewatch.producer.admin import forget_user, retry_failed
 from changewatch.schema.contract import ANALYZE_TASK, QUEUE
-from changewatch.worker.health import readiness
-from changewatch.worker.settings import Settings
-from scripts.localstack import ROOT, Worker
-from tests.conftest import BUCKET, Uploader
-from tests.test_pipeline import T0, analyze_args, cli, series_sessions
+from tests.helpers import BUCKET, T0, Uploader, analyze_args, cli, series_sessions
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -161,52 +158,6 @@ def test_bulk_enqueue_reports_bad_lines_and_waits_with_progress(
         (5, "invalid_json"),
     ]
     assert "analyze: 100%" in proc.stderr and "job/s" in proc.stderr
-
-
-def test_readiness_reports_each_dependency(worker: Worker) -> None:
-    """Health says ready with a loaded model, and names the dependency that is down."""
-    app = Celery()
-    app.config_from_object("changewatch.celeryconfig")
-    settings = Settings.from_env()
-    port = int(worker.env["CHANGEWATCH_METRICS_PORT"])
-    report = readiness(app, settings, port, node=None, timeout=3)
-    assert report["ready"], report
-    assert "random-seed0" in report["checks"]["model"]["detail"]
-
-    broken = replace(settings, database_url="postgresql://postgres@127.0.0.1:1/nowhere")
-    report = readiness(app, broken, port, node=None, timeout=3)
-    assert not report["ready"]
-    assert not report["checks"]["database"]["ok"] and report["checks"]["broker"]["ok"]
-
-
-def test_health_command_exit_codes(worker: Worker) -> None:
-    """Compose's healthcheck: exit 0 with a ready worker, 1 when its metrics are not there."""
-
-    def health(port: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "changewatch.worker",
-                "health",
-                "--metrics-port",
-                port,
-                "--timeout",
-                "3",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    ready = health(worker.env["CHANGEWATCH_METRICS_PORT"])
-    assert ready.returncode == 0, ready.stdout + ready.stderr
-    assert json.loads(ready.stdout)["ready"] is True
-    down = health("1")
-    assert down.returncode == 1
-    assert json.loads(down.stdout)["checks"]["model"]["ok"] is False
 
 
 def _lose_message(producer: Producer, user: uuid.UUID, images: dict[str, str]) -> uuid.UUID:

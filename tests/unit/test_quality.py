@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from bench.harness.services import PHOTOS
 from changewatch.worker.decode import DRAFT_SIDE, decode_upright
 from changewatch.worker.quality import (
     DEFAULT_THRESHOLDS,
@@ -31,8 +32,7 @@ from changewatch.worker.quality import (
     normalized_grey,
     original_size,
 )
-from scripts.localstack import PHOTOS
-from tests.conftest import require
+from tests.helpers import require
 
 # Real originals score at least this: the lowest are the 640x480 series photos (0.86, their
 # short side is just above min_short_side) and the jolla leaf close-up (0.89, sharpness 95).

@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 from changewatch.producer import JobFailed, Producer
-from tests.conftest import BUCKET, MAX_IMAGE_BYTES, Uploader
-from tests.test_pipeline import T0, series_sessions
+from tests.helpers import BUCKET, MAX_IMAGE_BYTES, T0, Uploader, series_sessions
 
 pytestmark = pytest.mark.usefixtures("worker")
 

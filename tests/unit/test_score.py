@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from changewatch.settings import TrendThresholds
 from changewatch.worker.score import (
     ComparedSession,
     StoredSession,
@@ -17,7 +18,6 @@ from changewatch.worker.score import (
     cosine_distance,
     trend,
 )
-from changewatch.worker.settings import TrendThresholds
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RNG = np.random.default_rng(7)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from scripts.localstack import ROOT
+from bench.harness.services import ROOT
 
 
 def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -> None:
@@ -24,7 +24,7 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     env.pop("CHANGEWATCH_MODEL", None)
     env["CHANGEWATCH_METRICS_PORT"] = "0"
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts.demo", "--fresh"],
+        [sys.executable, "-m", "bench.demo", "--fresh"],
         cwd=ROOT,
         env=env,
         capture_output=True,
