@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness.services import Worker, free_port
 from changewatch.producer import Producer
 from changewatch.schema.contract import ANGLES
-from scripts.localstack import Worker, free_port
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -130,6 +130,60 @@ class RunResult:
         return asdict(self)
 
 
+@dataclass
+class Measured:
+    """What one run's worker did while it analyzed the sessions sent to it."""
+
+    sessions: list[uuid.UUID]
+    wall_s: float
+    before: dict[str, float]  # the worker's metrics before the burst, then after it
+    after: dict[str, float]
+    peak_rss_bytes: int
+    worker_cpu_s: float
+    machine_cpu_s: float
+
+    def delta(self, name: str) -> float:
+        return self.after.get(name, 0.0) - self.before.get(name, 0.0)
+
+
+def _burst(worker: Worker, port: int, producer: Producer, uploads: list[Upload]) -> Measured:
+    """Send every session at once and wait for all: wall time, metrics, CPU, memory."""
+    assert worker.process is not None
+    pid = worker.process.pid
+    before = scrape(port)
+    cpu_before = cpu_seconds(pid)
+    machine_before = machine_cpu_seconds()
+    sessions = [uuid.uuid4() for _ in uploads]
+    started = time.perf_counter()
+    for sid, up in zip(sessions, uploads, strict=True):
+        producer.analyze(up.user_id, sid, up.captured_at, up.images)
+    wait_all(producer.dsn, sessions, timeout=1800)
+    wall = time.perf_counter() - started
+    after = scrape(port)
+    return Measured(
+        sessions,
+        wall,
+        before,
+        after,
+        peak_rss_bytes(pid),
+        cpu_seconds(pid) - cpu_before,
+        machine_cpu_seconds() - machine_before,
+    )
+
+
+def _times(dsn: str, sessions: list[uuid.UUID]) -> tuple[list[float], list[float]]:
+    """Sorted latencies (created -> finished) and service times (started -> finished) of
+    the sessions that succeeded, from the database's own clock."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM finished_at - created_at),"
+            "       extract(epoch FROM finished_at - started_at) FROM sessions"
+            " WHERE session_id = ANY(%s) AND status = 'succeeded'",
+            (sessions,),
+        ).fetchall()
+    return sorted(float(r[0]) for r in rows), sorted(float(r[1]) for r in rows)
+
+
 def run(
     label: str,
     producer: Producer,
@@ -153,59 +207,33 @@ def run(
     ).start()
     try:
         worker.wait_ready(producer.celery)
-        before = scrape(port)
-        assert worker.process is not None
-        cpu_before = cpu_seconds(worker.process.pid)
-        machine_before = machine_cpu_seconds()
-        sessions = [uuid.uuid4() for _ in uploads]
-        started = time.perf_counter()
-        for sid, up in zip(sessions, uploads, strict=True):
-            producer.analyze(up.user_id, sid, up.captured_at, up.images)
-        wait_all(producer.dsn, sessions, timeout=1800)
-        wall = time.perf_counter() - started
-        after = scrape(port)
-        assert worker.process is not None
-        rss = peak_rss_bytes(worker.process.pid)
-        cpu = cpu_seconds(worker.process.pid) - cpu_before
-        machine = machine_cpu_seconds() - machine_before
+        m = _burst(worker, port, producer, uploads)
     finally:
         worker.stop()
-    with psycopg.connect(producer.dsn) as conn:
-        rows = conn.execute(
-            "SELECT extract(epoch FROM finished_at - created_at),"
-            "       extract(epoch FROM finished_at - started_at) FROM sessions"
-            " WHERE session_id = ANY(%s) AND status = 'succeeded'",
-            (sessions,),
-        ).fetchall()
-    latencies = sorted(float(r[0]) for r in rows)
-    service = sorted(float(r[1]) for r in rows)
-    ok = len(rows)
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
+    latencies, service = _times(producer.dsn, m.sessions)
+    ok = len(latencies)
     stages = {
-        stage: delta(f"changewatch_stage_seconds_sum/{stage}") / max(ok, 1)
-        for stage in ("fetch", "decode", "wait_for_batch", "embed", "write")
+        stage: m.delta(f"changewatch_stage_seconds_sum/{stage}") / max(ok, 1)
+        for stage in ("fetch", "decode", "batch", "embed", "score", "store")
     }
-    batches = delta("changewatch_batch_images_count")
+    batches = m.delta("changewatch_batch_images_count")
     return RunResult(
         label=label,
         pipeline=pipeline,
         concurrency=concurrency,
-        sessions=len(sessions),
+        sessions=len(m.sessions),
         succeeded=ok,
-        wall_s=wall,
-        sessions_per_s=ok / wall,
-        s_per_session=wall / max(ok, 1),
+        wall_s=m.wall_s,
+        sessions_per_s=ok / m.wall_s,
+        s_per_session=m.wall_s / max(ok, 1),
         latency_p50_s=percentile(latencies, 0.50),
         latency_p95_s=percentile(latencies, 0.95),
         service_p50_s=percentile(service, 0.50),
         service_p95_s=percentile(service, 0.95),
         stage_s_per_session=stages,
-        mean_batch_images=delta("changewatch_batch_images_sum") / batches if batches else 0.0,
-        peak_rss_bytes=rss,
-        worker_cpu_s_per_session=cpu / max(ok, 1),
-        machine_cpu_s_per_session=machine / max(ok, 1),
-        gpu_memory_bytes=after.get("changewatch_gpu_memory_bytes", 0.0),
+        mean_batch_images=m.delta("changewatch_batch_images_sum") / batches if batches else 0.0,
+        peak_rss_bytes=m.peak_rss_bytes,
+        worker_cpu_s_per_session=m.worker_cpu_s / max(ok, 1),
+        machine_cpu_s_per_session=m.machine_cpu_s / max(ok, 1),
+        gpu_memory_bytes=m.after.get("changewatch_gpu_memory_bytes", 0.0),
     )

@@ -16,12 +16,13 @@ import io
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
 
+from bench.harness.services import PHOTOS
 from changewatch.worker.decode import decode_upright
 from changewatch.worker.quality import (
     DEFAULT_THRESHOLDS,
@@ -30,7 +31,6 @@ from changewatch.worker.quality import (
     measure,
     original_size,
 )
-from scripts.localstack import PHOTOS
 
 # Ordinary, correctly taken photos: the defaults must flag none of them, or docs/quality.md
 # says why.
@@ -148,58 +148,61 @@ def _table(sets: dict[str, list[Row]]) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--verbose", action="store_true", help="one line per photo and copy")
-    args = parser.parse_args()
-    if not PHOTOS.is_dir():
-        raise SystemExit(f"real photos not found at {PHOTOS} (set CHANGEWATCH_PHOTOS)")
+@dataclass
+class Survey:
+    """Every photo measured, and every degraded copy of the originals."""
 
-    originals: list[Row] = []
-    others: list[Row] = []
-    copies: dict[str, list[Row]] = {v.name: [] for v in VARIANTS}
-    ratios: list[tuple[float, str]] = []
-    disagree: list[str] = []
-    jpeg_ms: list[tuple[float, str]] = []
-    heic_ms: list[float] = []
-    for folder in (*ORIGINAL_SETS, OTHER_SET):
-        for path in _photos(folder):
-            data = path.read_bytes()
-            name = f"{folder}/{path.name}"
-            row = _row(name, data)
-            (others if folder == OTHER_SET else originals).append(row)
-            if args.verbose:
-                print(f"{name:36s} {row.metrics} score={row.score:.2f} {row.flags}")
-            if folder == OTHER_SET:
-                continue
-            draft = decode_upright(data)
-            elapsed = _best_ms(partial(measure, draft, (row.metrics.width, row.metrics.height)))
-            if folder == "heic":
-                heic_ms.append(elapsed)
-            else:
-                jpeg_ms.append((elapsed, f"{name} {draft.width}x{draft.height}"))
-            full = decode_upright(data, None)
-            if full.size != draft.size:
-                full_metrics = measure(full, (row.metrics.width, row.metrics.height))
-                ratios.append((row.metrics.sharpness / full_metrics.sharpness, name))
-                if judge(full_metrics, DEFAULT_THRESHOLDS)["flags"] != row.flags:
-                    disagree.append(name)
-            # The nine orientation files hold two pictures: degrade each picture once.
-            if folder == "orientation" and not path.stem.endswith("_1"):
-                continue
-            for variant in VARIANTS:
-                copy = _row(name, _encode(variant.degrade(full)))
-                copies[variant.name].append(copy)
-                if args.verbose:
-                    print(
-                        f"  {variant.name:18s} {copy.metrics} score={copy.score:.2f} {copy.flags}"
-                    )
+    verbose: bool = False
+    originals: list[Row] = field(default_factory=list)
+    others: list[Row] = field(default_factory=list)
+    copies: dict[str, list[Row]] = field(default_factory=lambda: {v.name: [] for v in VARIANTS})
+    # draft / full-size sharpness per JPEG, and the photos whose flags the two disagree on
+    ratios: list[tuple[float, str]] = field(default_factory=list)
+    disagree: list[str] = field(default_factory=list)
+    jpeg_ms: list[tuple[float, str]] = field(default_factory=list)
+    heic_ms: list[float] = field(default_factory=list)
 
-    print(f"photos: {PHOTOS}\n{DEFAULT_THRESHOLDS}\n")
-    _table({"originals (" + ", ".join(ORIGINAL_SETS) + ")": originals, OTHER_SET: others})
-    print()
-    _table({v.name: copies[v.name] for v in VARIANTS})
-    print()
+    def add(self, folder: str, path: Path) -> None:
+        data = path.read_bytes()
+        name = f"{folder}/{path.name}"
+        row = _row(name, data)
+        (self.others if folder == OTHER_SET else self.originals).append(row)
+        if self.verbose:
+            print(f"{name:36s} {row.metrics} score={row.score:.2f} {row.flags}")
+        if folder == OTHER_SET:
+            return
+        full = self._draft_against_full(folder, name, data, row)
+        # The nine orientation files hold two pictures: degrade each picture once.
+        if folder == "orientation" and not path.stem.endswith("_1"):
+            return
+        self._degrade(name, full)
+
+    def _draft_against_full(self, folder: str, name: str, data: bytes, row: Row) -> Image.Image:
+        """Time ``measure`` on the draft decode, compare it with a full-size decode's."""
+        draft = decode_upright(data)
+        size = (row.metrics.width, row.metrics.height)
+        elapsed = _best_ms(partial(measure, draft, size))
+        if folder == "heic":
+            self.heic_ms.append(elapsed)
+        else:
+            self.jpeg_ms.append((elapsed, f"{name} {draft.width}x{draft.height}"))
+        full = decode_upright(data, None)
+        if full.size != draft.size:
+            full_metrics = measure(full, size)
+            self.ratios.append((row.metrics.sharpness / full_metrics.sharpness, name))
+            if judge(full_metrics, DEFAULT_THRESHOLDS)["flags"] != row.flags:
+                self.disagree.append(name)
+        return full
+
+    def _degrade(self, name: str, full: Image.Image) -> None:
+        for variant in VARIANTS:
+            copy = _row(name, _encode(variant.degrade(full)))
+            self.copies[variant.name].append(copy)
+            if self.verbose:
+                print(f"  {variant.name:18s} {copy.metrics} score={copy.score:.2f} {copy.flags}")
+
+
+def _print_originals(originals: list[Row]) -> None:
     print("originals with flags:", "; ".join(f"{r.name} {r.flags}" for r in originals if r.flags))
     for r in sorted(originals, key=lambda r: r.metrics.sharpness)[:3]:
         print(f"least sharp original: {r.name} {r.metrics.sharpness:.0f} (score {r.score:.2f})")
@@ -207,6 +210,10 @@ def main() -> None:
         print(f"darkest original: {r.name} {r.metrics.brightness:.3f}")
     for r in sorted(originals, key=lambda r: -r.metrics.clipped_highlights)[:1]:
         print(f"most clipped highlights: {r.name} {r.metrics.clipped_highlights:.3f}")
+
+
+def _print_variants(copies: dict[str, list[Row]]) -> None:
+    """Per degradation: how many copies got the flag it must raise, and which did not."""
     for variant in VARIANTS:
         rows = copies[variant.name]
         if variant.expected is None:
@@ -222,20 +229,49 @@ def main() -> None:
             f"{variant.name}: {variant.expected} on {len(rows) - len(missed)}/{len(rows)}"
             + (f"; missed: {', '.join(missed)}" if missed else "")
         )
-    low, high = min(ratios), max(ratios)
+
+
+def _print_decodes(survey: Survey) -> None:
+    """Draft against full-size decodes, and how long ``measure`` takes."""
+    low, high = min(survey.ratios), max(survey.ratios)
+    disagree = survey.disagree
     print(
-        f"draft / full-size decode sharpness, {len(ratios)} JPEGs: "
+        f"draft / full-size decode sharpness, {len(survey.ratios)} JPEGs: "
         f"{low[0]:.2f} ({low[1]}) to {high[0]:.2f} ({high[1]}); flags differ on "
         f"{len(disagree)}" + (f": {', '.join(disagree)}" if disagree else "")
     )
-    slowest = max(jpeg_ms)
+    slowest = max(survey.jpeg_ms)
     exact = Image.new("RGB", (597, 448))
     print(
         f"measure(), best of 5: 597x448 {_best_ms(partial(measure, exact, exact.size)):.1f} ms; "
-        f"JPEG draft decodes median {statistics.median(t for t, _ in jpeg_ms):.1f} ms, "
+        f"JPEG draft decodes median {statistics.median(t for t, _ in survey.jpeg_ms):.1f} ms, "
         f"max {slowest[0]:.1f} ms ({slowest[1]}); "
-        f"HEIC (not drafted, 8-16 MP) median {statistics.median(heic_ms):.1f} ms"
+        f"HEIC (not drafted, 8-16 MP) median {statistics.median(survey.heic_ms):.1f} ms"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="one line per photo and copy")
+    args = parser.parse_args()
+    if not PHOTOS.is_dir():
+        raise SystemExit(f"real photos not found at {PHOTOS} (set CHANGEWATCH_PHOTOS)")
+
+    survey = Survey(args.verbose)
+    for folder in (*ORIGINAL_SETS, OTHER_SET):
+        for path in _photos(folder):
+            survey.add(folder, path)
+
+    print(f"photos: {PHOTOS}\n{DEFAULT_THRESHOLDS}\n")
+    _table(
+        {"originals (" + ", ".join(ORIGINAL_SETS) + ")": survey.originals, OTHER_SET: survey.others}
+    )
+    print()
+    _table({v.name: survey.copies[v.name] for v in VARIANTS})
+    print()
+    _print_originals(survey.originals)
+    _print_variants(survey.copies)
+    _print_decodes(survey)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""The benchmark's markdown table and plot."""
+"""The benchmark's markdown table and plot, and how every benchmark saves its report."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness.services import ROOT
 
 
 def git_commit() -> str:
@@ -20,6 +22,22 @@ def git_commit() -> str:
     ).stdout.strip()
 
 
+def save(
+    report: dict[str, Any],
+    out: Path,
+    stem: str,
+    table: Callable[[dict[str, Any]], str],
+    draw: Callable[[dict[str, Any], Path], None],
+    png: str,
+) -> None:
+    """``out/STEM.json``, ``out/STEM.md`` and ``out/PNG``, then the table on stdout."""
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    text = table(report)
+    (out / f"{stem}.md").write_text(text)
+    draw(report, out / png)
+    print(text)
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"changewatch benchmark, {report['date']}, commit {report['commit']}, "
@@ -27,9 +45,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"weights {report['machine']['weights']}",
         "",
         "| run | concurrency | sessions/s | s/session | latency p50 / p95 (s) | "
-        "service p50 / p95 (s) | fetch | decode | wait | embed | write | images/batch | "
+        "service p50 / p95 (s) | fetch | decode | batch | embed | score | store | images/batch | "
         "worker CPU s/session | machine CPU s/session | peak RSS (GiB) |",
-        "| --- " + "| ---: " * 14 + "|",
+        "| --- " + "| ---: " * 15 + "|",
     ]
     for run in report["runs"]:
         st = run["stage_s_per_session"]
@@ -39,7 +57,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{run['latency_p50_s']:.2f} / {run['latency_p95_s']:.2f} | "
             f"{run['service_p50_s']:.2f} / {run['service_p95_s']:.2f} | "
             + " | ".join(
-                f"{st[k]:.3f}" for k in ("fetch", "decode", "wait_for_batch", "embed", "write")
+                f"{st[k]:.3f}" for k in ("fetch", "decode", "batch", "embed", "score", "store")
             )
             + f" | {run['mean_batch_images']:.1f} | {run['worker_cpu_s_per_session']:.3f}"
             f" | {run.get('machine_cpu_s_per_session', 0.0):.3f}"

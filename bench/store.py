@@ -1,6 +1,6 @@
 """``python -m bench.store``: the score store alone (no model, no broker), Postgres included.
 
-Each "session" is what a worker writes for one job: ``start_job`` then ``save_analysis``
+Each "session" is what a worker writes for one job: ``start_job`` then ``score_and_store``
 with six 2048-d embeddings, appended after the person's history. People are pre-filled
 with 0, 100 and 1,000 earlier sessions; 1, 4 and 16 writer processes each take their own
 people. Reported: sessions/s per (history, writers), and the single-writer time of the
@@ -10,7 +10,6 @@ write transaction against history length. Writes JSON, markdown and a PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -26,12 +25,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from bench.report import ROOT, git_commit
+from bench.harness.services import PHOTOS, ROOT, fresh_database
+from bench.report import git_commit, save
 from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
-from changewatch.schema.migrate import migrate
-from changewatch.worker import store
+from changewatch.worker import pipeline, store
 from changewatch.worker.score import Totals
-from scripts.localstack import recreate_database
 
 DATABASE_URL = os.environ.get(
     "CHANGEWATCH_BENCH_STORE_DATABASE_URL",
@@ -131,7 +129,7 @@ def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, 
         seq = store.start_job(pool, job, f"bench-{job.session_id}")
         assert isinstance(seq, int)
         t = time.perf_counter()
-        result = store.save_analysis(pool, job, seq, MODEL, vectors)
+        result = pipeline.score_and_store(pool, job, seq, MODEL, vectors)
         write_s.append(time.perf_counter() - t)
         assert not isinstance(result, store.Superseded)
     out.put(
@@ -183,118 +181,6 @@ def measure(dsn: str, history: int, writers: int, per_writer: int) -> dict[str, 
         "write_p50_ms": 1000 * statistics.median(writes),
         "write_p95_ms": 1000 * writes[int(0.95 * (len(writes) - 1))],
     }
-
-
-def _make_active(dsn: str, model: str) -> None:
-    """The worker's model reports results in the benchmark's own database."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE models SET active = false")
-        conn.execute(
-            "INSERT INTO models (model_id, embedding_dim, active) VALUES (%s, %s, true)"
-            " ON CONFLICT (model_id) DO UPDATE SET active = true",
-            (model, DIM),
-        )
-
-
-def _write_seconds(log: Path) -> dict[str, float]:
-    """Each session's write stage, from the worker's JSON log lines."""
-    writes: dict[str, float] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        if '"stage": "write"' in line:
-            event = json.loads(line)
-            writes[event["session_id"]] = float(event["seconds"])
-    return writes
-
-
-def _service_seconds(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
-    """Each job's time in the database's own clock, the write included."""
-    with psycopg.connect(dsn) as conn:
-        return dict(
-            conn.execute(
-                "SELECT session_id, extract(epoch FROM finished_at - started_at)::float8"
-                " FROM sessions WHERE session_id = ANY(%s) AND status = 'succeeded'",
-                (ids,),
-            ).fetchall()
-        )
-
-
-def e2e_history_cost(
-    dsn: str, history: int, jobs: int, photos: list[Path], out: Path
-) -> dict[str, Any]:
-    """Through a real worker: jobs of people with no history against jobs of one person
-    with ``history`` earlier sessions, alternated, one at a time (no queueing).
-
-    Service time is the database's own (``finished_at - started_at``, the write included);
-    the write stage comes from the worker's JSON log.
-    """
-    import boto3
-    import redis
-
-    from changewatch.producer import Producer
-    from changewatch.worker.embed import model_id_for
-    from scripts.localstack import S3Server, Worker, free_port
-
-    broker = "redis://127.0.0.1:6379/6"
-    env = {
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/7",
-        "DATABASE_URL": dsn,
-        "CHANGEWATCH_MODEL_WEIGHTS": "random",
-        "CHANGEWATCH_DEVICE": "cpu",
-        "CHANGEWATCH_METRICS_PORT": str(free_port()),
-        "CHANGEWATCH_METRICS_ADDR": "127.0.0.1",
-    }
-    os.environ.update(env)  # before celeryconfig is first imported, by Producer()
-    for url in (broker, env["CELERY_RESULT_BACKEND"]):
-        redis.Redis.from_url(url).flushdb()
-    model = model_id_for("random")
-    _make_active(dsn, model)
-    veteran = uuid.uuid4()
-    prefill(dsn, veteran, history, seed=7, model=model)
-    blobs = [p.read_bytes() for p in photos[:6]]
-    server = S3Server().start()
-    os.environ.update(server.env())
-    log = out / "e2e-worker.log"
-    log.unlink(missing_ok=True)
-    worker = Worker(env={**env, **server.env()}, name="bench-store", log_path=log)
-    try:
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="bench")
-        producer = Producer()
-        worker.start().wait_ready(producer.celery)
-
-        def one(user: uuid.UUID, index: int) -> uuid.UUID:
-            sid = uuid.uuid4()
-            images = {}
-            for angle, blob in zip(ANGLES, blobs, strict=False):
-                key = f"{user}/{sid}/{angle}.jpg"
-                s3.put_object(Bucket="bench", Key=key, Body=blob)
-                images[angle] = f"s3://bench/{key}"
-            producer.analyze(user, sid, T0 + timedelta(hours=index), images)
-            producer.wait(sid, timeout=300)
-            return sid
-
-        one(uuid.uuid4(), 0)  # warm-up: first batch, first connection
-        first, appended = [], []
-        for k in range(jobs):
-            first.append(one(uuid.uuid4(), 0))
-            appended.append(one(veteran, history + k))
-    finally:
-        worker.stop()
-        server.stop()
-    writes = _write_seconds(log)
-    service = _service_seconds(dsn, first + appended)
-    result = {
-        "history": history,
-        "jobs_each": jobs,
-        "first_service_s": statistics.median(service[sid] for sid in first),
-        "appended_service_s": statistics.median(service[sid] for sid in appended),
-        "first_write_s": statistics.median(writes[str(sid)] for sid in first),
-        "appended_write_s": statistics.median(writes[str(sid)] for sid in appended),
-    }
-    result["service_ratio"] = result["appended_service_s"] / result["first_service_s"]
-    result["write_ratio"] = result["appended_write_s"] / result["first_write_s"]
-    return result
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -381,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-jobs", type=int, default=10)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    recreate_database(DATABASE_URL)
-    migrate(DATABASE_URL)
+    fresh_database(DATABASE_URL)
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
         store.register_model(conn, MODEL, DIM)
         version = conn.execute("SHOW server_version").fetchone()
@@ -398,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         by_history.append(measure(DATABASE_URL, history, 1, 60))
     e2e = None
     if args.e2e_history:
-        from scripts.localstack import PHOTOS
+        from bench.store_e2e import e2e_history_cost
 
         photos = sorted((PHOTOS / "series").glob("*.jpg"))
         print(f"real worker, history {args.e2e_history} ...", flush=True)
@@ -412,11 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "by_history": by_history,
     }
-    (args.out / "store.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out / "store.md").write_text(table)
-    plot(report, args.out / "store.png")
-    print(table)
+    save(report, args.out, "store", markdown, plot, "store.png")
     return 0
 
 

@@ -1,1 +1,0 @@
-"""Scripts and helpers that run a local changewatch stack (tests, demo, benchmarks)."""
