@@ -6,7 +6,7 @@ workers' recovery sweep, ``worker.recovery``, if its worker died). Two things ca
 lose a message:
 
 - a Redis crash in the instant between a worker popping it and writing it to
-  ``unacked`` (seen about one SIGKILL in five in tests/test_faults.py);
+  ``unacked`` (seen about one SIGKILL in five in tests/e2e/test_faults.py);
 - Celery's ``retry()`` when its publish fails: Celery rejects the original without
   requeue (worker.tasks requeues it instead, but a crash can still come in between).
 

@@ -26,7 +26,7 @@ PREPROCESS_VERSION = "prep1"
 INPUT_SIZE = 224
 # JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose short side is still at
 # least this: ~4.5x less decode and equalization work on camera photos. Twice the model's
-# input keeps pixels within ~4 levels of a full-size decode (tests/test_decode.py); at 1x
+# input keeps pixels within ~4 levels of a full-size decode (tests/unit/test_decode.py); at 1x
 # the drift grew to 12 levels on the real photos.
 DRAFT_SIDE = 2 * INPUT_SIZE
 # ResNet50 downsamples by 32: anything smaller carries no usable detail.

@@ -4,7 +4,7 @@ product's own scoring (``analyze_history``) and evidence (``evidence.annotate``)
 
 Why: the unit tests elsewhere run on seeded random weights, which show that the plumbing
 works but not that a score means anything. Here a person's history is eight re-take
-sessions of six real photos (bench/validity.py builds them: every photo re-framed, relit and
+sessions of six real photos (bench/validity builds them: every photo re-framed, relit and
 re-encoded independently), and the claims the product makes are checked on what a trained
 model actually returns: a re-take stays inside the person's noise floor, another scene on
 one angle stands far outside it, blur and darkness are flagged next to the score (blur

@@ -15,7 +15,7 @@ shared Redis (6379) or Postgres cluster (5432). One module per part of the stack
   process, so a server hangs (clients time out instead of being refused) or a worker
   dies mid-task;
 - ``stack.FaultStack``: all of the above plus moto's S3 server and real workers, wired
-  together with the shipped Celery settings, for ``tests/test_faults.py`` and
+  together with the shipped Celery settings, for ``tests/e2e/test_faults.py`` and
   ``python -m bench.soak``; ``series``: the real-photo sessions they send;
 - ``audit``: what Postgres says after the faults (statuses, duplicates, orphans).
 

@@ -17,15 +17,13 @@ the product's own path (``worker.decode.preprocess`` -> ``worker.embed.Embedder`
 Models: EfficientNet-Lite0 with its ImageNet weights (the real, trained model available
 offline), the seeded random-weight ResNet50 as the contrast (why random weights are for
 unit tests only), and ImageNet ResNet50 when its weights load. Writes ``docs/validity.md``
-and ``docs/validity.png`` (``bench/validity_report.py``). tests/test_validity.py asserts on
+and ``docs/validity.png`` (``bench/validity/report.py``). tests/unit/test_validity.py asserts on
 the same construction.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,11 +34,11 @@ from uuid import UUID
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter
 
-from bench.harness.services import PHOTOS, ROOT
+from bench.harness.services import PHOTOS
 from changewatch.schema.contract import ANGLES
 from changewatch.schema.evidence import annotate
 from changewatch.worker.decode import decode_upright, preprocess
-from changewatch.worker.embed import Embedder, WeightsUnavailable
+from changewatch.worker.embed import Embedder
 from changewatch.worker.quality import judge, measure, original_size
 from changewatch.worker.score import StoredSession, analyze_history
 
@@ -259,58 +257,3 @@ def run_seed(embedder: Embedder, scenes: dict[str, Scene], seed: int, retakes: i
             }
         )
     return {"seed": seed, "retakes": retake_results, "variants": rows}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import torch
-
-    from bench.report import git_commit
-    from bench.validity_report import markdown, notes, plot, summarize
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--retakes", type=int, default=4, help="new re-take sessions per seed")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument(
-        "--models", default="all", help="'all' or comma-separated CHANGEWATCH_MODEL names"
-    )
-    args = parser.parse_args(argv)
-    wanted = {m.strip() for m in args.models.split(",")}
-    if not photos_present():
-        raise SystemExit(f"the series/ photos are missing under {PHOTOS}; set CHANGEWATCH_PHOTOS")
-    started = time.perf_counter()
-    scenes = load_scenes([*ANGLE_PHOTOS.values(), *UNUSED_PHOTOS])
-    summaries, missing = [], []
-    for label, weights, model in MODELS:
-        if args.models != "all" and model not in wanted:
-            continue
-        embedder = Embedder(weights, model=model)
-        try:
-            embedder.setup("cpu")
-        except WeightsUnavailable as exc:
-            missing.append((label, str(exc).split(" (")[0]))
-            print(f"{label}: weights unavailable: {exc}")
-            continue
-        seeds = [run_seed(embedder, scenes, seed, args.retakes) for seed in range(args.seeds)]
-        summary = summarize(label, embedder.model_id, seeds)
-        summaries.append(summary)
-        printable = {k: v for k, v in summary.items() if not k.endswith(("_scores", "_relatives"))}
-        print(label, printable)
-    meta = {
-        "date": datetime.now(UTC).date().isoformat(),
-        "commit": git_commit(),
-        "seeds": ", ".join(str(s) for s in range(args.seeds)),
-        "retakes": args.retakes,
-        "seconds": time.perf_counter() - started,
-        "threads": torch.get_num_threads(),
-        "notes": notes(summaries),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summaries, missing, meta)
-    (args.out / "validity.md").write_text(text)
-    plot(summaries, args.out / "validity.png")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

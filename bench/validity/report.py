@@ -105,7 +105,7 @@ def _intro(meta: dict[str, Any]) -> list[str]:
         "",
         f"`python -m bench.validity`, {meta['date']}, commit {meta['commit']}, "
         f"seeds {meta['seeds']}, {meta['seconds']:.0f} s on {meta['threads']} CPU threads. "
-        "Asserted by tests/test_validity.py.",
+        "Asserted by tests/unit/test_validity.py.",
         "",
         f"A person's history: {HISTORY_SESSIONS} sessions, six angles, each angle one "
         "series/ photo (Nikon COOLPIX P6000, 640x480), the same photo in every session. "
@@ -149,7 +149,7 @@ def _relative_table(summaries: list[dict[str, Any]], meta: dict[str, Any]) -> li
         "",
         "Relative change (score / the person's noise floor). Shares over "
         f"{meta['retakes'] * len(meta['seeds'].split(','))} re-take sessions are rough; "
-        "`--seeds 20 --models efficientnet_lite0` gives tighter ones (tests/test_validity.py "
+        "`--seeds 20 --models efficientnet_lite0` gives tighter ones (tests/unit/test_validity.py "
         "cites such a run).",
         "",
         "| model | re-take angles: median / max, share >= 1 | re-take sessions: max, "
