@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from bench.harness.services import ROOT
+from bench.harness.services import ROOT, SERIES_PHOTOS
 
 if TYPE_CHECKING:
     from changewatch.producer import Producer
@@ -91,17 +91,7 @@ class Uploader:
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
-SERIES = [
-    "DSCN0010.jpg",
-    "DSCN0012.jpg",
-    "DSCN0021.jpg",
-    "DSCN0025.jpg",
-    "DSCN0027.jpg",
-    "DSCN0029.jpg",
-    "DSCN0038.jpg",
-    "DSCN0040.jpg",
-    "DSCN0042.jpg",
-]
+SERIES = list(SERIES_PHOTOS)
 ANGLES6 = ["front", "left", "right", "up", "down", "raised"]
 
 

@@ -24,6 +24,7 @@ from bench.harness.process import free_port, wait_for_port
 __all__ = [
     "PHOTOS",
     "ROOT",
+    "SERIES_PHOTOS",
     "S3Server",
     "Worker",
     "admin_url",
@@ -40,6 +41,11 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = Path(os.environ.get("CHANGEWATCH_PHOTOS", ROOT.parent / "shared" / "photos"))
+# One person's real photos (Nikon shots in PHOTOS/series), in the order tests and
+# benches take them: the first six are the validity bench's angles.
+SERIES_PHOTOS: tuple[str, ...] = tuple(
+    f"DSCN00{n}.jpg" for n in ("10", "12", "21", "25", "27", "29", "38", "40", "42")
+)
 
 
 def own_services(prefix: str, broker: str, backend: str, database: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ from uuid import UUID
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter
 
-from bench.harness.services import PHOTOS
+from bench.harness.services import PHOTOS, SERIES_PHOTOS
 from changewatch.schema.contract import ANGLES
 from changewatch.schema.evidence import annotate
 from changewatch.worker.decode import decode_upright, preprocess
@@ -44,22 +44,9 @@ from changewatch.worker.score import StoredSession, analyze_history
 
 SERIES = PHOTOS / "series"
 # The person's six angles: six different scenes, so every angle has its own baseline.
-ANGLE_PHOTOS: dict[str, str] = dict(
-    zip(
-        ANGLES,
-        (
-            "DSCN0010.jpg",
-            "DSCN0012.jpg",
-            "DSCN0021.jpg",
-            "DSCN0025.jpg",
-            "DSCN0027.jpg",
-            "DSCN0029.jpg",
-        ),
-        strict=True,
-    )
-)
+ANGLE_PHOTOS: dict[str, str] = dict(zip(ANGLES, SERIES_PHOTOS[:6], strict=True))
 # Series photos no history session uses: "another scene" on one angle.
-UNUSED_PHOTOS = ("DSCN0038.jpg", "DSCN0040.jpg", "DSCN0042.jpg")
+UNUSED_PHOTOS = SERIES_PHOTOS[6:]
 HISTORY_SESSIONS = 8
 # Re-take ranges: JPEG quality, brightness change, shift (fraction of each side), rotation.
 JPEG_QUALITY = (70, 92)
