@@ -12,38 +12,17 @@ from botocore.exceptions import ClientError
 from celery import states
 
 from changewatch.producer.api import Producer
+from changewatch.producer.store import people, sessions
 from changewatch.schema.broker import Broker, Message, broker
 from changewatch.schema.contract import FORGOTTEN_RESULT, parse_uuid
 from changewatch.schema.errors import Code, JobError
 
-# Tables holding a person's data, and how to count what is left of it.
-_LEFT = {
-    "users": "SELECT count(*) FROM users WHERE user_id = %(u)s",
-    "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(s)s)",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = ANY(%(s)s)",
-    "baseline_sums": "SELECT count(*) FROM baseline_sums WHERE user_id = %(u)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = ANY(%(s)s)",
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s) OR user_id = %(u)s",
-    "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
-    " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
-    "rejected_messages": "SELECT count(*) FROM rejected_messages"
-    " WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
-}
-
 
 def retry_failed(producer: Producer, session_id: str | None = None) -> list[dict[str, Any]]:
     """Enqueue failed jobs again from what was recorded of them (one, or all failed)."""
-    where, params = "status = 'failed'", {}
-    if session_id is not None:
-        where += " AND session_id = %(sid)s"
-        params["sid"] = parse_uuid(session_id, "session_id")
+    sid = None if session_id is None else parse_uuid(session_id, "session_id")
     with producer.connect() as conn:
-        rows = conn.execute(
-            f"SELECT session_id, user_id, captured_at, images FROM sessions WHERE {where}"
-            " ORDER BY captured_at",
-            params,
-        ).fetchall()
+        rows = sessions.failed(conn, sid)
     if session_id is not None and not rows:
         raise JobError(Code.NOT_FAILED, f"session {session_id} is not a failed job")
     return [
@@ -78,49 +57,13 @@ class _Person:
 
 
 def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
-    """One transaction under the person's lock: a tombstone, then every row.
-
-    The lock waits for an analysis being written for them; every write after this
-    commits finds no ``users`` row (the foreign keys) and the tombstone.
-    """
-    user = person.user_id
-    with producer.connect() as conn, conn.transaction():
-        conn.execute("SELECT lock_user(%s)", (user,))
-        for row in conn.execute(
-            "SELECT session_id, images, good_images FROM sessions WHERE user_id = %s", (user,)
-        ):
-            person.sessions.append(row["session_id"])
-            for images in (row["images"], row["good_images"]):
-                person.uris.update((images or {}).values())
-        person.task_ids.update(
-            r["task_id"]
-            for r in conn.execute(
-                "SELECT task_id FROM analysis_requests WHERE session_id = ANY(%(s)s)"
-                " UNION SELECT task_id FROM comparisons WHERE user_id = %(u)s"
-                " UNION SELECT task_id FROM rejected_messages"
-                "  WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
-                {"s": person.sessions, "u": user},
-            )
-            if r["task_id"]
-        )
-        conn.execute(
-            "INSERT INTO forgotten_users (user_digest) VALUES (user_digest(%s))"
-            " ON CONFLICT DO NOTHING",
-            (user,),
-        )
-        counts = {
-            table: conn.execute(query, {"u": user, "s": person.sessions}).fetchone()["count"]
-            for table, query in _LEFT.items()
-        }
-        # Sessions, comparisons, sums and analyses hang off users (ON DELETE CASCADE);
-        # requests, embeddings and backfills off sessions.
-        conn.execute("DELETE FROM users WHERE user_id = %s", (user,))
-        conn.execute(
-            "DELETE FROM rejected_messages"
-            " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",
-            (person.sessions, user),
-        )
-    return counts
+    """The person's rows, gone in one transaction behind a tombstone (store.people)."""
+    with producer.connect() as conn:
+        found = people.forget(conn, person.user_id)
+    person.sessions.extend(found.sessions)
+    person.uris |= found.uris
+    person.task_ids |= found.task_ids
+    return found.counts
 
 
 def _forget_messages(producer: Producer, person: _Person) -> dict[str, int]:
@@ -257,9 +200,7 @@ def forget_user(
         # Whoever waits on one of these tasks sees it end, as a running one ends.
         producer.celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with producer.connect() as conn:
-        for table, query in _LEFT.items():
-            row = conn.execute(query, {"u": person.user_id, "s": person.sessions}).fetchone()
-            remaining[table] = row["count"]
+        remaining |= people.left(conn, person.user_id, person.sessions)
     with broker(producer.celery) as held:
         remaining["messages"] = sum(1 for _ in person.jobs_in(held))
     report["remaining"] = remaining

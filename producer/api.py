@@ -15,23 +15,20 @@ from typing import Any
 import psycopg
 from celery import Celery
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from changewatch.celeryconfig import celery_config
+from changewatch.producer.store import comparisons, people, sessions
 from changewatch.schema import results
 from changewatch.schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
-    AnalyzeJob,
     CompareJob,
     check_compared,
-    other_users_session,
     parse_analyze,
     parse_compare,
     parse_uuid,
 )
-from changewatch.schema.errors import Code, JobError
 from changewatch.schema.status import FINISHED, Status
 from changewatch.settings import Settings
 
@@ -56,16 +53,15 @@ def celery_app(settings: Settings) -> Celery:
     return app
 
 
-def _enroll(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
-    """Enroll the person (idempotent), unless forget-user was run for them."""
-    row = conn.execute("SELECT enroll_user(%s) AS standing", (user_id,)).fetchone()
-    assert row is not None
-    if row["standing"] == Status.FORGOTTEN:
-        raise JobError(Code.USER_FORGOTTEN, "this person was forgotten (forget-user); not enqueued")
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _error(row: dict[str, Any]) -> dict[str, str] | None:
+    """A row's recorded failure as the API reports it; None when it has none."""
+    if not row["error_code"]:
+        return None
+    return {"code": row["error_code"], "message": row["error_message"]}
 
 
 class Producer:
@@ -97,7 +93,7 @@ class Producer:
         """
         user = parse_uuid(str(user_id), "user_id")
         with self.connect() as conn, conn.transaction():
-            _enroll(conn, user)
+            people.enroll(conn, user)
         return {"user_id": str(user), "status": Status.ENROLLED}
 
     # -- analyze -----------------------------------------------------------------
@@ -122,77 +118,21 @@ class Producer:
         task_id = str(uuid.uuid4())
         payload = job.to_payload()
         with self.connect() as conn:
-            self._record_request(conn, job, task_id)
+            sessions.record_request(conn, job, task_id)
             try:
                 self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
             except Exception as exc:
-                # Never leave a "queued" job that no message will ever pick up.
-                # Only this attempt's own row: never overwrite a result a worker stored.
-                conn.execute(
-                    "UPDATE sessions SET status = 'failed', error_code = 'enqueue_failed',"
-                    " error_message = %s, updated_at = now()"
-                    " WHERE session_id = %s AND task_id = %s AND status = 'queued'",
-                    (
-                        f"could not send the task: {type(exc).__name__}: {exc}",
-                        job.session_id,
-                        task_id,
-                    ),
-                )
+                why = f"could not send the task: {type(exc).__name__}: {exc}"
+                sessions.enqueue_failed(conn, job.session_id, task_id, why)
                 raise
         return {"session_id": str(job.session_id), "status": Status.QUEUED, "task_id": task_id}
-
-    @staticmethod
-    def _record_request(
-        conn: psycopg.Connection[dict[str, Any]], job: AnalyzeJob, task_id: str
-    ) -> None:
-        """The session as queued, and the request numbered: newer than every one recorded
-        before it, whatever order the workers run them in."""
-        with conn.transaction():
-            _enroll(conn, job.user_id)
-            row = conn.execute(
-                """
-                INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
-                VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
-                ON CONFLICT (session_id) DO UPDATE
-                   SET status = 'queued', captured_at = EXCLUDED.captured_at,
-                       images = EXCLUDED.images, task_id = EXCLUDED.task_id,
-                       error_code = NULL, error_message = NULL, finished_at = NULL,
-                       updated_at = now()
-                 WHERE sessions.user_id = EXCLUDED.user_id
-                RETURNING session_id
-                """,
-                {
-                    "sid": job.session_id,
-                    "uid": job.user_id,
-                    "at": job.captured_at,
-                    "images": Jsonb(job.to_payload()["images"]),
-                    "task": task_id,
-                },
-            ).fetchone()
-            if row is None:
-                raise other_users_session()
-            conn.execute(
-                """
-                WITH request AS (
-                    INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
-                    RETURNING seq, session_id)
-                UPDATE sessions s SET request_seq = request.seq
-                  FROM request WHERE s.session_id = request.session_id
-                """,
-                (task_id, job.session_id),
-            )
 
     def status(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM sessions WHERE session_id = %s", (sid,)).fetchone()
+            row = sessions.find(conn, sid)
             if row is None:
-                rejected = conn.execute(
-                    "SELECT task_id, error_code, error_message, received_at"
-                    " FROM rejected_messages WHERE session_id = %s"
-                    " ORDER BY received_at DESC LIMIT 1",
-                    (sid,),
-                ).fetchone()
+                rejected = sessions.last_rejected(conn, sid)
         if row is None:
             if rejected is None:
                 raise NotFound(f"no session {sid}")
@@ -200,7 +140,7 @@ class Producer:
             return {
                 "session_id": str(sid),
                 "status": Status.FAILED,
-                "error": {"code": rejected["error_code"], "message": rejected["error_message"]},
+                "error": _error(rejected),
                 "rejected_message": True,
                 "task_id": rejected["task_id"],
                 "finished_at": _iso(rejected["received_at"]),
@@ -209,9 +149,7 @@ class Producer:
             "session_id": str(row["session_id"]),
             "user_id": str(row["user_id"]),
             "status": row["status"],
-            "error": {"code": row["error_code"], "message": row["error_message"]}
-            if row["error_code"]
-            else None,
+            "error": _error(row),
             "attempts": row["attempts"],
             "captured_at": _iso(row["captured_at"]),
             "created_at": _iso(row["created_at"]),
@@ -259,26 +197,11 @@ class Producer:
             }
         )
         with self.connect() as conn:
-            owners = {
-                r["session_id"]: r["user_id"]
-                for r in conn.execute(
-                    "SELECT session_id, user_id FROM sessions WHERE session_id = ANY(%s)",
-                    ([job.current_session_id, job.previous_session_id],),
-                )
-            }
+            owners = sessions.owners(conn, [job.current_session_id, job.previous_session_id])
             for sid in (job.current_session_id, job.previous_session_id):
                 check_compared(sid, owners.get(sid), job.user_id)
             task_id = str(uuid.uuid4())
-            conn.execute(
-                """
-                INSERT INTO comparisons (current_session_id, previous_session_id, user_id, task_id)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
-                   SET status = 'queued', result = NULL, error_code = NULL,
-                       error_message = NULL, task_id = EXCLUDED.task_id, updated_at = now()
-                """,
-                (job.current_session_id, job.previous_session_id, job.user_id, task_id),
-            )
+            comparisons.record(conn, job, task_id)
         self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
         return {**job.to_payload(), "status": Status.QUEUED, "task_id": task_id}
 
@@ -292,30 +215,10 @@ class Producer:
         cur = parse_uuid(str(current), "current")
         prev = parse_uuid(str(previous), "previous")
         with self.connect() as conn:
-            row = conn.execute(
-                """
-                SELECT c.*,
-                       c.current_revision IS NOT NULL
-                       AND (c.model_id, c.current_revision, c.previous_revision)
-                           IS DISTINCT FROM (m.model_id, ac.revision, ap.revision) AS stale
-                  FROM comparisons c
-                  LEFT JOIN models m ON m.active
-                  LEFT JOIN analyses ac ON ac.session_id = c.current_session_id
-                                       AND ac.model_id = m.model_id
-                  LEFT JOIN analyses ap ON ap.session_id = c.previous_session_id
-                                       AND ap.model_id = m.model_id
-                 WHERE c.current_session_id = %s AND c.previous_session_id = %s
-                """,
-                (cur, prev),
-            ).fetchone()
+            row = comparisons.find(conn, cur, prev)
             if row is not None and row["status"] == Status.SUCCEEDED and row["stale"]:
                 task_id = str(uuid.uuid4())
-                conn.execute(
-                    "UPDATE comparisons SET status = 'queued', task_id = %s, updated_at = now()"
-                    " WHERE current_session_id = %s AND previous_session_id = %s"
-                    " AND status = 'succeeded'",
-                    (task_id, cur, prev),
-                )
+                comparisons.requeue_succeeded(conn, cur, prev, task_id)
                 job = CompareJob(row["user_id"], cur, prev)
                 self.celery.send_task(
                     COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
@@ -330,9 +233,7 @@ class Producer:
             "current_session_id": str(row["current_session_id"]),
             "previous_session_id": str(row["previous_session_id"]),
             "status": row["status"],
-            "error": {"code": row["error_code"], "message": row["error_message"]}
-            if row["error_code"]
-            else None,
+            "error": _error(row),
         }
         if row["stale"] and row["status"] == Status.QUEUED:
             out["stale"] = True

@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from changewatch.producer.api import Producer
+from changewatch.producer.store import sessions
 from changewatch.schema.contract import parse_analyze
 from changewatch.schema.errors import Code, JobError
 
@@ -53,12 +54,7 @@ def wait_all(producer: Producer, session_ids: Iterable[str], timeout: float) -> 
     with tqdm(total=len(ids), desc="analyze", unit="job", dynamic_ncols=True) as bar:
         while True:
             with producer.connect() as conn:
-                rows = conn.execute(
-                    "SELECT status, count(*) AS n FROM sessions WHERE session_id = ANY(%s)"
-                    " GROUP BY status",
-                    (ids,),
-                ).fetchall()
-            counts = {r["status"]: r["n"] for r in rows}
+                counts = sessions.count_by_status(conn, ids)
             done = counts.get("succeeded", 0) + counts.get("failed", 0)
             bar.update(done - bar.n)
             bar.set_postfix(failed=counts.get("failed", 0))

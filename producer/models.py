@@ -10,12 +10,12 @@ missing) moves the jobs queue to them. Rolling back is the same with the old mod
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from tqdm import tqdm
 
 from changewatch.producer.api import Producer
+from changewatch.producer.store import models
 from changewatch.schema.contract import (
     BACKFILL_QUEUE_PREFIX,
     EMBED_TASK,
@@ -28,25 +28,6 @@ from changewatch.schema.errors import Code, JobError
 # A backfill row queued or running for less than this is taken to have its message in
 # the broker still: a resumed backfill waits for it instead of sending it again.
 IN_FLIGHT_S = 600.0
-
-_PENDING = """
-    SELECT s.session_id, s.good_request_seq
-      FROM sessions s
-      LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %(model)s
-     WHERE s.good_request_seq IS NOT NULL
-       AND a.request_seq IS DISTINCT FROM s.good_request_seq
-       AND (%(user)s::uuid IS NULL OR s.user_id = %(user)s::uuid)
-     ORDER BY s.good_captured_at, s.session_id
-"""
-
-
-def _missing(conn: Any, model_id: str) -> int:
-    """Stored sessions that lack ``model_id``'s analysis of their good request."""
-    row = conn.execute(
-        f"SELECT count(*) AS n FROM ({_PENDING}) pending",  # a constant query
-        {"model": model_id, "user": None},
-    ).fetchone()
-    return int(row["n"])
 
 
 def consuming_models(producer: Producer, timeout: float = 2.0) -> dict[str, list[str]]:
@@ -64,25 +45,16 @@ def consuming_models(producer: Producer, timeout: float = 2.0) -> dict[str, list
 def list_models(producer: Producer) -> dict[str, Any]:
     workers = consuming_models(producer)
     with producer.connect() as conn:
-        rows = conn.execute(
-            """
-            SELECT m.model_id, m.embedding_dim, m.active, m.registered_at, m.activated_at,
-                   (SELECT count(*) FROM analyses a WHERE a.model_id = m.model_id) AS analyses
-              FROM models m ORDER BY m.registered_at
-            """
-        ).fetchall()
+        rows = models.listing(conn)
         for row in rows:
-            row["missing"] = _missing(conn, row["model_id"])
+            row["missing"] = models.missing(conn, row["model_id"])
             row["workers"] = sorted(workers.get(row["model_id"], []))
     return {"models": rows}
 
 
 def _choose_model(producer: Producer, model_id: str | None) -> str:
     with producer.connect() as conn:
-        known = {
-            r["model_id"]: r["active"]
-            for r in conn.execute("SELECT model_id, active FROM models").fetchall()
-        }
+        known = models.known(conn)
     if model_id is not None:
         if model_id not in known:
             raise JobError(
@@ -110,26 +82,7 @@ def _enqueue(producer: Producer, model_id: str, todo: list[dict[str, Any]]) -> t
     sent = in_flight = 0
     with producer.connect() as conn:
         for row in tqdm(todo, desc="enqueue", unit="session", dynamic_ncols=True):
-            claimed = conn.execute(
-                """
-                INSERT INTO backfill_jobs (session_id, model_id, request_seq)
-                VALUES (%(sid)s, %(model)s, %(seq)s)
-                ON CONFLICT (session_id, model_id) DO UPDATE
-                   SET status = 'queued', request_seq = EXCLUDED.request_seq,
-                       error_code = NULL, error_message = NULL, updated_at = now()
-                 WHERE backfill_jobs.status NOT IN ('queued', 'running')
-                    OR backfill_jobs.request_seq <> EXCLUDED.request_seq
-                    OR backfill_jobs.updated_at < now() - make_interval(secs => %(stale)s)
-                RETURNING 1
-                """,
-                {
-                    "sid": row["session_id"],
-                    "model": model_id,
-                    "seq": row["good_request_seq"],
-                    "stale": IN_FLIGHT_S,
-                },
-            ).fetchone()
-            if claimed is None:
+            if not models.claim_backfill(conn, row, model_id, IN_FLIGHT_S):
                 in_flight += 1
                 continue
             producer.celery.send_task(
@@ -139,26 +92,6 @@ def _enqueue(producer: Producer, model_id: str, todo: list[dict[str, Any]]) -> t
             )
             sent += 1
     return sent, in_flight
-
-
-def _outcomes(
-    producer: Producer, model_id: str, ids: list[uuid.UUID], since: float
-) -> tuple[int, list[dict[str, Any]]]:
-    """(sessions now re-embedded, failures recorded since this run began)."""
-    with producer.connect() as conn:
-        done = conn.execute(
-            "SELECT count(*) AS n FROM sessions s JOIN analyses a"
-            " ON a.session_id = s.session_id AND a.model_id = %s"
-            " WHERE s.session_id = ANY(%s) AND a.request_seq = s.good_request_seq",
-            (model_id, ids),
-        ).fetchone()
-        failed = conn.execute(
-            "SELECT session_id, error_code, error_message FROM backfill_jobs"
-            " WHERE model_id = %s AND session_id = ANY(%s) AND status = 'failed'"
-            " AND updated_at >= to_timestamp(%s)",
-            (model_id, ids, since),
-        ).fetchall()
-    return int(done["n"] if done else 0), failed
 
 
 def backfill(
@@ -177,7 +110,7 @@ def backfill(
     model = _choose_model(producer, model_id)
     started = time.time()
     with producer.connect() as conn:
-        todo = conn.execute(_PENDING, {"model": model, "user": user}).fetchall()
+        todo = models.pending(conn, model, user)
     sent, in_flight = _enqueue(producer, model, todo)
     out: dict[str, Any] = {
         "model_id": model,
@@ -194,7 +127,8 @@ def backfill(
     try:
         with tqdm(total=len(ids), desc="backfill", unit="session", dynamic_ncols=True) as bar:
             while True:
-                done, failed = _outcomes(producer, model, ids, started)
+                with producer.connect() as conn:
+                    done, failed = models.backfill_outcomes(conn, model, ids, started)
                 bar.update(done + len(failed) - bar.n)
                 bar.set_postfix(failed=len(failed))
                 if done + len(failed) >= len(ids) or time.monotonic() >= deadline:
@@ -221,25 +155,18 @@ def backfill(
 def activate(producer: Producer, model_id: str, force: bool = False) -> dict[str, Any]:
     """Make ``model_id`` the model results report, and move the jobs queue to its workers."""
     with producer.connect() as conn, conn.transaction():
-        rows = conn.execute("SELECT model_id, active FROM models FOR UPDATE").fetchall()
-        if model_id not in {r["model_id"] for r in rows}:
+        known = models.known(conn, lock=True)
+        if model_id not in known:
             raise JobError(Code.UNKNOWN_MODEL, f"no worker has ever registered model {model_id!r}")
-        previous = next((r["model_id"] for r in rows if r["active"]), None)
-        missing = _missing(conn, model_id)
+        previous = next((m for m, active in known.items() if active), None)
+        missing = models.missing(conn, model_id)
         if missing and not force:
             raise JobError(
                 Code.BACKFILL_INCOMPLETE,
                 f"{missing} stored sessions have no analysis of {model_id}; run `python -m "
                 f"producer backfill --model {model_id} --wait` first (or --force)",
             )
-        conn.execute(
-            "UPDATE models SET active = false WHERE active AND model_id <> %s", (model_id,)
-        )
-        conn.execute(
-            "UPDATE models SET active = true, activated_at = now() WHERE model_id = %s"
-            " AND NOT active",
-            (model_id,),
-        )
+        models.make_active(conn, model_id)
     workers = consuming_models(producer)
     joining = sorted(workers.get(model_id, []))
     leaving = sorted(w for m, names in workers.items() if m != model_id for w in names)

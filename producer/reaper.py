@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from changewatch.producer.api import Producer
+from changewatch.producer.store import lost, sessions
+from changewatch.producer.store.lost import Row
 from changewatch.schema.broker import broker
 from changewatch.schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 
@@ -59,63 +60,39 @@ class Pass:
 
 
 def alive(producer: Producer) -> Alive:
-    sessions: set[str] = set()
+    session_ids: set[str] = set()
     pairs: set[tuple[str, str]] = set()
     with broker(producer.celery) as held:
         messages = [m for _, m in held.queued()] + [d.message for d in held.delivered()]
     for message in messages:
         kwargs = message.kwargs
         if message.task == ANALYZE_TASK and "session_id" in kwargs:
-            sessions.add(str(kwargs["session_id"]).lower())
+            session_ids.add(str(kwargs["session_id"]).lower())
         elif message.task == COMPARE_TASK:
             pair = (kwargs.get("current_session_id"), kwargs.get("previous_session_id"))
             pairs.add((str(pair[0]).lower(), str(pair[1]).lower()))
-    return Alive(frozenset(sessions), frozenset(pairs))
+    return Alive(frozenset(session_ids), frozenset(pairs))
 
 
-def _stale(producer: Producer, older_than: float) -> tuple[list[dict], list[dict]]:
+def _stale(producer: Producer, older_than: float) -> tuple[list[Row], list[Row]]:
     with producer.connect() as conn:
-        sessions = conn.execute(
-            "SELECT session_id, user_id, captured_at, images, updated_at FROM sessions"
-            " WHERE status IN ('queued', 'running')"
-            " AND updated_at < now() - make_interval(secs => %s) ORDER BY captured_at",
-            (older_than,),
-        ).fetchall()
-        comparisons = conn.execute(
-            "SELECT current_session_id, previous_session_id, user_id, updated_at"
-            " FROM comparisons WHERE status IN ('queued', 'running')"
-            " AND updated_at < now() - make_interval(secs => %s)",
-            (older_than,),
-        ).fetchall()
-    return sessions, comparisons
+        return lost.stale(conn, "sessions", older_than), lost.stale(conn, "comparisons", older_than)
 
 
-def _pair(row: dict[str, Any]) -> tuple[str, str]:
+def _pair(row: Row) -> tuple[str, str]:
     return str(row["current_session_id"]), str(row["previous_session_id"])
 
 
-def _claim(producer: Producer, table: str, keys: Iterable[Any], updated_at: datetime) -> bool:
-    """Touch the row only if nobody changed it since it was read: one reaper wins."""
-    where = {
-        "sessions": "session_id = %s",
-        "comparisons": "current_session_id = %s AND previous_session_id = %s",
-    }[table]
+def _claim(producer: Producer, table: lost.Table, row: Row) -> bool:
     with producer.connect() as conn:
-        row = conn.execute(
-            f"UPDATE {table} SET updated_at = now() WHERE {where}"  # fixed names
-            " AND status IN ('queued', 'running') AND updated_at = %s RETURNING 1",
-            (*keys, updated_at),
-        ).fetchone()
-    return row is not None
+        return lost.claim(conn, table, row)
 
 
 def _fail(producer: Producer, session_id: Any, err: JobError) -> None:
     log.warning("session %s: cannot be sent again: %s (%s)", session_id, err.message, err.code)
     with producer.connect() as conn:
-        conn.execute(
-            "UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,"
-            " updated_at = now() WHERE session_id = %s AND status IN ('queued', 'running')",
-            (err.code, f"lost, and cannot be sent again: {err.message}", session_id),
+        sessions.fail_lost(
+            conn, session_id, err.code, f"lost, and cannot be sent again: {err.message}"
         )
 
 
@@ -123,18 +100,18 @@ def reap(
     producer: Producer, older_than: float = DEFAULT_OLDER_THAN_S, confirm_after: float = 1.0
 ) -> Pass:
     """One pass: find the jobs whose message is gone and send them again."""
-    sessions, comparisons = _stale(producer, older_than)
-    if not sessions and not comparisons:
+    lost_sessions, lost_comparisons = _stale(producer, older_than)
+    if not lost_sessions and not lost_comparisons:
         return Pass()
     first = alive(producer)
     time.sleep(confirm_after)
     second = alive(producer)
     done = Pass()
-    for row in sessions:
+    for row in lost_sessions:
         sid = str(row["session_id"])
         if sid in first.sessions or sid in second.sessions:
             continue
-        if not _claim(producer, "sessions", [row["session_id"]], row["updated_at"]):
+        if not _claim(producer, "sessions", row):
             continue  # a worker (or another reaper) moved it on meanwhile
         log.warning("session %s: its message is gone; sending it again", sid)
         try:
@@ -143,11 +120,11 @@ def reap(
             _fail(producer, row["session_id"], err)
             continue
         done.sessions.append(sid)
-    for row in comparisons:
+    for row in lost_comparisons:
         pair = _pair(row)
         if pair in first.pairs or pair in second.pairs:
             continue
-        if not _claim(producer, "comparisons", pair, row["updated_at"]):
+        if not _claim(producer, "comparisons", row):
             continue
         log.warning("comparison %s of %s: its message is gone; sending it again", *pair)
         try:

@@ -1,0 +1,123 @@
+"""The ``sessions`` table from the producer's side: a job recorded as queued, read back,
+counted, and failed when it cannot be sent (the reaper's claim is in ``lost``).
+
+Every update here is conditional (on the task id, the status or the time the row was
+read), so the producer never overwrites what a worker stored meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from changewatch.producer.store.people import Conn, enroll
+from changewatch.schema.contract import AnalyzeJob, other_users_session
+
+Row = dict[str, Any]
+
+
+def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
+    """The session as queued, and the request numbered: newer than every one recorded
+    before it, whatever order the workers run them in."""
+    with conn.transaction():
+        enroll(conn, job.user_id)
+        row = conn.execute(
+            """
+            INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
+            VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
+            ON CONFLICT (session_id) DO UPDATE
+               SET status = 'queued', captured_at = EXCLUDED.captured_at,
+                   images = EXCLUDED.images, task_id = EXCLUDED.task_id,
+                   error_code = NULL, error_message = NULL, finished_at = NULL,
+                   updated_at = now()
+             WHERE sessions.user_id = EXCLUDED.user_id
+            RETURNING session_id
+            """,
+            {
+                "sid": job.session_id,
+                "uid": job.user_id,
+                "at": job.captured_at,
+                "images": Jsonb(job.to_payload()["images"]),
+                "task": task_id,
+            },
+        ).fetchone()
+        if row is None:
+            raise other_users_session()
+        conn.execute(
+            """
+            WITH request AS (
+                INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
+                RETURNING seq, session_id)
+            UPDATE sessions s SET request_seq = request.seq
+              FROM request WHERE s.session_id = request.session_id
+            """,
+            (task_id, job.session_id),
+        )
+
+
+def enqueue_failed(conn: Conn, session_id: UUID, task_id: str, message: str) -> None:
+    """The broker refused the message: never leave a "queued" job that no message will
+    pick up. Only this attempt's own row: never overwrite a result a worker stored."""
+    conn.execute(
+        "UPDATE sessions SET status = 'failed', error_code = 'enqueue_failed',"
+        " error_message = %s, updated_at = now()"
+        " WHERE session_id = %s AND task_id = %s AND status = 'queued'",
+        (message, session_id, task_id),
+    )
+
+
+def find(conn: Conn, session_id: UUID) -> Row | None:
+    return conn.execute("SELECT * FROM sessions WHERE session_id = %s", (session_id,)).fetchone()
+
+
+def last_rejected(conn: Conn, session_id: UUID) -> Row | None:
+    """The newest message for the session that a worker refused as no valid job."""
+    return conn.execute(
+        "SELECT task_id, error_code, error_message, received_at"
+        " FROM rejected_messages WHERE session_id = %s"
+        " ORDER BY received_at DESC LIMIT 1",
+        (session_id,),
+    ).fetchone()
+
+
+def owners(conn: Conn, session_ids: list[UUID]) -> dict[UUID, UUID]:
+    """session id -> the person it belongs to, for the sessions that exist."""
+    return {
+        r["session_id"]: r["user_id"]
+        for r in conn.execute(
+            "SELECT session_id, user_id FROM sessions WHERE session_id = ANY(%s)",
+            (session_ids,),
+        )
+    }
+
+
+def failed(conn: Conn, session_id: UUID | None = None) -> list[Row]:
+    """Failed jobs (one, or all) with what they were sent with, oldest capture first."""
+    where, params = "status = 'failed'", {}
+    if session_id is not None:
+        where += " AND session_id = %(sid)s"
+        params["sid"] = session_id
+    return conn.execute(
+        f"SELECT session_id, user_id, captured_at, images FROM sessions WHERE {where}"
+        " ORDER BY captured_at",
+        params,
+    ).fetchall()
+
+
+def count_by_status(conn: Conn, session_ids: list[UUID]) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, count(*) AS n FROM sessions WHERE session_id = ANY(%s) GROUP BY status",
+        (session_ids,),
+    ).fetchall()
+    return {r["status"]: r["n"] for r in rows}
+
+
+def fail_lost(conn: Conn, session_id: UUID, code: str, message: str) -> None:
+    """A lost job that cannot be sent again (its row no longer makes a valid job)."""
+    conn.execute(
+        "UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,"
+        " updated_at = now() WHERE session_id = %s AND status IN ('queued', 'running')",
+        (code, message, session_id),
+    )
