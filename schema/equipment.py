@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from changewatch.schema.contract import ANGLES
@@ -39,13 +39,7 @@ class Equipment:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with keys make, model, lens, width, height."""
-        return {
-            "make": self.make,
-            "model": self.model,
-            "lens": self.lens,
-            "width": self.width,
-            "height": self.height,
-        }
+        return asdict(self)
 
 
 def _text(value: Any) -> str | None:

@@ -46,6 +46,12 @@ def run_module(
     )
 
 
+def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Every row of one query, read on a connection of its own, as tuples."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def require(ok: bool, why: str) -> None:
     """Skip on a developer machine, fail in CI: CI must never pass by skipping."""
     if not ok:

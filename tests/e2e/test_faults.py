@@ -52,7 +52,7 @@ from bench.harness.faults import (
 )
 from bench.harness.services import ROOT, Worker, free_port
 from changewatch.producer import Producer, reaper
-from tests.helpers import require
+from tests.helpers import query, require
 
 USERS = 6  # 30 sessions per test: a few seconds of work on two cores
 DEADLINE_S = 240.0
@@ -363,14 +363,11 @@ def _left_of(
     stack: FaultStack, producer: Producer, user: uuid.UUID, sessions: list[uuid.UUID]
 ) -> dict[str, int]:
     """Everything changewatch could still hold of the person: rows, messages, results."""
-    from changewatch.producer.admin import _LEFT
+    from changewatch.producer.store import people
     from changewatch.schema.broker import broker
 
     with psycopg.connect(stack.database_url) as conn:
-        left = {
-            table: conn.execute(query, {"u": user, "s": sessions}).fetchone()[0]  # type: ignore[index]
-            for table, query in _LEFT.items()
-        }
+        left = people.left(conn, user, sessions)
     with broker(producer.celery) as held:
         left["messages"] = sum(str(user) in str(m.raw) for _, m in held.queued()) + sum(
             str(user) in str(d.message.raw) for d in held.delivered()
@@ -442,12 +439,12 @@ def test_forget_user_with_jobs_queued_running_and_retrying(faults: Fixture) -> N
     assert ended == {key: {"status": "forgotten"} for key in ids}, (ended, compare)
     deadline = time.monotonic() + 120  # the running ones reach their write after S3 is back
     while True:
-        with psycopg.connect(stack.database_url) as conn:
-            refused = conn.execute(
-                "SELECT task_name, error_code, session_id, payload FROM rejected_messages"
-                " WHERE task_id = ANY(%s)",
-                (ids,),
-            ).fetchall()
+        refused = query(
+            stack.database_url,
+            "SELECT task_name, error_code, session_id, payload FROM rejected_messages"
+            " WHERE task_id = ANY(%s)",
+            (ids,),
+        )
         if len(refused) >= len(running) or time.monotonic() > deadline:
             break
         time.sleep(0.2)

@@ -23,7 +23,7 @@ import pytest
 from bench.harness.services import ROOT, Worker, free_port
 from changewatch.producer import Producer
 from changewatch.schema.contract import QUEUE
-from tests.helpers import ARTIFACTS, BUCKET, MAX_IMAGE_BYTES, SERIES, T0, Uploader
+from tests.helpers import ARTIFACTS, BUCKET, MAX_IMAGE_BYTES, SERIES, T0, Uploader, query
 
 T = TypeVar("T")
 GRACE_S = 30
@@ -214,17 +214,17 @@ def test_sigterm_finishes_in_flight_jobs_and_loses_none(
             producer.wait(session, timeout=120)
     finally:
         drain.stop()
-    with psycopg.connect(producer.dsn) as conn:
-        attempts = conn.execute(
-            "SELECT status, attempts, count(*) FROM sessions WHERE session_id = ANY(%s)"
-            " GROUP BY 1, 2",
-            (ids,),
-        ).fetchall()
-        rows = conn.execute(
-            "SELECT (SELECT count(*) FROM analyses WHERE session_id = ANY(%(ids)s)),"
-            " (SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(ids)s))",
-            {"ids": ids},
-        ).fetchone()
+    attempts = query(
+        producer.dsn,
+        "SELECT status, attempts, count(*) FROM sessions WHERE session_id = ANY(%s) GROUP BY 1, 2",
+        (ids,),
+    )
+    rows = query(
+        producer.dsn,
+        "SELECT (SELECT count(*) FROM analyses WHERE session_id = ANY(%(ids)s)),"
+        " (SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(ids)s))",
+        {"ids": ids},
+    )
     assert attempts == [("succeeded", 1, len(ids))]  # each job ran exactly once
-    assert rows == (len(ids), 3 * len(ids))
+    assert rows == [(len(ids), 3 * len(ids))]
     print(f"launcher stopped in {took:.1f}s; {after.get('queued')} of {len(ids)} redelivered")

@@ -220,14 +220,7 @@ def test_raw_message_from_a_non_python_producer(
     user, session = uuid.uuid4(), uuid.uuid4()
     code, out, err = cli("enroll", str(user))
     assert code == 0 and out == {"user_id": str(user), "status": "enrolled"}, err
-    payload = {
-        "user_id": str(user),
-        "session_id": str(session),
-        "captured_at": "2026-02-01T08:00:00Z",
-        "images": uploader.session(user, series_sessions(photos)[0]),
-    }
-    task_id, message = _raw_message(ANALYZE_TASK, payload)
-    redis.Redis.from_url(producer.celery.conf.broker_url).lpush(QUEUE, message)
+    task_id = _push(producer, _raw_job(photos, uploader, user, session))
     result = producer.wait(session, timeout=240)
     assert result["user_id"] == str(user)
     assert producer.status(session)["task_id"] == task_id
@@ -289,6 +282,25 @@ def _raw_message(task: str, kwargs: dict[str, Any]) -> tuple[str, str]:
     return task_id, json.dumps(message)
 
 
+def _raw_job(
+    photos: Path, uploader: Uploader, user: uuid.UUID, session: Any, shift: int = 0
+) -> dict[str, Any]:
+    """An analyze payload as another language's client writes it (one series session)."""
+    return {
+        "user_id": str(user),
+        "session_id": str(session),
+        "captured_at": "2026-02-01T08:00:00Z",
+        "images": uploader.session(user, series_sessions(photos)[shift]),
+    }
+
+
+def _push(producer: Producer, kwargs: dict[str, Any]) -> str:
+    """Put an analyze message straight into the queue, as a non-Python producer does."""
+    task_id, message = _raw_message(ANALYZE_TASK, kwargs)
+    redis.Redis.from_url(producer.celery.conf.broker_url).lpush(QUEUE, message)
+    return task_id
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -304,32 +316,20 @@ def test_malformed_raw_message_is_recorded_and_the_worker_goes_on(
     """A bad message from another language's client fails findably; the next job succeeds."""
     user, session = uuid.uuid4(), uuid.uuid4()
     producer.enroll(user)
-    payload: dict[str, Any] = {
-        "user_id": str(user),
-        "session_id": str(session),
-        "captured_at": "2026-02-01T08:00:00Z",
-        "images": uploader.session(user, series_sessions(photos)[0]),
-    }
+    payload = _raw_job(photos, uploader, user, session)
     if "drop" in change:
         del payload[change["drop"]]
     else:
         payload.update(change)
-    broker = redis.Redis.from_url(producer.celery.conf.broker_url)
-    task_id, message = _raw_message(ANALYZE_TASK, payload)
-    broker.lpush(QUEUE, message)
+    task_id = _push(producer, payload)
     with pytest.raises(JobFailed) as failed:
         producer.wait(session, timeout=120)
     assert failed.value.status["error"]["code"] == code
     assert failed.value.status["task_id"] == task_id
     assert failed.value.status["error"]["message"]
 
-    good = {
-        "user_id": str(user),
-        "session_id": str(uuid.uuid4()),
-        "captured_at": "2026-02-01T08:00:00Z",
-        "images": uploader.session(user, series_sessions(photos)[0]),
-    }
-    broker.lpush(QUEUE, _raw_message(ANALYZE_TASK, good)[1])
+    good = _raw_job(photos, uploader, user, uuid.uuid4())
+    _push(producer, good)
     assert producer.wait(good["session_id"], timeout=120)["user_id"] == str(user)
 
 
@@ -341,14 +341,7 @@ def test_a_message_reusing_another_users_session_id_touches_nothing_of_theirs(
     producer.analyze(owner, session, T0, uploader.session(owner, series_sessions(photos)[0]))
     before = producer.wait(session, timeout=120)
     producer.enroll(intruder)
-    payload = {
-        "user_id": str(intruder),
-        "session_id": str(session),
-        "captured_at": "2026-02-01T08:00:00Z",
-        "images": uploader.session(intruder, series_sessions(photos)[1]),
-    }
-    task_id, message = _raw_message(ANALYZE_TASK, payload)
-    redis.Redis.from_url(producer.celery.conf.broker_url).lpush(QUEUE, message)
+    task_id = _push(producer, _raw_job(photos, uploader, intruder, session, shift=1))
     with psycopg.connect(producer.dsn) as conn:
         for _ in range(600):
             row = conn.execute(

@@ -10,12 +10,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from changewatch.producer import JobFailed, Producer
 from changewatch.schema.contract import ANALYZE_TASK, QUEUE
-from tests.helpers import SERIES, T0, Uploader, six
+from tests.helpers import SERIES, T0, Uploader, query, six
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -141,10 +140,10 @@ def test_finished_at_includes_the_write(
     """Job durations in the database cover the whole job, the write included."""
     user, sid = uuid.uuid4(), uuid.uuid4()
     analyze(producer, uploader, user, sid, 0, six(photos))
-    with psycopg.connect(producer.dsn) as conn:
-        row = conn.execute(
-            "SELECT s.finished_at > a.computed_at, s.finished_at > s.started_at"
-            " FROM sessions s JOIN analyses a USING (session_id) WHERE s.session_id = %s",
-            (sid,),
-        ).fetchone()
-    assert row == (True, True)
+    rows = query(
+        producer.dsn,
+        "SELECT s.finished_at > a.computed_at, s.finished_at > s.started_at"
+        " FROM sessions s JOIN analyses a USING (session_id) WHERE s.session_id = %s",
+        (sid,),
+    )
+    assert rows == [(True, True)]
