@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from changewatch.schema.contract import QUEUE
-from changewatch.settings import Settings
+from .schema.contract import QUEUE
+from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

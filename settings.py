@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from changewatch.schema.evidence import VariationLevels
+from .schema.evidence import VariationLevels
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "TrendThresholds", "VariationLevels"]
 
@@ -146,7 +146,7 @@ class Settings:
     @property
     def quality(self) -> Any:
         """worker.quality.QualityThresholds with the overrides applied (worker only)."""
-        from changewatch.worker.quality import QualityThresholds
+        from .worker.quality import QualityThresholds
 
         given = {
             name: type(getattr(QualityThresholds, name))(value)

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from changewatch.producer import admin, bulk, models, reaper
-from changewatch.producer.api import JobFailed, NotFound, Producer
-from changewatch.schema.contract import JobError
+from ..schema.contract import JobError
+from . import admin, bulk, models, reaper
+from .api import JobFailed, NotFound, Producer
 
 
 def _image(value: str) -> tuple[str, str]:
@@ -149,7 +149,7 @@ def _reap_forever(producer: Producer, older_than: float, every: float) -> NoRetu
 
 
 def _history(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
-    from changewatch.producer import history
+    from . import history
 
     sessions = producer.history(args.user_id)
     if not sessions:

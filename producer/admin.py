@@ -11,11 +11,11 @@ import boto3
 from botocore.exceptions import ClientError
 from celery import states
 
-from changewatch.producer.api import Producer
-from changewatch.producer.store import people, sessions
-from changewatch.schema.broker import Broker, Message, broker
-from changewatch.schema.contract import FORGOTTEN_RESULT, parse_uuid
-from changewatch.schema.errors import Code, JobError
+from ..schema.broker import Broker, Message, broker
+from ..schema.contract import FORGOTTEN_RESULT, parse_uuid
+from ..schema.errors import Code, JobError
+from .api import Producer
+from .store import people, sessions
 
 
 def retry_failed(producer: Producer, session_id: str | None = None) -> list[dict[str, Any]]:

@@ -16,10 +16,9 @@ import psycopg
 from celery import Celery
 from psycopg.rows import dict_row
 
-from changewatch.celeryconfig import celery_config
-from changewatch.producer.store import comparisons, people, sessions
-from changewatch.schema import results
-from changewatch.schema.contract import (
+from ..celeryconfig import celery_config
+from ..schema import results
+from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     QUEUE,
@@ -29,8 +28,9 @@ from changewatch.schema.contract import (
     parse_compare,
     parse_uuid,
 )
-from changewatch.schema.status import FINISHED, Status
-from changewatch.settings import Settings
+from ..schema.status import FINISHED, Status
+from ..settings import Settings
+from .store import comparisons, people, sessions
 
 
 class JobFailed(RuntimeError):

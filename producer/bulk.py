@@ -11,10 +11,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from changewatch.producer.api import Producer
-from changewatch.producer.store import sessions
-from changewatch.schema.contract import parse_analyze
-from changewatch.schema.errors import Code, JobError
+from ..schema.contract import parse_analyze
+from ..schema.errors import Code, JobError
+from .api import Producer
+from .store import sessions
 
 
 def read_jobs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from changewatch.schema.contract import ANGLES
+from ..schema.contract import ANGLES
 
 
 def _num(value: float | None, digits: int = 4) -> str:

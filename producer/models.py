@@ -14,16 +14,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from changewatch.producer.api import Producer
-from changewatch.producer.store import models
-from changewatch.schema.contract import (
+from ..schema.contract import (
     BACKFILL_QUEUE_PREFIX,
     EMBED_TASK,
     QUEUE,
     backfill_queue,
     parse_uuid,
 )
-from changewatch.schema.errors import Code, JobError
+from ..schema.errors import Code, JobError
+from .api import Producer
+from .store import models
 
 # A backfill row queued or running for less than this is taken to have its message in
 # the broker still: a resumed backfill waits for it instead of sending it again.

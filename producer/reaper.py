@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from changewatch.producer.api import Producer
-from changewatch.producer.store import lost, sessions
-from changewatch.producer.store.lost import Row
-from changewatch.schema.broker import broker
-from changewatch.schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
+from ..schema.broker import broker
+from ..schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
+from .api import Producer
+from .store import lost, sessions
+from .store.lost import Row
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import sys
 
 import psycopg
 
-from changewatch.schema.migrate import ensure_database, ensure_login, migrate
-from changewatch.settings import Settings
+from ..settings import Settings
+from .migrate import ensure_database, ensure_login, migrate
 
 # service -> the variable holding its login role's password
 LOGINS = {
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "json-schemas":
-        from changewatch.schema.json_schemas import write
+        from .json_schemas import write
 
         for path in write():
             print(path, file=sys.stderr)

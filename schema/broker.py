@@ -20,7 +20,7 @@ from typing import Any
 
 from celery import Celery
 
-from changewatch.schema.contract import BACKFILL_QUEUE_PREFIX, QUEUE
+from .contract import BACKFILL_QUEUE_PREFIX, QUEUE
 
 _CHUNK = 1000  # entries per LRANGE/HSCAN/ZRANGE call: bounded memory for a long queue
 

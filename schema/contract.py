@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Status
+from .errors import Code, JobError
+from .status import Status
 
 ANALYZE_TASK = "changewatch.analyze_session"
 COMPARE_TASK = "changewatch.compare_sessions"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from changewatch.schema.contract import ANGLES
+from .contract import ANGLES
 
 # How many earlier sessions with a known device define the person's recent device.
 RECENT_SESSIONS = 3

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from changewatch.schema.contract import (
+from .contract import (
     ANALYZE_TASK,
     ANGLES,
     COMPARE_TASK,

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from changewatch.schema import equipment, evidence
-from changewatch.schema.contract import analysis_result
+from . import equipment, evidence
+from .contract import analysis_result
 
 _SESSION = """
     SELECT s.session_id, s.user_id, s.good_photos, a.captured_at, a.model_id,

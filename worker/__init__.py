@@ -1,5 +1,5 @@
 """changewatch's Celery worker: ``celery -A changewatch.worker worker``."""
 
-from changewatch.worker.app import app
+from .app import app
 
 __all__ = ["app"]

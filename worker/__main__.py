@@ -13,9 +13,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from changewatch.settings import Settings
-from changewatch.worker import launch
-from changewatch.worker.logs import use_json
+from ..settings import Settings
+from . import launch
+from .logs import use_json
 
 
 def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -29,8 +29,8 @@ def _launch(args: argparse.Namespace, passthrough: list[str]) -> int:
 
 
 def _health(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from changewatch.worker.app import app, settings
-    from changewatch.worker.health import readiness
+    from .app import app, settings
+    from .health import readiness
 
     report = readiness(app, settings(), args.metrics_port, args.node, args.timeout)
     print(json.dumps(report))

@@ -16,11 +16,11 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from changewatch.celeryconfig import celery_config
-from changewatch.settings import Settings
-from changewatch.worker.logs import use_json
-from changewatch.worker.metrics import serve as metrics_server
-from changewatch.worker.recovery import Recovery
+from ..celeryconfig import celery_config
+from ..settings import Settings
+from .logs import use_json
+from .metrics import serve as metrics_server
+from .recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ app.steps["consumer"].add(Recovery)
 
 def _setup() -> None:
     # Imported here so that importing worker.app never loads torch.
-    from changewatch.worker import resources
+    from . import resources
 
     try:
         resources.setup(settings())
@@ -70,9 +70,9 @@ def _choose_queues() -> None:
     """
     import psycopg
 
-    from changewatch.schema.contract import QUEUE, backfill_queue
-    from changewatch.worker import store
-    from changewatch.worker.embed import architecture, model_id_for
+    from ..schema.contract import QUEUE, backfill_queue
+    from . import store
+    from .embed import architecture, model_id_for
 
     s = settings()
     model_id = model_id_for(s.model_weights, s.model)
@@ -127,6 +127,6 @@ def before_child_start(**_: Any) -> None:
 @signals.worker_shutdown.connect
 @signals.worker_process_shutdown.connect
 def after_worker_stop(**_: Any) -> None:
-    from changewatch.worker import resources
+    from . import resources
 
     resources.teardown()

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from changewatch.worker import metrics
-from changewatch.worker.embed import Embedder
+from . import metrics
+from .embed import Embedder
 
 log = logging.getLogger(__name__)
 

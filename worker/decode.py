@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from changewatch.schema.errors import Code, JobError
-from changewatch.worker import equipment, quality
+from ..schema.errors import Code, JobError
+from . import equipment, quality
 
 register_heif_opener()
 

@@ -20,7 +20,7 @@ import torch
 from torch.fx.experimental.optimization import fuse as fold_conv_batchnorm
 from torchvision.models import ResNet50_Weights, resnet50
 
-from changewatch.worker.decode import INPUT_SIZE, PREPROCESS_VERSION
+from .decode import INPUT_SIZE, PREPROCESS_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from changewatch.schema.equipment import Equipment, _dimension, _text
+from ..schema.equipment import Equipment, _dimension, _text
 
 __all__ = ["Equipment", "read"]
 

@@ -15,9 +15,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from changewatch.schema.contract import AnalyzeJob, S3Uri
-from changewatch.schema.errors import Code, JobError
-from changewatch.settings import Settings
+from ..schema.contract import AnalyzeJob, S3Uri
+from ..schema.errors import Code, JobError
+from ..settings import Settings
 
 # S3 error codes that no retry can fix, mapped to our error codes.
 _PERMANENT = {

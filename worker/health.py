@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from celery import Celery
 
-from changewatch.settings import Settings
-from changewatch.worker.fetch import make_s3_client
+from ..settings import Settings
+from .fetch import make_s3_client
 
 
 def _timed(check: Callable[[], str]) -> dict[str, Any]:

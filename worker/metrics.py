@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_h
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from changewatch.settings import Settings
+from ..settings import Settings
 
 # A session's stages, in the order they run: the label of every stage metric and log line.
 # batch: waiting for a micro-batch's forward pass; store: the whole write transaction

@@ -33,12 +33,12 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from changewatch.schema.contract import FORGOTTEN_RESULT
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Outcome, Status
-from changewatch.worker import metrics, resources, store
-from changewatch.worker.app import app
-from changewatch.worker.logs import job_event
+from ..schema.contract import FORGOTTEN_RESULT
+from ..schema.errors import Code, JobError
+from ..schema.status import Outcome, Status
+from . import metrics, resources, store
+from .app import app
+from .logs import job_event
 
 log = logging.getLogger(__name__)
 

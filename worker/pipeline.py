@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.contract import AnalyzeJob
-from changewatch.schema.errors import JobError
-from changewatch.worker import metrics, score, store
-from changewatch.worker.decode import DRAFT_SIDE, Photo, decode_photo
-from changewatch.worker.fetch import fetch_images
-from changewatch.worker.logs import job_event
-from changewatch.worker.resources import Resources
-from changewatch.worker.score import Analysis
+from ..schema.contract import AnalyzeJob
+from ..schema.errors import JobError
+from . import metrics, score, store
+from .decode import DRAFT_SIDE, Photo, decode_photo
+from .fetch import fetch_images
+from .logs import job_event
+from .resources import Resources
+from .score import Analysis
 
 
 @dataclass(frozen=True)

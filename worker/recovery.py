@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from changewatch.schema.broker import Broker, Delivered, broker
+from ..schema.broker import Broker, Delivered, broker
 
 log = logging.getLogger(__name__)
 

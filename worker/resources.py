@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from psycopg_pool import ConnectionPool
 
-from changewatch.settings import Settings
-from changewatch.worker import metrics, store
-from changewatch.worker.batch import MicroBatcher
-from changewatch.worker.embed import Embedder
-from changewatch.worker.fetch import make_s3_client
+from ..settings import Settings
+from . import metrics, store
+from .batch import MicroBatcher
+from .embed import Embedder
+from .fetch import make_s3_client
 
 log = logging.getLogger(__name__)
 

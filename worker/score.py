@@ -21,7 +21,7 @@ from uuid import UUID
 
 import numpy as np
 
-from changewatch.settings import TrendThresholds
+from ..settings import TrendThresholds
 
 # 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
 # float32's own precision for typical activations (0.01-10).

@@ -16,8 +16,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from changewatch.schema import results
-from changewatch.schema.contract import (
+from ..schema import results
+from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
     EMBED_TASK,
@@ -30,10 +30,10 @@ from changewatch.schema.contract import (
     parse_embed,
     parse_images,
 )
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Status
-from changewatch.worker import metrics, pipeline, score, store
-from changewatch.worker.outcome import (
+from ..schema.errors import Code, JobError
+from ..schema.status import Status
+from . import metrics, pipeline, score, store
+from .outcome import (
     TRANSIENT_ERRORS,
     Policy,
     Refused,
@@ -41,8 +41,8 @@ from changewatch.worker.outcome import (
     job_task,
     superseded,
 )
-from changewatch.worker.pipeline import Ids, timed
-from changewatch.worker.resources import Resources
+from .pipeline import Ids, timed
+from .resources import Resources
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from changewatch.producer.store.people import Conn
-from changewatch.schema.contract import CompareJob
+from ...schema.contract import CompareJob
+from .people import Conn
 
 Row = dict[str, Any]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from changewatch.producer.store.people import Conn
+from .people import Conn
 
 Row = dict[str, Any]
 Table = Literal["sessions", "comparisons"]

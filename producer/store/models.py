@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from changewatch.producer.store.people import Conn
+from .people import Conn
 
 Row = dict[str, Any]
 

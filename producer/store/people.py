@@ -13,8 +13,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import tuple_row
 
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Status
+from ...schema.errors import Code, JobError
+from ...schema.status import Status
 
 Conn = psycopg.Connection[Any]
 

@@ -12,8 +12,8 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from changewatch.producer.store.people import Conn, enroll
-from changewatch.schema.contract import AnalyzeJob, other_users_session
+from ...schema.contract import AnalyzeJob, other_users_session
+from .people import Conn, enroll
 
 Row = dict[str, Any]
 

@@ -6,7 +6,7 @@ the incremental write), backfills, comparisons. Vectors cross the connection as 
 (vectors). Callers use ``store.<name>``; the names below are the whole interface.
 """
 
-from changewatch.worker.store.analyses import (
+from .analyses import (
     Target,
     Write,
     analysis_write,
@@ -15,23 +15,23 @@ from changewatch.worker.store.analyses import (
     rebuild_totals,
     save_analysis,
 )
-from changewatch.worker.store.backfills import (
+from .backfills import (
     BackfillSource,
     backfill_write,
     finish_backfill,
     save_backfill,
     start_backfill,
 )
-from changewatch.worker.store.comparisons import (
+from .comparisons import (
     finish_comparison,
     load_for_comparison,
     load_windows,
     start_comparison,
 )
-from changewatch.worker.store.jobs import Superseded, fail_job, reject_message, start_job
-from changewatch.worker.store.models import ModelNotActive, active_model, register_model
-from changewatch.worker.store.people import FORGOTTEN, admit
-from changewatch.worker.store.vectors import decode_vector, encode_vector
+from .jobs import Superseded, fail_job, reject_message, start_job
+from .models import ModelNotActive, active_model, register_model
+from .people import FORGOTTEN, admit
+from .vectors import decode_vector, encode_vector
 
 __all__ = [
     "FORGOTTEN",

@@ -25,14 +25,14 @@ import numpy as np
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.contract import ANGLES, AnalyzeJob
-from changewatch.schema.errors import Code, JobError
-from changewatch.worker import score
-from changewatch.worker.score import Analysis, History, Rescore, Scored, StoredSession, Totals
-from changewatch.worker.store.jobs import NEWEST_REQUEST, Superseded, succeeded
-from changewatch.worker.store.models import ModelNotActive
-from changewatch.worker.store.people import check_user, lock_user
-from changewatch.worker.store.vectors import (
+from ...schema.contract import ANGLES, AnalyzeJob
+from ...schema.errors import Code, JobError
+from .. import score
+from ..score import Analysis, History, Rescore, Scored, StoredSession, Totals
+from .jobs import NEWEST_REQUEST, Superseded, succeeded
+from .models import ModelNotActive
+from .people import check_user, lock_user
+from .vectors import (
     Conn,
     decode_sum,
     decode_vector,

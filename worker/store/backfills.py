@@ -15,11 +15,11 @@ from uuid import UUID
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.errors import JobError
-from changewatch.schema.status import Status
-from changewatch.worker.score import Analysis, Rescore
-from changewatch.worker.store.analyses import Statement, Target, Write, open_write
-from changewatch.worker.store.jobs import Superseded
+from ...schema.errors import JobError
+from ...schema.status import Status
+from ..score import Analysis, Rescore
+from .analyses import Statement, Target, Write, open_write
+from .jobs import Superseded
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ import numpy as np
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.contract import ANGLES, CompareJob, check_compared
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Status
-from changewatch.worker import score
-from changewatch.worker.score import ComparedSession, StoredSession
-from changewatch.worker.store.people import check_user
-from changewatch.worker.store.vectors import decode_vector
+from ...schema.contract import ANGLES, CompareJob, check_compared
+from ...schema.errors import Code, JobError
+from ...schema.status import Status
+from .. import score
+from ..score import ComparedSession, StoredSession
+from .people import check_user
+from .vectors import decode_vector
 
 
 def start_comparison(pool: ConnectionPool, job: CompareJob, task_id: str | None) -> None:

@@ -16,9 +16,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.contract import AnalyzeJob, other_users_session, payload_size
-from changewatch.schema.errors import Code, JobError
-from changewatch.worker.store.people import FORGOTTEN, admit
+from ...schema.contract import AnalyzeJob, other_users_session, payload_size
+from ...schema.errors import Code, JobError
+from .people import FORGOTTEN, admit
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import contextlib
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from changewatch.worker.store.vectors import Conn
+from .vectors import Conn
 
 
 class ModelNotActive(RuntimeError):

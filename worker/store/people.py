@@ -10,9 +10,9 @@ from uuid import UUID
 
 from psycopg_pool import ConnectionPool
 
-from changewatch.schema.errors import Code, JobError
-from changewatch.schema.status import Status
-from changewatch.worker.store.vectors import Conn
+from ...schema.errors import Code, JobError
+from ...schema.status import Status
+from .vectors import Conn
 
 FORGOTTEN = Code.USER_FORGOTTEN
 
