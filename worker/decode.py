@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,22 @@ def decode_photo(
     metrics = quality.measure(image, size)
     judged = {**quality.judge(metrics, thresholds), "metrics": metrics.as_dict()}
     return Photo(equalize_crop_resize(image), judged, camera)
+
+
+def decode_session(
+    images: dict[str, bytes],
+    uris: Mapping[str, object],
+    draft_side: int | None,
+    thresholds: quality.QualityThresholds,
+) -> list[Photo]:
+    """Every angle of one session, in order; a bad image's error names its angle and URI."""
+    photos = []
+    for angle, data in images.items():
+        try:
+            photos.append(decode_photo(data, draft_side, thresholds))
+        except JobError as err:
+            raise JobError(err.code, f"image {angle!r} ({uris[angle]}): {err}") from None
+    return photos
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

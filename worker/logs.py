@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,9 @@ FIELDS = (
 )
 
 job_log = logging.getLogger("changewatch.jobs")
+# The ids of the job this thread runs, bound once by the task wrapper (worker.outcome), so
+# every stage line carries them without each stage being handed them.
+_job: ContextVar[dict[str, Any] | None] = ContextVar("changewatch_job", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,5 +62,16 @@ def use_json(logger: logging.Logger, log_format: str = "json") -> None:
         handler.setFormatter(JsonFormatter())
 
 
+@contextmanager
+def job_ids(**ids: Any) -> Iterator[None]:
+    """Bind the running job's ids (task_id, session_id) to every job_event inside."""
+    token = _job.set(ids)
+    try:
+        yield
+    finally:
+        _job.reset(token)
+
+
 def job_event(message: str, **fields: Any) -> None:
-    job_log.info(message, extra={k: v for k, v in fields.items() if k in FIELDS})
+    merged = {**(_job.get() or {}), **fields}
+    job_log.info(message, extra={k: v for k, v in merged.items() if k in FIELDS})

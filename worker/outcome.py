@@ -38,7 +38,7 @@ from ..schema.errors import Code, JobError
 from ..schema.status import Outcome, Status
 from . import metrics, resources, store
 from .app import app
-from .logs import job_event
+from .logs import job_event, job_ids
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,10 @@ class _Ending:
             self._reject(payload, err, mark_job=True)
             raise
         started = time.perf_counter()
+        bound = job_ids(task_id=self.task.request.id, session_id=self.policy.ids(job)["session_id"])
         try:
-            result = body(self.task, self.res, job)
+            with bound:
+                result = body(self.task, self.res, job)
         except Reject:
             raise
         except Refused as refused:

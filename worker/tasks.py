@@ -41,8 +41,9 @@ from .outcome import (
     job_task,
     superseded,
 )
-from .pipeline import Ids, timed
+from .pipeline import timed
 from .resources import Resources
+from .score import Analysis
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,15 @@ def _start(res: Resources, job: AnalyzeJob, task_id: str | None) -> int | store.
         raise Refused(err) from err
 
 
-def _read_back(res: Resources, job: AnalyzeJob) -> dict[str, Any]:
+def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     """The result as ``producer result`` reads it; the analysis is stored either way."""
-    stored = {"session_id": str(job.session_id), "status": Status.SUCCEEDED}
+    sid = analysis.session_id
+    stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, job.session_id) or stored
+            return results.session_result(conn, sid) or stored
     except TRANSIENT_ERRORS as exc:
-        log.warning("session %s: stored, but not read back: %s", job.session_id, describe(exc))
+        log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored
 
 
@@ -100,17 +102,13 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
     request = _start(res, job, task.request.id)
     if isinstance(request, store.Superseded):
         return superseded(request)
-    ids = Ids(task.request.id, str(job.session_id))
-    embeddings, photos = pipeline.embeddings(res, job, ids)
     try:
-        analysis = pipeline.score_and_store(
-            res.db, job, request, res.model_id, embeddings, photos, ids
-        )
+        analysis = pipeline.analyze(res, job, request)
     except store.ModelNotActive as exc:
         raise _hand_back(task, res, str(exc)) from exc
     if isinstance(analysis, store.Superseded):
         return superseded(analysis)
-    return _read_back(res, job)
+    return _read_back(res, analysis)
 
 
 COMPARE = Policy(
@@ -182,11 +180,10 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
     analyze = AnalyzeJob(
         source.user_id, source.session_id, source.captured_at, parse_images(source.images)
     )
-    ids = Ids(task.request.id, str(job.session_id))
-    embeddings, _ = pipeline.embeddings(res, analyze, ids)
-    with timed("store", ids), store.backfill_write(res.db, source, job.model_id) as w:
+    embeddings, _ = pipeline.embeddings(res, analyze)
+    with timed("store"), store.backfill_write(res.db, source, job.model_id) as w:
         if not isinstance(w, store.Superseded):
-            with timed("score", ids):
+            with timed("score"):
                 scored = score.rescore(w.history, w.session(embeddings))
             store.save_backfill(w, scored, embeddings)
             return done

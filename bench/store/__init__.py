@@ -1,10 +1,11 @@
 """``python -m bench.store``: the score store alone (no model, no broker), Postgres included.
 
-Each "session" is what a worker writes for one job: ``start_job`` then ``score_and_store``
-with six 2048-d embeddings, appended after the person's history. People are pre-filled
-with 0, 100 and 1,000 earlier sessions; 1, 4 and 16 writer processes each take their own
-people. Reported: sessions/s per (history, writers), and the single-writer time of the
-write transaction against history length. Writes JSON, markdown and a PNG.
+Each "session" is what a worker writes for one job: ``start_job``, then ``score_and_save``
+in an ``analysis_write``, with six 2048-d embeddings, appended after the person's history.
+People are pre-filled with 0, 100 and 1,000 earlier sessions; 1, 4 and 16 writer
+processes each take their own people. Reported: sessions/s per (history, writers), and
+the single-writer time of the write transaction against history length. Writes JSON,
+markdown and a PNG.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, 
         seq = store.start_job(pool, job, f"bench-{job.session_id}")
         assert isinstance(seq, int)
         t = time.perf_counter()
-        result = pipeline.score_and_store(pool, job, seq, MODEL, vectors)
+        with store.analysis_write(pool, job, seq, MODEL) as write:
+            result = pipeline.score_and_save(write, vectors)
         write_s.append(time.perf_counter() - t)
         assert not isinstance(result, store.Superseded)
     out.put(

@@ -86,7 +86,8 @@ def test_0004_keeps_the_history_and_the_next_write_continues_it(old_database: st
     with ConnectionPool(old_database, min_size=1, max_size=1) as pool:
         seq = store.start_job(pool, job, "task-new")
         assert isinstance(seq, int)
-        saved = pipeline.score_and_store(pool, job, seq, MODEL, angles)
+        with store.analysis_write(pool, job, seq, MODEL) as write:
+            saved = pipeline.score_and_save(write, angles)
     expected = analyze_history([*history, StoredSession(sid, job.captured_at, angles)])[-1]
     assert saved == expected
     assert saved.baseline_session_count == 3
