@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..schema.contract import parse_analyze
 from ..schema.errors import Code, JobError
+from ..schema.status import Status
 from .api import Producer
 from .store import sessions
 
@@ -30,7 +31,7 @@ def read_jobs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                     raise JobError(Code.INVALID_PAYLOAD, "each line must be a JSON object")
                 parse_analyze(payload)
             except json.JSONDecodeError as exc:
-                invalid.append({"line": number, "code": "invalid_json", "message": str(exc)})
+                invalid.append({"line": number, "code": Code.INVALID_JSON, "message": str(exc)})
             except JobError as err:
                 invalid.append({"line": number, "code": err.code, "message": err.message})
             else:
@@ -55,9 +56,9 @@ def wait_all(producer: Producer, session_ids: Iterable[str], timeout: float) -> 
         while True:
             with producer.connect() as conn:
                 counts = sessions.count_by_status(conn, ids)
-            done = counts.get("succeeded", 0) + counts.get("failed", 0)
+            done = counts.get(Status.SUCCEEDED, 0) + counts.get(Status.FAILED, 0)
             bar.update(done - bar.n)
-            bar.set_postfix(failed=counts.get("failed", 0))
+            bar.set_postfix(failed=counts.get(Status.FAILED, 0))
             if done >= len(ids) or time.monotonic() >= deadline:
                 return counts
             time.sleep(0.5)

@@ -23,6 +23,7 @@ class Code(StrEnum):
 
     # -- the message ---------------------------------------------------------------------
     INVALID_PAYLOAD = "invalid_payload", "not a JSON object of the contract's fields"
+    INVALID_JSON = "invalid_json", "a line of a `bulk` file that is not JSON (reported, not sent)"
     PAYLOAD_TOO_LARGE = "payload_too_large", "over 64 KiB of JSON"
     UNSUPPORTED_CONTRACT_VERSION = (
         "unsupported_contract_version",
