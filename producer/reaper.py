@@ -29,8 +29,7 @@ from typing import Any
 from ..schema.broker import broker
 from ..schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 from .api import Producer
-from .store import lost, sessions
-from .store.lost import Row
+from .store import Row, lost, sessions
 
 log = logging.getLogger(__name__)
 

@@ -8,3 +8,12 @@ worker.store; the public result objects are read in schema.results. Every statem
 producer runs is here: api, admin, bulk, models and the reaper call these with a
 connection from ``Producer.connect`` (rows as dicts).
 """
+
+from typing import Any
+
+import psycopg
+
+# What every module here takes and returns: a connection from ``Producer.connect`` and
+# its rows, as dicts.
+Conn = psycopg.Connection[Any]
+Row = dict[str, Any]

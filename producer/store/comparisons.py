@@ -3,13 +3,10 @@ and read back with whether its numbers still follow from the current analyses.""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from ...schema.contract import CompareJob
-from .people import Conn
-
-Row = dict[str, Any]
+from . import Conn, Row
 
 
 def record(conn: Conn, job: CompareJob, task_id: str) -> None:

@@ -7,11 +7,10 @@ parameter (fixed names only, never input).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from .people import Conn
+from . import Conn, Row
 
-Row = dict[str, Any]
 Table = Literal["sessions", "comparisons"]
 
 # What a re-send needs of each row, its key columns, and the order to re-send in.

@@ -4,12 +4,9 @@ switch of the active model."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-from .people import Conn
-
-Row = dict[str, Any]
+from . import Conn, Row
 
 # The stored sessions that lack the model's analysis of their good request, oldest first.
 _PENDING = """

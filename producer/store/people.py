@@ -7,16 +7,13 @@ does, so a write for them either commits before the forget or finds them gone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg.rows import tuple_row
 
 from ...schema.errors import Code, JobError
 from ...schema.status import Status
-
-Conn = psycopg.Connection[Any]
+from . import Conn
 
 # Tables holding a person's data, and how to count what is left of it.
 LEFT = {

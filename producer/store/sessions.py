@@ -7,15 +7,13 @@ read), so the producer never overwrites what a worker stored meanwhile.
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
 from ...schema.contract import AnalyzeJob, other_users_session
-from .people import Conn, enroll
-
-Row = dict[str, Any]
+from . import Conn, Row
+from .people import enroll
 
 
 def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
