@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import regions
+
 __all__ = ["VariationLevels", "annotate", "confidence", "noise_floor", "relative_change"]
 
 
@@ -172,6 +174,7 @@ def annotate(
             if judged["flags"]:
                 low.append(angle)
     result["low_quality_angles"] = low
+    regions.annotate_regions(result, scored)
     result["equipment"] = dict(equipment)
     result["confidence"] = confidence(
         quality=quality,
