@@ -22,6 +22,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from .decode import INPUT_SIZE, PREPROCESS_VERSION
 from .regions import RegionProjector
+from .trunk import REGION_CHANNELS, trunk
 
 log = logging.getLogger(__name__)
 
@@ -210,31 +211,9 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
-class _Lite0Trunk(torch.nn.Module):
-    """timm's EfficientNet-Lite0 up to its last feature map (conv_head, bn2, relu6)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)  # type: ignore[operator]
-
-
-def trunk(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """The backbone without its pooling: (N, 3, 224, 224) -> (N, C, 7, 7). The embedding
-    is the mean of that map (what the models' own global average pool computes) and the
-    region vectors pool it by thirds, so both come from one forward pass."""
-    if name == "efficientnet_lite0":
-        return _Lite0Trunk(model).eval()
-    children = dict(model.named_children())
-    order = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    return torch.nn.Sequential(*(children[n] for n in order)).eval()
-
-
 @dataclass(frozen=True)
 class Features:
-    """One forward pass's output: (N, dim) embeddings and (N, 9, REGION_DIM) regions."""
+    """One forward pass's output: (N, dim) embeddings and (N, 9, region dim) regions."""
 
     vectors: np.ndarray
     regions: np.ndarray
@@ -287,7 +266,7 @@ class Embedder:
         mean, std = self.architecture.mean, self.architecture.std
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        self._regions = RegionProjector(self.architecture.dim, self.device)
+        self._regions = RegionProjector(REGION_CHANNELS[self.architecture.name], self.device)
         self.model_id = model_id_for(self.weights, self.architecture.name)
         # Warm once so the first real job does not pay for lazy initialization.
         self.predict(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
@@ -323,18 +302,18 @@ class Embedder:
     def features(self, images: np.ndarray, fp32: bool = False) -> Features:
         """Embeddings and region vectors of (N, 224, 224, 3) uint8 RGB, one forward pass."""
         with self._lock, torch.inference_mode():
-            feature_map = self._feature_map(images, fp32)
-            vectors = feature_map.mean(dim=(2, 3))
-            regions = self._regions(feature_map)
-            return Features(vectors.cpu().numpy(), regions.cpu().numpy())
+            middle, last = self._feature_maps(images, fp32)
+            vectors = last.mean(dim=(2, 3))
+            return Features(vectors.cpu().numpy(), self._regions(middle).cpu().numpy())
 
-    def feature_maps(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, 7, 7) float32 last feature maps (benches: regions before projection)."""
+    def feature_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The region map and the last map, float32 (benches: regions before projection)."""
         with self._lock, torch.inference_mode():
-            return self._feature_map(images, False).cpu().numpy()
+            middle, last = self._feature_maps(images, False)
+            return middle.cpu().numpy(), last.cpu().numpy()
 
-    def _feature_map(self, images: np.ndarray, fp32: bool) -> torch.Tensor:
-        """The backbone's last feature map in float32; the caller holds the lock."""
+    def _feature_maps(self, images: np.ndarray, fp32: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's region map and last map in float32; the caller holds the lock."""
         if self._model is None:
             raise RuntimeError("Embedder.setup() has not run")
         if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
@@ -344,5 +323,5 @@ class Embedder:
         batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         dtype = None if fp32 else self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self._model(batch)
-        return out.float()
+            middle, last = self._model(batch)
+        return middle.float(), last.float()

@@ -1,25 +1,24 @@
-"""Region embeddings: a 3x3 grid of each photo, pooled from the same forward pass.
+"""Region vectors: a 3x3 grid of each photo, pooled from the same forward pass.
 
 Why this shape:
 
-- One forward pass per photo, not nine: the backbone's last feature map (7x7 for a
-  224-px input, ResNet50 and EfficientNet-Lite0 alike) is pooled over each third of the
-  photo. The pooling is exact-area: cell 2 of the 7 straddles the first and second
-  thirds and counts 1/3 and 2/3 in them, so the nine regions tile the photo with equal
-  weight and their mean *is* the global average pool (the angle's embedding), before
-  projection.
-- Storage per angle at most the angle embedding's own: each region vector is reduced to
-  ``REGION_DIM`` (128) by one fixed Gaussian random projection, seeded, the same for
-  every model of one width (Johnson-Lindenstrauss: inner products and hence cosine
-  distances are kept to a relative error of about sqrt(2 / 128), the same factor for
-  every session, so a region's score and its noise floor are scaled alike). 9 x 128 =
-  1152 floats per angle, under Lite0's 1280 and ResNet50's 2048.
+- One forward pass per photo, not nine: the backbone's stride-16 feature map (14x14 at
+  224 px; worker/trunk.py says why not the last, 7x7 one) is pooled over each third of
+  the photo. The pooling is exact-area: a feature cell that straddles two thirds counts
+  in both by its covered fraction, so the nine regions tile the photo with equal weight
+  and their mean is the map's global mean.
+- Storage per angle at most the angle embedding's own: a map wider than ``REGION_DIM``
+  (ResNet50's 1024 channels) is reduced to 128 by one fixed Gaussian random projection,
+  seeded (Johnson-Lindenstrauss: inner products, hence cosine distances, are kept to a
+  relative error of about sqrt(2 / 128), and the same matrix scales a region's score and
+  its noise floor alike). Lite0's 112 channels are kept as they are. 9 x 128 = 1152
+  floats per angle under ResNet50's 2048; 9 x 112 = 1008 under Lite0's 1280.
 - The projection is linear, so the mean of projected vectors is the projection of the
   mean: running sums stay exact in int64 fixed point like the angles'.
 
 Region (0, 0) is the top-left of the upright, centre-cropped square the model saw.
-Changing the grid, the width or the seed changes every region vector: bump the model
-id's preprocessing version (worker.decode.PREPROCESS_VERSION) with it.
+Changing the grid, the map, the width or the seed changes every region vector: bump the
+model id's preprocessing version (worker.decode.PREPROCESS_VERSION) with it.
 """
 
 from __future__ import annotations
@@ -66,18 +65,29 @@ def pool_regions(feature_map: torch.Tensor) -> torch.Tensor:
     return pooled.reshape(feature_map.shape[0], GRID * GRID, feature_map.shape[1])
 
 
+def region_dim(channels: int) -> int:
+    """The stored width of a region vector from a map of ``channels``."""
+    return min(channels, REGION_DIM)
+
+
 class RegionProjector:
-    """The fixed projection on the model's device (built once per worker)."""
+    """Pooling and the fixed projection on the model's device (built once per worker)."""
 
     def __init__(self, channels: int, device: torch.device) -> None:
-        self.matrix = torch.from_numpy(projection(channels)).to(device)
+        self.matrix: torch.Tensor | None = None
+        if channels > REGION_DIM:
+            self.matrix = torch.from_numpy(projection(channels)).to(device)
 
     def __call__(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 9, REGION_DIM) float32 region vectors."""
-        return pool_regions(feature_map.float()) @ self.matrix
+        """(N, C, H, W) -> (N, 9, region_dim(C)) float32 region vectors."""
+        pooled = pool_regions(feature_map.float())
+        return pooled if self.matrix is None else pooled @ self.matrix
 
 
 def project(region_features: np.ndarray) -> np.ndarray:
-    """(..., C) full-width region features -> (..., REGION_DIM); the benches' check of
-    what the projection keeps."""
-    return region_features.astype(np.float32) @ projection(region_features.shape[-1])
+    """(..., C) full-width region features -> (..., region_dim(C)), as stored; the
+    benches' check of what the projection keeps."""
+    channels = region_features.shape[-1]
+    if channels <= REGION_DIM:
+        return region_features.astype(np.float32)
+    return region_features.astype(np.float32) @ projection(channels)

@@ -40,7 +40,7 @@ from changewatch.schema.evidence import annotate
 from changewatch.schema.regions import REGIONS
 from changewatch.worker.decode import preprocess
 from changewatch.worker.embed import Embedder
-from changewatch.worker.regions import GRID, pool_regions, project
+from changewatch.worker.regions import GRID, pool_regions, project, projection
 from changewatch.worker.score import StoredSession, analyze_history
 
 # What the done-when asks of a region change and of a re-take.
@@ -72,18 +72,30 @@ def replace_region(image: Image.Image, donor: Image.Image, index: int) -> Image.
     return out
 
 
+# The product's regions (the stride-16 map, as stored), and the last (7x7) map's regions
+# at full width and projected to 128: what the map and the projection each change.
+KINDS = ("product", "last_full", "last_projected")
+
+
+def _pooled(maps: Sequence[np.ndarray]) -> np.ndarray:
+    return pool_regions(torch.from_numpy(np.concatenate(maps))).numpy()
+
+
 def features(embedder: Embedder, photos: Sequence[bytes]) -> list[dict[str, np.ndarray]]:
-    """Per photo: the angle embedding, the stored (projected) regions, the full ones."""
+    """Per photo: the angle embedding and the regions of every kind."""
     batch = np.stack([preprocess(p) for p in photos])
-    maps = np.concatenate(
-        [embedder.feature_maps(batch[i : i + 16]) for i in range(0, len(batch), 16)]
-    )
-    full = pool_regions(torch.from_numpy(maps)).numpy()
-    vectors = maps.mean(axis=(2, 3))
+    maps = [embedder.feature_maps(batch[i : i + 16]) for i in range(0, len(batch), 16)]
+    middle, last = _pooled([m[0] for m in maps]), _pooled([m[1] for m in maps])
+    vectors = np.concatenate([m[1] for m in maps]).mean(axis=(2, 3))
     return [
-        {"vector": v, "projected": project(f), "full": f}
-        for v, f in zip(vectors, full, strict=True)
+        {"vector": v, "product": project(m), "last_full": f, "last_projected": projection_of(f)}
+        for v, m, f in zip(vectors, middle, last, strict=True)
     ]
+
+
+def projection_of(regions: np.ndarray) -> np.ndarray:
+    """(9, C) -> (9, 128) by the product's fixed projection, whatever C."""
+    return regions.astype(np.float32) @ projection(regions.shape[-1])
 
 
 Embedded = dict[str, dict[str, np.ndarray]]  # angle -> vector, projected, full
@@ -135,8 +147,8 @@ def run_regions_seed(
     takes = [{a: draw_retake(rng) for a in ANGLE_PHOTOS} for _ in range(retakes)]
     new = [{a: retake(scenes[ANGLE_PHOTOS[a]], t[a]) for a in ANGLE_PHOTOS} for t in takes]
     new_embedded = _embed_sessions(embedder, new)
-    out: dict[str, Any] = {"retakes": {"projected": [], "full": []}, "changes": []}
-    for kind in ("projected", "full"):
+    out: dict[str, Any] = {"retakes": {k: [] for k in KINDS}, "changes": []}
+    for kind in KINDS:
         for current in new_embedded:
             result = region_result(history, current, kind)
             out["retakes"][kind].append(
@@ -153,7 +165,7 @@ def run_regions_seed(
     changed = features(embedder, [c[2] for c in cases])
     for (angle, index, _), item in zip(cases, changed, strict=True):
         row: dict[str, Any] = {"angle": angle, "region": REGIONS[index]}
-        for kind in ("projected", "full"):
+        for kind in KINDS:
             result = region_result(history, {**new_embedded[0], angle: item}, kind)
             regions = _row(result, angle)
             relatives = [r["relative_change"] for r in regions]
@@ -171,9 +183,9 @@ def run_regions_seed(
 
 
 def summarize_regions(seeds: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The done-when figures per kind (projected, full)."""
+    """The done-when figures per kind (KINDS)."""
     summary = {}
-    for kind in ("projected", "full"):
+    for kind in KINDS:
         changes = [c[kind] for s in seeds for c in s["changes"]]
         retake_angles = [
             m for s in seeds for session in s["retakes"][kind] for m in session.values()
@@ -199,7 +211,9 @@ def summarize_regions(seeds: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
                 np.mean([m <= RETAKE_AT_MOST for m in retake_sessions])
             ),
         }
-    scores = [(c["projected"]["score"], c["full"]["score"]) for s in seeds for c in s["changes"]]
+    scores = [
+        (c["last_projected"]["score"], c["last_full"]["score"]) for s in seeds for c in s["changes"]
+    ]
     ratio = [p / f for p, f in scores if f > 0]
     summary["projection"] = {
         "score_ratio_median": float(np.median(ratio)),

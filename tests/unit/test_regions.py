@@ -19,8 +19,10 @@ from changewatch.worker.regions import (
     pooling_weights,
     project,
     projection,
+    region_dim,
 )
 from changewatch.worker.score import StoredSession, Totals, analyze_history, cosine_distance
+from changewatch.worker.trunk import REGION_CHANNELS
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -42,20 +44,22 @@ def test_the_nine_regions_tile_the_photo_and_average_to_the_angle_embedding() ->
 
 
 def test_region_storage_is_at_most_the_angle_embeddings_own() -> None:
-    """9 x 128 floats per angle, under both models' embedding widths."""
-    assert len(REGIONS) * REGION_DIM <= min(a.dim for a in ARCHITECTURES.values())
+    """At most 9 x 128 floats per angle, under each model's embedding width."""
+    for name, arch in ARCHITECTURES.items():
+        assert len(REGIONS) * region_dim(REGION_CHANNELS[name]) <= arch.dim
+    assert region_dim(REGION_CHANNELS["resnet50"]) == REGION_DIM
 
 
 def test_projection_is_fixed_and_keeps_cosine_distances() -> None:
     """Same matrix on every call and machine; distances between non-negative features
     (what a ReLU backbone gives) keep their order and scale within the JL error."""
-    np.testing.assert_array_equal(projection(1280), projection(1280))
-    assert projection(1280).shape == (1280, REGION_DIM)
+    np.testing.assert_array_equal(projection(1024), projection(1024))
+    assert projection(1024).shape == (1024, REGION_DIM)
     rng = np.random.default_rng(3)
-    base = rng.gamma(1.0, 1.0, 1280)
+    base = rng.gamma(1.0, 1.0, 1024)
     full, projected = [], []
     for size in (0.05, 0.1, 0.2, 0.4, 0.8):
-        other = base + size * rng.gamma(1.0, 1.0, 1280)
+        other = base + size * rng.gamma(1.0, 1.0, 1024)
         full.append(cosine_distance(base, other))
         projected.append(cosine_distance(project(base), project(other)))
     assert np.argsort(full).tolist() == np.argsort(projected).tolist()
