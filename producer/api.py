@@ -76,6 +76,7 @@ class Producer:
         celery: Celery | None = None,
     ) -> None:
         settings = settings or Settings.from_env()
+        self.settings = settings
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
 
@@ -161,7 +162,7 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            found = results.session_result(conn, sid)
+            found = results.session_result(conn, sid, self.settings.variation)
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == Status.FAILED:
@@ -172,7 +173,9 @@ class Producer:
     def history(self, user_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The person's analyzed sessions in capture order, each as ``result`` gives it."""
         with self.connect() as conn:
-            return results.person_history(conn, parse_uuid(str(user_id), "user_id"))
+            return results.person_history(
+                conn, parse_uuid(str(user_id), "user_id"), self.settings.variation
+            )
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
         """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""

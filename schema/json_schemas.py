@@ -26,6 +26,7 @@ from .contract import (
     MIN_IMAGES,
     VERSION_FIELD,
 )
+from .levels import Basis
 
 FOLDER = Path(__file__).parent / "json"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -145,6 +146,24 @@ _CONFIDENCE = {
 }
 
 
+_LEVELS = ["stable", "mild", "moderate", "higher", "strong"]
+_BASES = [str(b) for b in Basis]
+_TRENDS = ["stable", "mild_variation", "significant_shift"]
+# What a level was read against (schema/levels.py): the floor, its unit and the cut-offs.
+_SCALE = {
+    "type": "object",
+    "properties": {
+        "basis": {"enum": _BASES},
+        "noise_floor": _NUMBER_OR_NULL,
+        "floor_baseline_sessions": _NUMBER_OR_NULL,
+        "unit": {"enum": ["x noise floor", "cosine distance"]},
+        "levels": {"type": "object", "additionalProperties": {"type": "number"}},
+        "trend": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+    "required": ["basis", "noise_floor", "unit", "levels", "trend"],
+}
+
+
 def analysis_result_schema() -> dict[str, Any]:
     """What ``producer result`` prints and the analyze task returns. New keys may come."""
     return {
@@ -170,6 +189,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "low_quality_angles": {"type": "array", "items": {"enum": list(ANGLES)}},
             "equipment": _EQUIPMENT,
             "confidence": _CONFIDENCE,
+            "variation_level": {"enum": [*_LEVELS, None]},
+            "level_basis": {"enum": [*_BASES, None]},
         },
         "required": [
             "session_id",
@@ -187,6 +208,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "low_quality_angles",
             "equipment",
             "confidence",
+            "variation_level",
+            "level_basis",
         ],
     }
 
@@ -199,7 +222,9 @@ def comparison_result_schema() -> dict[str, Any]:
             "delta": _NUMBER_OR_NULL,
             "sessions": {"type": "integer", "minimum": 0},
             "available": {"type": "boolean"},
-            "variation_level": {"type": ["string", "null"]},
+            "variation_level": {"enum": [*_LEVELS, None]},
+            "relative": _NUMBER_OR_NULL,
+            "level_basis": {"enum": [*_BASES, None]},
         },
         "required": ["available"],
     }
@@ -214,7 +239,9 @@ def comparison_result_schema() -> dict[str, Any]:
             "previous_session_id": _UUID,
             "overall_delta": {"type": "number", "minimum": 0},
             "stability_index": {"type": "number", "minimum": 0, "maximum": 1},
-            "overall_trend": {"type": "string"},
+            "overall_trend": {"enum": _TRENDS},
+            "relative_delta": _NUMBER_OR_NULL,
+            "level_basis": {"enum": _BASES},
             "comparison_method": {"type": "string"},
             "per_angle": {
                 "type": "array",
@@ -229,8 +256,8 @@ def comparison_result_schema() -> dict[str, Any]:
                 },
             },
             "layers": {"type": "object", "additionalProperties": layer},
-            "thresholds": {"type": "object"},
-            "variation_levels": {"type": "object"},
+            "thresholds": {"type": "object", "additionalProperties": {"type": "number"}},
+            "variation_levels": _SCALE,
         },
         "required": [
             "user_id",
@@ -239,6 +266,7 @@ def comparison_result_schema() -> dict[str, Any]:
             "overall_delta",
             "stability_index",
             "overall_trend",
+            "level_basis",
             "comparison_method",
             "per_angle",
         ],

@@ -14,8 +14,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from . import equipment, evidence
+from . import equipment, evidence, levels
 from .contract import analysis_result
+from .evidence import VariationLevels
 
 _SESSION = """
     SELECT s.session_id, s.user_id, s.good_photos, a.captured_at, a.model_id,
@@ -29,7 +30,8 @@ _SESSION = """
 """
 # The person's analyses captured strictly before T, newest first, at most N.
 _EARLIER = """
-    SELECT a.session_id, a.change_score, a.is_first_session, a.per_angle, s.good_photos
+    SELECT a.session_id, a.change_score, a.is_first_session, a.baseline_session_count,
+           a.per_angle, s.good_photos
       FROM analyses a JOIN sessions s USING (session_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND a.captured_at < %(at)s
      ORDER BY a.captured_at DESC, a.session_id DESC
@@ -76,8 +78,26 @@ def _base(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict[str, Any] | None:
-    """The session's analysis under the active model, with its evidence; None if none."""
+def _annotated(
+    row: dict[str, Any], earlier: list[dict[str, Any]], fixed: VariationLevels | None
+) -> dict[str, Any]:
+    """The result of one row with its evidence and level, ``earlier`` oldest first."""
+    result = evidence.annotate(
+        _base(row),
+        earlier=earlier,
+        photos=row["good_photos"],
+        equipment=_equipment(
+            row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
+        ),
+    )
+    return levels.annotate_level(result, earlier, fixed)
+
+
+def session_result(
+    conn: psycopg.Connection[Any], session_id: uuid.UUID, fixed: VariationLevels | None = None
+) -> dict[str, Any] | None:
+    """The session's analysis under the active model, with its evidence; None if none.
+    ``fixed``: the variation levels of a model with no calibration (settings)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_SESSION, (session_id,)).fetchone()
         if row is None:
@@ -92,17 +112,12 @@ def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict
             },
         ).fetchall()
     earlier.reverse()  # oldest first
-    return evidence.annotate(
-        _base(row),
-        earlier=earlier,
-        photos=row["good_photos"],
-        equipment=_equipment(
-            row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
-        ),
-    )
+    return _annotated(row, earlier, fixed)
 
 
-def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[dict[str, Any]]:
+def person_history(
+    conn: psycopg.Connection[Any], user_id: uuid.UUID, fixed: VariationLevels | None = None
+) -> list[dict[str, Any]]:
     """Every analyzed session of the person in capture order, each with its evidence, as
     ``session_result`` gives it (one pass over the history)."""
     with conn.cursor(row_factory=dict_row) as cur:
@@ -111,14 +126,5 @@ def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[di
     for i, row in enumerate(rows):
         window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
         earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
-        out.append(
-            evidence.annotate(
-                _base(row),
-                earlier=earlier,
-                photos=row["good_photos"],
-                equipment=_equipment(
-                    row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
-                ),
-            )
-        )
+        out.append(_annotated(row, earlier, fixed))
     return out

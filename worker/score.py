@@ -13,7 +13,7 @@ removed and re-added, equal the sums of the history as it stands, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from uuid import UUID
 
 import numpy as np
 
-from ..settings import TrendThresholds
+from ..schema.levels import Scale
 
 # 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
 # float32's own precision for typical activations (0.01-10).
@@ -230,14 +230,6 @@ def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
     return [by_id[item.session_id] for group in _by_capture_time(history) for item in group]
 
 
-def trend(overall_delta: float, thresholds: TrendThresholds) -> str:
-    if overall_delta < thresholds.stable:
-        return "stable"
-    if overall_delta < thresholds.mild:
-        return "mild_variation"
-    return "significant_shift"
-
-
 @dataclass(frozen=True)
 class ComparedSession:
     session_id: UUID
@@ -266,18 +258,22 @@ def window_delta(angles: dict[str, np.ndarray], window: Sequence[StoredSession])
 def layers(
     current: ComparedSession,
     windows: Sequence[tuple[StoredSession, int]],
-    level: Callable[[float], str],
+    scale: Scale,
     rolling: int = 5,
     days: int = 30,
 ) -> dict[str, dict[str, Any]]:
     """The current session against its previous session, the mean of the last ``rolling``,
-    the ``days`` before it, and all earlier sessions (its own change score)."""
+    the ``days`` before it, and all earlier sessions (its own change score), each level
+    read against the person's scale for a window of that many sessions."""
 
     def layer(delta: float | None, sessions: int) -> dict[str, Any]:
         available = delta is not None and sessions > 0
+        judged = scale.judge(delta, sessions) if delta is not None and available else None
         return {
             "delta": delta if available else None,
-            "variation_level": level(delta) if delta is not None and available else None,
+            "variation_level": judged.level if judged else None,
+            "relative": judged.relative if judged else None,
+            "level_basis": str(scale.basis) if judged else None,
             "sessions": sessions,
             "available": available,
         }
@@ -295,14 +291,14 @@ def layers(
     }
 
 
-def compare(
-    current: ComparedSession, previous: ComparedSession, thresholds: TrendThresholds
-) -> dict[str, Any]:
+def compare(current: ComparedSession, previous: ComparedSession, scale: Scale) -> dict[str, Any]:
     """Compare two analyzed sessions of one user, like with like.
 
     overall_delta is the distance between the two sessions' mean embeddings over the
     angles both have, when both come from the same model; otherwise the mean absolute
-    per-angle score delta, and the result says so.
+    per-angle score delta, and the result says so. overall_trend reads it against the
+    person's scale: a distance between two single sessions has the noise of a window of
+    one session; a difference of two change scores, that of a change score.
     """
     common = [a for a in current.angle_scores if a in previous.angle_scores]
     embedded = like_with_like(current.angles, previous.angles)
@@ -333,13 +329,16 @@ def compare(
             float(np.mean(deltas)) if deltas else abs(current.change_score - previous.change_score)
         )
         method = "score"
+    judged = scale.trend(delta, 1 if method == "embedding" else None)
     return {
         "current_session_id": str(current.session_id),
         "previous_session_id": str(previous.session_id),
         "overall_delta": delta,
         "stability_index": min(max(1.0 - delta, 0.0), 1.0),
-        "overall_trend": trend(delta, thresholds),
+        "overall_trend": judged.level,
+        "relative_delta": judged.relative,
+        "level_basis": str(scale.basis),
         "comparison_method": method,
         "per_angle": per_angle,
-        "thresholds": {"stable_below": thresholds.stable, "mild_variation_below": thresholds.mild},
+        "thresholds": judged.cuts,
     }

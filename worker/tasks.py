@@ -16,7 +16,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from ..schema import results
+from ..schema import levels, results
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -76,7 +76,7 @@ def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, sid) or stored
+            return results.session_result(conn, sid, res.settings.variation) or stored
     except TRANSIENT_ERRORS as exc:
         log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored
@@ -131,14 +131,15 @@ def compare_sessions(task: Task, res: Resources, job: CompareJob) -> dict[str, A
         raise Refused(err) from err
     current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
     previous = store.load_for_comparison(res.db, job.previous_session_id, job.user_id)
-    windows = store.load_windows(
-        res.db, job.user_id, current.model_id, current.captured_at or datetime.now(UTC)
-    )
+    at = current.captured_at or datetime.now(UTC)
+    windows = store.load_windows(res.db, job.user_id, current.model_id, at)
+    earlier = store.load_earlier_scores(res.db, job.user_id, current.model_id, at)
+    scale = levels.scale_for(current.model_id, earlier, res.settings.variation, res.settings.trend)
     result = {
         "user_id": str(job.user_id),
-        **score.compare(current, previous, res.settings.trend),
-        "layers": score.layers(current, windows, res.settings.variation.level),
-        "variation_levels": res.settings.variation.as_json(),
+        **score.compare(current, previous, scale),
+        "layers": score.layers(current, windows, scale),
+        "variation_levels": scale.as_json(),
     }
     store.finish_comparison(res.db, job, result, inputs=(current, previous))
     return result

@@ -24,6 +24,7 @@ from .backfills import (
 )
 from .comparisons import (
     finish_comparison,
+    load_earlier_scores,
     load_for_comparison,
     load_windows,
     start_comparison,
@@ -50,6 +51,7 @@ __all__ = [
     "finish_backfill",
     "finish_comparison",
     "history_scores",
+    "load_earlier_scores",
     "load_for_comparison",
     "load_totals",
     "load_windows",

@@ -8,11 +8,13 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ...schema.contract import ANGLES, CompareJob, check_compared
 from ...schema.errors import Code, JobError
+from ...schema.evidence import NOISE_WINDOW
 from ...schema.status import Status
 from .. import score
 from ..score import ComparedSession, StoredSession
@@ -156,3 +158,25 @@ def load_windows(
             found.setdefault(sid, (at, int(rank), {}))[2][angle] = decode_vector(embedding)
     ordered = sorted(found.items(), key=lambda item: item[1][1])
     return [(StoredSession(sid, at, angles), rank) for sid, (at, rank, angles) in ordered]
+
+
+# The person's analyses before the current session, newest first, for their noise floor.
+_EARLIER_SQL = """
+    SELECT change_score, is_first_session, baseline_session_count
+      FROM analyses
+     WHERE user_id = %(uid)s AND model_id = %(model)s AND captured_at < %(at)s
+     ORDER BY captured_at DESC, session_id DESC
+     LIMIT %(n)s
+"""
+
+
+def load_earlier_scores(
+    pool: ConnectionPool, user_id: UUID, model_id: str, before: datetime
+) -> list[dict[str, Any]]:
+    """The last ``NOISE_WINDOW`` analyses captured before ``before``, oldest first: what
+    the comparison's levels are read against (``levels.scale_for``)."""
+    params = {"uid": user_id, "model": model_id, "at": before, "n": NOISE_WINDOW}
+    with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_EARLIER_SQL, params).fetchall()
+    rows.reverse()
+    return rows
