@@ -164,6 +164,21 @@ _SCALE = {
 }
 
 
+# Left/right symmetry (schema/symmetry.py); null when the session lacks either side.
+_SYMMETRY = {
+    "type": ["object", "null"],
+    "properties": {
+        "distance": {"type": "number", "minimum": 0},
+        "baseline": _NUMBER_OR_NULL,
+        "change": _NUMBER_OR_NULL,
+        "noise_floor": _NUMBER_OR_NULL,
+        "relative_change": _NUMBER_OR_NULL,
+        "earlier_sessions": {"type": "integer", "minimum": 0},
+    },
+    "required": ["distance", "baseline", "change", "noise_floor", "relative_change"],
+}
+
+
 def analysis_result_schema() -> dict[str, Any]:
     """What ``producer result`` prints and the analyze task returns. New keys may come."""
     return {
@@ -191,6 +206,7 @@ def analysis_result_schema() -> dict[str, Any]:
             "confidence": _CONFIDENCE,
             "variation_level": {"enum": [*_LEVELS, None]},
             "level_basis": {"enum": [*_BASES, None]},
+            "symmetry": _SYMMETRY,
         },
         "required": [
             "session_id",

@@ -12,11 +12,12 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
-from . import equipment, evidence, levels
+from . import equipment, evidence, levels, symmetry
 from .contract import analysis_result
 from .evidence import VariationLevels
+from .vectors import decode_vector
 
 _SESSION = """
     SELECT s.session_id, s.user_id, s.good_photos, a.captured_at, a.model_id,
@@ -49,6 +50,44 @@ _HISTORY = """
      ORDER BY a.captured_at, a.session_id
 """
 RECENT_DEVICES = 3
+# The left and right embeddings of the person's sessions up to T (T's own included), newest
+# first: at most N sessions, or all of them when N is NULL.
+_SIDES = """
+    SELECT a.session_id, e.angle, e.embedding
+      FROM (SELECT session_id, captured_at FROM analyses
+             WHERE user_id = %(uid)s AND model_id = %(model)s
+               AND (captured_at < %(at)s OR session_id = %(sid)s)
+             ORDER BY captured_at DESC, session_id DESC
+             LIMIT %(n)s) a
+      JOIN angle_embeddings e ON e.session_id = a.session_id AND e.model_id = %(model)s
+     WHERE e.angle IN ('left', 'right')
+     ORDER BY a.captured_at DESC, a.session_id DESC
+"""
+
+
+def _side_distances(
+    conn: psycopg.Connection[Any], row: dict[str, Any], sessions: int | None
+) -> dict[uuid.UUID, float | None]:
+    """Each session's left/right distance, by session id, for the symmetry evidence."""
+    params = {
+        "uid": row["user_id"],
+        "model": row["model_id"],
+        "at": row["captured_at"],
+        "sid": row["session_id"],
+        "n": sessions,
+    }
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+        for sid, angle, embedding in cur.execute(_SIDES, params):
+            found.setdefault(sid, {})[angle] = decode_vector(embedding)
+    return {sid: symmetry.distance(sides) for sid, sides in found.items()}
+
+
+def _symmetry(
+    row: dict[str, Any], earlier: list[dict[str, Any]], distances: dict[uuid.UUID, float | None]
+) -> dict[str, Any] | None:
+    before = [distances.get(e["session_id"]) for e in earlier[-evidence.NOISE_WINDOW :]]
+    return symmetry.symmetry(distances.get(row["session_id"]), [d for d in before if d is not None])
 
 
 def _equipment(
@@ -79,9 +118,13 @@ def _base(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _annotated(
-    row: dict[str, Any], earlier: list[dict[str, Any]], fixed: VariationLevels | None
+    row: dict[str, Any],
+    earlier: list[dict[str, Any]],
+    fixed: VariationLevels | None,
+    distances: dict[uuid.UUID, float | None],
 ) -> dict[str, Any]:
-    """The result of one row with its evidence and level, ``earlier`` oldest first."""
+    """The result of one row with its evidence, level and symmetry, ``earlier`` oldest
+    first, ``distances`` the left/right distances of the row and its earlier sessions."""
     result = evidence.annotate(
         _base(row),
         earlier=earlier,
@@ -90,6 +133,7 @@ def _annotated(
             row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
         ),
     )
+    result["symmetry"] = _symmetry(row, earlier, distances)
     return levels.annotate_level(result, earlier, fixed)
 
 
@@ -111,8 +155,9 @@ def session_result(
                 "n": evidence.NOISE_WINDOW,
             },
         ).fetchall()
+        distances = _side_distances(conn, row, evidence.NOISE_WINDOW + 1)
     earlier.reverse()  # oldest first
-    return _annotated(row, earlier, fixed)
+    return _annotated(row, earlier, fixed, distances)
 
 
 def person_history(
@@ -122,9 +167,10 @@ def person_history(
     ``session_result`` gives it (one pass over the history)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_HISTORY, (user_id,)).fetchall()
+    distances = _side_distances(conn, rows[-1], None) if rows else {}
     out = []
     for i, row in enumerate(rows):
         window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
         earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
-        out.append(_annotated(row, earlier, fixed))
+        out.append(_annotated(row, earlier, fixed, distances))
     return out

@@ -164,6 +164,20 @@ def test_each_result_names_the_basis_of_its_level(person: dict[str, Any]) -> Non
     assert results[7]["variation_level"] == "strong"
 
 
+def test_symmetry_moves_when_one_side_changes(person: dict[str, Any]) -> None:
+    """The left/right distance of each session, against the person's own: steady over
+    the re-takes, far outside its floor when the left photo shows another scene."""
+    results = person["results"]
+    assert results[0]["symmetry"]["baseline"] is None
+    assert all(r["symmetry"]["distance"] > 0 for r in results)
+    assert [r["symmetry"]["earlier_sessions"] for r in results] == list(range(8))
+    settled, last = results[6]["symmetry"], results[7]["symmetry"]
+    assert settled["noise_floor"] is not None
+    assert last["change"] > 5 * settled["change"]
+    # Outside the floor even on the random weights the suite's worker runs (2.7 here).
+    assert last["relative_change"] > 2
+
+
 def test_history_shows_the_person_as_a_table_json_and_plot(
     person: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -1,33 +1,14 @@
-"""How vectors and sums cross the connection: bytea in Postgres's own binary order.
-
-Big-endian float4 is what SQL's ``float4send`` writes too, so SQL can build vectors;
-numpy decodes them without a Python loop. Sums are exact int64 fixed point.
-"""
+"""How vectors and sums cross the connection (the codec is the contract's:
+``schema.vectors``), and the connection type the store's modules share."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import psycopg
 
+from ...schema.vectors import decode_sum, decode_vector, encode_sum, encode_vector
+
+__all__ = ["Conn", "decode_sum", "decode_vector", "encode_sum", "encode_vector"]
+
 Conn = psycopg.Connection[Any]
-
-_F32 = np.dtype(">f4")
-_I64 = np.dtype(">i8")
-
-
-def encode_vector(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype=_F32).tobytes()
-
-
-def decode_vector(data: bytes | memoryview) -> np.ndarray:
-    return np.frombuffer(data, dtype=_F32).astype(np.float32)
-
-
-def encode_sum(total: np.ndarray) -> bytes:
-    return np.asarray(total, dtype=_I64).tobytes()
-
-
-def decode_sum(data: bytes | memoryview) -> np.ndarray:
-    return np.frombuffer(data, dtype=_I64).astype(np.int64)
