@@ -176,9 +176,10 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
     """Backfill: re-embed a stored session's good request with this worker's model."""
     source = store.start_backfill(res.db, job.session_id, job.model_id)
     if source is None:
-        raise JobError(
+        none = JobError(
             Code.SESSION_NOT_ANALYZED, f"session {job.session_id} has no good analysis to re-embed"
         )
+        raise store.deleted_or(res.db, job.session_id, none)
     done = {"session_id": str(job.session_id), "model_id": job.model_id, "status": Status.SUCCEEDED}
     if source.done:
         store.finish_backfill(res.db, job.session_id, job.model_id)
