@@ -111,7 +111,10 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
     except store.ModelNotActive as exc:
         raise _hand_back(task, res, str(exc)) from exc
     except JobError as err:  # its photos may be missing because the session was deleted
-        raise store.deleted_or(res.db, job.session_id, err) from err
+        deleted = store.deleted_or(res.db, job.session_id, err)
+        if deleted is err:
+            raise
+        raise deleted from err
     if isinstance(analysis, store.Superseded):
         return superseded(analysis)
     return _read_back(res, analysis)
