@@ -4,6 +4,7 @@ tombstones with the person."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +45,17 @@ def _session(database_url: str) -> tuple[uuid.UUID, uuid.UUID]:
             (sid, user),
         )
     return user, sid
+
+
+@contextlib.contextmanager
+def _removed(database_url: str, user: uuid.UUID) -> Iterator[None]:
+    """The person and their rows gone afterwards: a queued session would be the
+    reaper tests' to find."""
+    try:
+        yield
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("DELETE FROM users WHERE user_id = %s", (user,))
 
 
 def test_the_worker_deletes_a_session_only_behind_a_tombstone(
@@ -88,7 +100,7 @@ def test_the_producer_cannot_delete_a_session_without_the_worker(
 ) -> None:
     """Deleting without rescoring would leave the later sessions' numbers wrong."""
     user, sid = _session(database_url)
-    with login_as("producer") as conn:
+    with login_as("producer") as conn, _removed(database_url, user):
         assert conn.execute("SELECT session_deleted(%s)", (sid,)).fetchone() == (False,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT delete_session(%s, %s)", (user, sid))
