@@ -19,6 +19,7 @@ from .contract import (
     ANGLES,
     COMPARE_TASK,
     CONTRACT_VERSION,
+    DELETE_TASK,
     EMBED_TASK,
     FIELDS,
     MAX_MODEL_ID,
@@ -294,7 +295,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         **{
             f"{task}.json": payload_schema(task)
-            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK)
+            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK, DELETE_TASK)
         },
         "analysis_result.json": analysis_result_schema(),
         "comparison_result.json": comparison_result_schema(),

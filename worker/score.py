@@ -221,6 +221,29 @@ def rescore(history: History, session: StoredSession) -> Rescore:
     return Rescore(mine, changed, totals, angles, old is not None)
 
 
+@dataclass(frozen=True)
+class Removal:
+    """What deleting a session stores: the later sessions whose numbers change, and the
+    person's sums without it."""
+
+    changed: list[Analysis]
+    totals: Totals
+    angles: list[str]  # the angles whose sums changed
+
+
+def remove(history: History, session_id: UUID) -> Removal:
+    """Take ``session_id`` out of the history as if it had never been analyzed: its
+    embeddings leave the sums (exact, so the sums are those of the history without it)
+    and the sessions after it are rescored by ``rescore_suffix``, as a write does."""
+    totals = history.totals.copy()
+    suffix = dict(history.suffix)
+    gone = suffix.pop(session_id)
+    totals.add(gone.session.angles, sign=-1)
+    analyses = rescore_suffix(totals, [item.session for item in suffix.values()])
+    changed = [a for a in analyses if stored_values(a) != suffix[a.session_id].stored]
+    return Removal(changed, totals, sorted(gone.session.angles))
+
+
 def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
     """Analyses for every session of one user's history (one model), in capture order."""
     totals = Totals()

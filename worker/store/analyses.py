@@ -28,8 +28,8 @@ from psycopg_pool import ConnectionPool
 from ...schema.contract import ANGLES, AnalyzeJob
 from ...schema.errors import Code, JobError
 from .. import score
-from ..score import Analysis, History, Rescore, Scored, StoredSession, Totals
-from .jobs import NEWEST_REQUEST, Superseded, succeeded
+from ..score import Analysis, History, Removal, Rescore, Scored, StoredSession, Totals
+from .jobs import NEWEST_REQUEST, Superseded, check_not_deleted, succeeded
 from .models import ModelNotActive
 from .people import check_user, lock_user
 from .vectors import (
@@ -216,6 +216,24 @@ class Write:
                 cur.execute(statement, params)
         return mine
 
+    def remove(self, removal: Removal) -> None:
+        """Take the session out of this model's history: the later sessions' new numbers
+        and the sums without it (a sum left counting nothing goes), in one pipeline. Its
+        own rows go with its ``sessions`` row (``deletions``), in the same transaction."""
+        t, totals = self.target, removal.totals
+        counts = [totals.sessions] + [totals.angles[a][0] for a in removal.angles]
+        sums = [None] + [encode_sum(totals.angles[a][1]) for a in removal.angles]
+        with self.conn.pipeline(), self.conn.cursor() as cur:
+            if removal.changed:
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in removal.changed])
+            cur.execute(
+                _SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], counts, sums)
+            )
+            cur.execute(
+                "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
+                (t.user_id, t.model_id),
+            )
+
 
 def _rescored(a: Analysis, model_id: str) -> tuple[Any, ...]:
     return (*score.stored_values(a)[:3], Jsonb(a.per_angle), a.session_id, model_id)
@@ -251,6 +269,7 @@ def analysis_write(
         guard, write = open_write(conn, NEWEST_REQUEST, target)
         if guard is None:
             check_user(conn, job.user_id)  # forgotten while the photos were embedded
+            check_not_deleted(conn, job.session_id)  # or the session deleted
             raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} is gone")
         newest_seq, newest_task, active = guard
         if newest_seq != request_seq:

@@ -18,6 +18,7 @@ from ...schema.evidence import NOISE_WINDOW
 from ...schema.status import Status
 from .. import score
 from ..score import ComparedSession, StoredSession
+from .jobs import check_not_deleted
 from .people import check_user
 from .vectors import decode_vector
 
@@ -54,10 +55,11 @@ def finish_comparison(
     inputs: tuple[ComparedSession, ComparedSession] | None = None,
 ) -> None:
     """Record the outcome, with the analysis revisions it was computed from: when either
-    changes later, readers see the stored numbers as stale and have them recomputed."""
+    changes later, readers see the stored numbers as stale and have them recomputed.
+    A comparison whose session was deleted meanwhile ends ``session_deleted``."""
     current, previous = inputs if inputs else (None, None)
     with pool.connection() as conn:
-        conn.execute(
+        written = conn.execute(
             """
             UPDATE comparisons
                SET status = %s, result = %s, error_code = %s, error_message = %s,
@@ -77,6 +79,9 @@ def finish_comparison(
                 job.previous_session_id,
             ),
         )
+        if not written.rowcount and result is not None:  # its row went with a session
+            check_not_deleted(conn, job.current_session_id)
+            check_not_deleted(conn, job.previous_session_id)
 
 
 def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -> ComparedSession:
@@ -94,6 +99,8 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
             (session_id,),
         )
         row = cur.fetchone()
+        if row is None:
+            check_not_deleted(conn, session_id)
         check_compared(session_id, row[0] if row else None, user_id)
         assert row is not None
         _, status, model_id, change, per_angle, revision, at, earlier = row
