@@ -59,10 +59,14 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     assert times_floor[0] < 1.5 and times_floor[1] < 1.5 and times_floor[2] > 3
     assert "first session" in out and "comparison_method embedding" in out
     # The drifted session against the first: no layer and no overall_trend calls it
-    # stable; a re-take against the first: every one does, read against the floor.
+    # stable. A re-take against the first: overall_trend and the layers against several
+    # sessions call it stable; against the previous session alone it is at about 1x the
+    # (widened) floor, so at most mild.
     drifted, retake = _comparison(out, 7), _comparison(out, 6)
     assert drifted["trend"] != "stable" and "stable" not in drifted["layers"].values()
-    assert retake["trend"] == "stable" and set(retake["layers"].values()) == {"stable"}
+    assert retake["trend"] == "stable"
+    assert retake["layers"]["rolling"] == retake["layers"]["lifetime"] == "stable"
+    assert set(retake["layers"].values()) <= {"stable", "mild"}
     assert set(drifted["layers"]) == {"immediate", "rolling", "monthly", "lifetime"}
     assert "levels read against: noise_floor" in out
     assert (ROOT / "artifacts" / "demo-history.png").stat().st_size > 10_000
