@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .schema.evidence import VariationLevels
+from .schema.levels import TrendThresholds
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "TrendThresholds", "VariationLevels"]
 
@@ -76,20 +77,6 @@ def _quality_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
 
 
 @dataclass(frozen=True)
-class TrendThresholds:
-    """overall_delta below ``stable`` is stable, below ``mild`` mild_variation, else a shift."""
-
-    stable: float = 0.10
-    mild: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.stable <= self.mild:
-            raise ValueError(
-                f"trend thresholds need 0 <= stable <= mild, got {self.stable}, {self.mild}"
-            )
-
-
-@dataclass(frozen=True)
 class Settings:
     # -- where the services are (producer, worker, Flower) ---------------------------------
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -126,6 +113,9 @@ class Settings:
     worker_pool: str = "threads"
     worker_concurrency: int = 0
     # -- what the numbers are read against ------------------------------------------------
+    # Fixed cut-offs of cosine distance, used only for a model that has no calibration
+    # (schema/levels.py) while the person has no noise floor yet; levels otherwise follow
+    # the floor.
     trend: TrendThresholds = field(default_factory=TrendThresholds)
     variation: VariationLevels = field(default_factory=VariationLevels)
     # Given fields of worker.quality.QualityThresholds (OpenCV lives there; producers

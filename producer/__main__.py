@@ -103,6 +103,16 @@ def _operator_commands(sub: Subparsers) -> None:
         "--keep-objects", action="store_true", help="leave their photos in S3 (deleted by default)"
     )
 
+    delete = sub.add_parser(
+        "delete-session",
+        help="delete one session as if it never was: rescore the later ones, prove it is gone",
+    )
+    delete.add_argument("session_id")
+    delete.add_argument(
+        "--keep-objects", action="store_true", help="leave its photos in S3 (deleted by default)"
+    )
+    delete.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it")
+
 
 def _model_commands(sub: Subparsers) -> None:
     backfill = sub.add_parser(
@@ -193,6 +203,10 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
         _reap_forever(producer, args.older_than, args.every)
     if args.command == "forget-user":
         return admin.forget_user(producer, args.user_id, delete_objects=not args.keep_objects)
+    if args.command == "delete-session":
+        return producer.delete_session(
+            args.session_id, args.timeout, delete_objects=not args.keep_objects
+        )
     if args.command == "enroll":
         return producer.enroll(args.user_id)
     if args.command == "backfill":

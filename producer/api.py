@@ -28,6 +28,7 @@ from ..schema.contract import (
     parse_compare,
     parse_uuid,
 )
+from ..schema.errors import Code
 from ..schema.status import FINISHED, Status
 from ..settings import Settings
 from .store import comparisons, people, sessions
@@ -44,6 +45,10 @@ class JobFailed(RuntimeError):
 
 class NotFound(LookupError):
     pass
+
+
+# What status says of a session delete-session removed (its tombstone is all that is left).
+_DELETED = {"code": Code.SESSION_DELETED, "message": "the session was deleted (delete-session)"}
 
 
 def celery_app(settings: Settings) -> Celery:
@@ -76,6 +81,7 @@ class Producer:
         celery: Celery | None = None,
     ) -> None:
         settings = settings or Settings.from_env()
+        self.settings = settings
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
 
@@ -133,7 +139,10 @@ class Producer:
             row = sessions.find(conn, sid)
             if row is None:
                 rejected = sessions.last_rejected(conn, sid)
+                deleted = sessions.is_deleted(conn, sid)
         if row is None:
+            if deleted:  # a waiter on one of its jobs stops here
+                return {"session_id": str(sid), "status": Status.FAILED, "error": _DELETED}
             if rejected is None:
                 raise NotFound(f"no session {sid}")
             # A message sent straight to the broker that was not a valid job.
@@ -161,7 +170,7 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            found = results.session_result(conn, sid)
+            found = results.session_result(conn, sid, self.settings.variation)
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == Status.FAILED:
@@ -172,7 +181,23 @@ class Producer:
     def history(self, user_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The person's analyzed sessions in capture order, each as ``result`` gives it."""
         with self.connect() as conn:
-            return results.person_history(conn, parse_uuid(str(user_id), "user_id"))
+            return results.person_history(
+                conn, parse_uuid(str(user_id), "user_id"), self.settings.variation
+            )
+
+    def delete_session(
+        self,
+        session_id: str | uuid.UUID,
+        timeout: float = 300.0,
+        *,
+        delete_objects: bool = True,
+        s3: Any = None,
+    ) -> dict[str, Any]:
+        """Remove one session as if it had never been analyzed, and count what is left
+        (``producer.deletion``): a worker rescores the person's later sessions."""
+        from .deletion import delete_session
+
+        return delete_session(self, session_id, timeout, delete_objects=delete_objects, s3=s3)
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
         """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""

@@ -23,10 +23,15 @@ QUEUE = "changewatch"
 # workers consume their own backfill queue, so a job always reaches the model it names.
 EMBED_TASK = "changewatch.embed_session"
 BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
+# Removes one session and rescores the person's later sessions (python -m changewatch.producer
+# delete-session). Destructive: its one handler is worker/tasks.py's delete_session.
+DELETE_TASK = "changewatch.delete_session"
 
 
 # How every job of a forgotten person ends (forget-user): it names nobody.
 FORGOTTEN_RESULT: dict[str, str] = {"status": Status.FORGOTTEN}
+# How every job for a deleted session ends (delete-session): it names no session.
+DELETED_RESULT: dict[str, str] = {"status": Status.DELETED}
 
 
 def backfill_queue(model_id: str) -> str:
@@ -52,6 +57,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ANALYZE_TASK: ("user_id", "session_id", "captured_at", "images"),
     COMPARE_TASK: ("user_id", "current_session_id", "previous_session_id"),
     EMBED_TASK: ("session_id", "model_id"),
+    DELETE_TASK: ("user_id", "session_id"),
 }
 
 
@@ -248,6 +254,24 @@ def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
             Code.INVALID_PAYLOAD, f"model_id must be a model id string, got {model_id!r}"
         )
     return EmbedJob(parse_uuid(payload["session_id"], "session_id"), model_id)
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Remove ``session_id`` of ``user_id`` as if it had never been analyzed."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"user_id": str(self.user_id), "session_id": str(self.session_id)}
+
+
+def parse_delete(payload: Mapping[str, Any]) -> DeleteJob:
+    _check_fields(payload, DELETE_TASK)
+    return DeleteJob(
+        parse_uuid(payload["user_id"], "user_id"), parse_uuid(payload["session_id"], "session_id")
+    )
 
 
 def analysis_result(

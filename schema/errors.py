@@ -49,6 +49,10 @@ class Code(StrEnum):
     SESSION_NOT_READY = "session_not_ready", "compared while still queued or running"
     SESSION_NOT_ANALYZED = "session_not_analyzed", "the session has no good analysis"
     NOT_FAILED = "not_failed", "retry of a session that did not fail"
+    SESSION_DELETED = (
+        "session_deleted",
+        "delete-session ran for the session; nothing was written",
+    )
     # -- storage -------------------------------------------------------------------------
     IMAGE_MISSING = "image_missing", "no object at the image's URI"
     BUCKET_MISSING = "bucket_missing", "no such bucket"

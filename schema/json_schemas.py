@@ -19,6 +19,7 @@ from .contract import (
     ANGLES,
     COMPARE_TASK,
     CONTRACT_VERSION,
+    DELETE_TASK,
     EMBED_TASK,
     FIELDS,
     MAX_MODEL_ID,
@@ -26,6 +27,7 @@ from .contract import (
     MIN_IMAGES,
     VERSION_FIELD,
 )
+from .levels import Basis
 from .regions import MOVED_MAX, REGIONS
 
 FOLDER = Path(__file__).parent / "json"
@@ -169,6 +171,39 @@ _CONFIDENCE = {
 }
 
 
+_LEVELS = ["stable", "mild", "moderate", "higher", "strong"]
+_BASES = [str(b) for b in Basis]
+_TRENDS = ["stable", "mild_variation", "significant_shift"]
+# What a level was read against (schema/levels.py): the floor, its unit and the cut-offs.
+_SCALE = {
+    "type": "object",
+    "properties": {
+        "basis": {"enum": _BASES},
+        "noise_floor": _NUMBER_OR_NULL,
+        "floor_baseline_sessions": _NUMBER_OR_NULL,
+        "unit": {"enum": ["x noise floor", "cosine distance"]},
+        "levels": {"type": "object", "additionalProperties": {"type": "number"}},
+        "trend": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+    "required": ["basis", "noise_floor", "unit", "levels", "trend"],
+}
+
+
+# Left/right symmetry (schema/symmetry.py); null when the session lacks either side.
+_SYMMETRY = {
+    "type": ["object", "null"],
+    "properties": {
+        "distance": {"type": "number", "minimum": 0},
+        "baseline": _NUMBER_OR_NULL,
+        "change": _NUMBER_OR_NULL,
+        "noise_floor": _NUMBER_OR_NULL,
+        "relative_change": _NUMBER_OR_NULL,
+        "earlier_sessions": {"type": "integer", "minimum": 0},
+    },
+    "required": ["distance", "baseline", "change", "noise_floor", "relative_change"],
+}
+
+
 def analysis_result_schema() -> dict[str, Any]:
     """What ``producer result`` prints and the analyze task returns. New keys may come."""
     return {
@@ -194,6 +229,9 @@ def analysis_result_schema() -> dict[str, Any]:
             "low_quality_angles": {"type": "array", "items": {"enum": list(ANGLES)}},
             "equipment": _EQUIPMENT,
             "confidence": _CONFIDENCE,
+            "variation_level": {"enum": [*_LEVELS, None]},
+            "level_basis": {"enum": [*_BASES, None]},
+            "symmetry": _SYMMETRY,
             "regions_moved": {"type": "array", "items": _REGION_MOVED, "maxItems": MOVED_MAX},
         },
         "required": [
@@ -212,6 +250,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "low_quality_angles",
             "equipment",
             "confidence",
+            "variation_level",
+            "level_basis",
             "regions_moved",
         ],
     }
@@ -225,7 +265,9 @@ def comparison_result_schema() -> dict[str, Any]:
             "delta": _NUMBER_OR_NULL,
             "sessions": {"type": "integer", "minimum": 0},
             "available": {"type": "boolean"},
-            "variation_level": {"type": ["string", "null"]},
+            "variation_level": {"enum": [*_LEVELS, None]},
+            "relative": _NUMBER_OR_NULL,
+            "level_basis": {"enum": [*_BASES, None]},
         },
         "required": ["available"],
     }
@@ -240,7 +282,9 @@ def comparison_result_schema() -> dict[str, Any]:
             "previous_session_id": _UUID,
             "overall_delta": {"type": "number", "minimum": 0},
             "stability_index": {"type": "number", "minimum": 0, "maximum": 1},
-            "overall_trend": {"type": "string"},
+            "overall_trend": {"enum": _TRENDS},
+            "relative_delta": _NUMBER_OR_NULL,
+            "level_basis": {"enum": _BASES},
             "comparison_method": {"type": "string"},
             "per_angle": {
                 "type": "array",
@@ -255,8 +299,8 @@ def comparison_result_schema() -> dict[str, Any]:
                 },
             },
             "layers": {"type": "object", "additionalProperties": layer},
-            "thresholds": {"type": "object"},
-            "variation_levels": {"type": "object"},
+            "thresholds": {"type": "object", "additionalProperties": {"type": "number"}},
+            "variation_levels": _SCALE,
         },
         "required": [
             "user_id",
@@ -265,6 +309,7 @@ def comparison_result_schema() -> dict[str, Any]:
             "overall_delta",
             "stability_index",
             "overall_trend",
+            "level_basis",
             "comparison_method",
             "per_angle",
         ],
@@ -276,7 +321,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         **{
             f"{task}.json": payload_schema(task)
-            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK)
+            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK, DELETE_TASK)
         },
         "analysis_result.json": analysis_result_schema(),
         "comparison_result.json": comparison_result_schema(),

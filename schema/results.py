@@ -12,10 +12,12 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
-from . import equipment, evidence
+from . import equipment, evidence, levels, symmetry
 from .contract import analysis_result
+from .evidence import VariationLevels
+from .vectors import decode_vector
 
 _SESSION = """
     SELECT s.session_id, s.user_id, s.good_photos, a.captured_at, a.model_id,
@@ -29,7 +31,8 @@ _SESSION = """
 """
 # The person's analyses captured strictly before T, newest first, at most N.
 _EARLIER = """
-    SELECT a.session_id, a.change_score, a.is_first_session, a.per_angle, s.good_photos
+    SELECT a.session_id, a.change_score, a.is_first_session, a.baseline_session_count,
+           a.per_angle, s.good_photos
       FROM analyses a JOIN sessions s USING (session_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND a.captured_at < %(at)s
      ORDER BY a.captured_at DESC, a.session_id DESC
@@ -47,6 +50,44 @@ _HISTORY = """
      ORDER BY a.captured_at, a.session_id
 """
 RECENT_DEVICES = 3
+# The left and right embeddings of the person's sessions up to T (T's own included), newest
+# first: at most N sessions, or all of them when N is NULL.
+_SIDES = """
+    SELECT a.session_id, e.angle, e.embedding
+      FROM (SELECT session_id, captured_at FROM analyses
+             WHERE user_id = %(uid)s AND model_id = %(model)s
+               AND (captured_at < %(at)s OR session_id = %(sid)s)
+             ORDER BY captured_at DESC, session_id DESC
+             LIMIT %(n)s) a
+      JOIN angle_embeddings e ON e.session_id = a.session_id AND e.model_id = %(model)s
+     WHERE e.angle IN ('left', 'right')
+     ORDER BY a.captured_at DESC, a.session_id DESC
+"""
+
+
+def _side_distances(
+    conn: psycopg.Connection[Any], row: dict[str, Any], sessions: int | None
+) -> dict[uuid.UUID, float | None]:
+    """Each session's left/right distance, by session id, for the symmetry evidence."""
+    params = {
+        "uid": row["user_id"],
+        "model": row["model_id"],
+        "at": row["captured_at"],
+        "sid": row["session_id"],
+        "n": sessions,
+    }
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+        for sid, angle, embedding in cur.execute(_SIDES, params):
+            found.setdefault(sid, {})[angle] = decode_vector(embedding)
+    return {sid: symmetry.distance(sides) for sid, sides in found.items()}
+
+
+def _symmetry(
+    row: dict[str, Any], earlier: list[dict[str, Any]], distances: dict[uuid.UUID, float | None]
+) -> dict[str, Any] | None:
+    before = [distances.get(e["session_id"]) for e in earlier[-evidence.NOISE_WINDOW :]]
+    return symmetry.symmetry(distances.get(row["session_id"]), [d for d in before if d is not None])
 
 
 def _equipment(
@@ -76,8 +117,31 @@ def _base(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict[str, Any] | None:
-    """The session's analysis under the active model, with its evidence; None if none."""
+def _annotated(
+    row: dict[str, Any],
+    earlier: list[dict[str, Any]],
+    fixed: VariationLevels | None,
+    distances: dict[uuid.UUID, float | None],
+) -> dict[str, Any]:
+    """The result of one row with its evidence, level and symmetry, ``earlier`` oldest
+    first, ``distances`` the left/right distances of the row and its earlier sessions."""
+    result = evidence.annotate(
+        _base(row),
+        earlier=earlier,
+        photos=row["good_photos"],
+        equipment=_equipment(
+            row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
+        ),
+    )
+    result["symmetry"] = _symmetry(row, earlier, distances)
+    return levels.annotate_level(result, earlier, fixed)
+
+
+def session_result(
+    conn: psycopg.Connection[Any], session_id: uuid.UUID, fixed: VariationLevels | None = None
+) -> dict[str, Any] | None:
+    """The session's analysis under the active model, with its evidence; None if none.
+    ``fixed``: the variation levels of a model with no calibration (settings)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_SESSION, (session_id,)).fetchone()
         if row is None:
@@ -91,34 +155,22 @@ def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict
                 "n": evidence.NOISE_WINDOW,
             },
         ).fetchall()
+        distances = _side_distances(conn, row, evidence.NOISE_WINDOW + 1)
     earlier.reverse()  # oldest first
-    return evidence.annotate(
-        _base(row),
-        earlier=earlier,
-        photos=row["good_photos"],
-        equipment=_equipment(
-            row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
-        ),
-    )
+    return _annotated(row, earlier, fixed, distances)
 
 
-def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[dict[str, Any]]:
+def person_history(
+    conn: psycopg.Connection[Any], user_id: uuid.UUID, fixed: VariationLevels | None = None
+) -> list[dict[str, Any]]:
     """Every analyzed session of the person in capture order, each with its evidence, as
     ``session_result`` gives it (one pass over the history)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_HISTORY, (user_id,)).fetchall()
+    distances = _side_distances(conn, rows[-1], None) if rows else {}
     out = []
     for i, row in enumerate(rows):
         window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
         earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
-        out.append(
-            evidence.annotate(
-                _base(row),
-                earlier=earlier,
-                photos=row["good_photos"],
-                equipment=_equipment(
-                    row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
-                ),
-            )
-        )
+        out.append(_annotated(row, earlier, fixed, distances))
     return out

@@ -18,6 +18,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SUPERSEDED = "superseded"  # a newer request for the session wrote instead
     FORGOTTEN = "forgotten"  # forget-user ran; nothing of the person was written
+    DELETED = "deleted"  # delete-session ran; nothing of the session was written
     ENROLLED = "enrolled"
 
 
@@ -32,3 +33,4 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     SUPERSEDED = "superseded"
     FORGOTTEN = "forgotten"
+    DELETED = "deleted"

@@ -4,7 +4,8 @@
   failed), and the task ends with that ``JobError``.
 - A ``Refused`` job (another person's session, a person never enrolled) touches nothing:
   recorded as a rejected message only.
-- The person was forgotten: the job ends ``forgotten`` having written nothing of theirs.
+- The person was forgotten, or the job's session deleted: the job ends ``forgotten``
+  (``deleted``) having written nothing of theirs.
 - A ``JobError`` is permanent: recorded on the job at once, never retried, except the
   task's ``wait_for`` codes (a comparison sent before its analyses finished).
 - A transient fault (storage or the database unreachable) is retried with Celery's
@@ -33,7 +34,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from ..schema.contract import FORGOTTEN_RESULT
+from ..schema.contract import DELETED_RESULT, FORGOTTEN_RESULT
 from ..schema.errors import Code, JobError
 from ..schema.status import Outcome, Status
 from . import metrics, resources, store
@@ -55,6 +56,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # fault every 8 s, something down about half the time, a dead worker's jobs back after
 # ~15 s) failed about one job in a hundred as dependency_unavailable.
 MAX_RETRIES = 8
+# Codes that end a job quietly, as written nothing, with the result that names no one.
+GONE: dict[str, tuple[Outcome, dict[str, str]]] = {
+    Code.USER_FORGOTTEN: (Outcome.FORGOTTEN, FORGOTTEN_RESULT),
+    Code.SESSION_DELETED: (Outcome.DELETED, DELETED_RESULT),
+}
 
 Resources = resources.Resources
 
@@ -172,8 +178,8 @@ class _Ending:
         except Refused as refused:
             return self._refused(payload, refused.error)
         except JobError as err:
-            if err.code == Code.USER_FORGOTTEN:
-                return self._forgotten(err)
+            if err.code in GONE:
+                return self._gone(err)
             if err.code in self.policy.wait_for and self._retries_left():
                 # Not a fault, so no exception is reported as the retry's reason.
                 raise retry(self.task, None) from err
@@ -206,18 +212,20 @@ class _Ending:
         log.warning("rejected %s message: %s (%s)", self.policy.kind, err.message, err.code)
 
     def _refused(self, payload: dict[str, Any], err: JobError) -> dict[str, Any]:
-        if err.code == Code.USER_FORGOTTEN:
-            return self._forgotten(err)
+        if err.code in GONE:
+            return self._gone(err)
         self._reject(payload, err, mark_job=False)
         raise err
 
-    def _forgotten(self, err: JobError) -> dict[str, Any]:
-        """Before or while this job ran its person was forgotten: it ends having written
-        nothing of theirs; the record of the refusal and the result carry no ids."""
+    def _gone(self, err: JobError) -> dict[str, Any]:
+        """Before or while this job ran its person was forgotten, or its session deleted:
+        it ends having written nothing of theirs; the record of the refusal and the
+        result carry no ids."""
+        outcome, result = GONE[err.code]
         store.reject_message(self.res.db, self.policy.name, self.task.request.id, {}, err)
-        self._count(Outcome.FORGOTTEN)
-        log.info("task %s: its person was forgotten; it wrote nothing", self.task.request.id)
-        return dict(FORGOTTEN_RESULT)
+        self._count(outcome)
+        log.info("task %s: %s; it wrote nothing", self.task.request.id, err.message)
+        return dict(result)
 
     def _fail(self, job: Any, err: JobError) -> None:
         """Record the job as failed; if the database cannot take even that, retry it.
@@ -251,7 +259,7 @@ class _Ending:
 
     def _succeeded(self, job: Any, result: dict[str, Any], seconds: float) -> None:
         status = result.get("status")
-        ended = (Outcome.SUPERSEDED, Outcome.FORGOTTEN)
+        ended = (Outcome.SUPERSEDED, Outcome.FORGOTTEN, Outcome.DELETED)
         outcome = Outcome(status) if status in ended else Outcome.SUCCEEDED
         self._count(outcome)
         if outcome != Outcome.SUCCEEDED:

@@ -16,7 +16,7 @@ scored against its own running sum and count (sessions stored before regions hav
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,8 +24,8 @@ from uuid import UUID
 
 import numpy as np
 
+from ..schema.levels import Scale
 from ..schema.regions import REGIONS
-from ..settings import TrendThresholds
 
 # 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
 # float32's own precision for typical activations (0.01-10).
@@ -273,6 +273,29 @@ def rescore(history: History, session: StoredSession) -> Rescore:
     return Rescore(mine, changed, totals, angles, old is not None, session)
 
 
+@dataclass(frozen=True)
+class Removal:
+    """What deleting a session stores: the later sessions whose numbers change, and the
+    person's sums without it."""
+
+    changed: list[Analysis]
+    totals: Totals
+    angles: list[str]  # the angles whose sums changed
+
+
+def remove(history: History, session_id: UUID) -> Removal:
+    """Take ``session_id`` out of the history as if it had never been analyzed: its
+    embeddings leave the sums (exact, so the sums are those of the history without it)
+    and the sessions after it are rescored by ``rescore_suffix``, as a write does."""
+    totals = history.totals.copy()
+    suffix = dict(history.suffix)
+    gone = suffix.pop(session_id)
+    totals.add(gone.session.angles, sign=-1, regions=gone.session.regions)
+    analyses = rescore_suffix(totals, [item.session for item in suffix.values()])
+    changed = [a for a in analyses if stored_values(a) != suffix[a.session_id].stored]
+    return Removal(changed, totals, sorted(gone.session.angles))
+
+
 def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
     """Analyses for every session of one user's history (one model), in capture order."""
     totals = Totals()
@@ -280,14 +303,6 @@ def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
         totals.add(item.angles, regions=item.regions)
     by_id = {a.session_id: a for a in rescore_suffix(totals, history)}
     return [by_id[item.session_id] for group in _by_capture_time(history) for item in group]
-
-
-def trend(overall_delta: float, thresholds: TrendThresholds) -> str:
-    if overall_delta < thresholds.stable:
-        return "stable"
-    if overall_delta < thresholds.mild:
-        return "mild_variation"
-    return "significant_shift"
 
 
 @dataclass(frozen=True)
@@ -318,18 +333,22 @@ def window_delta(angles: dict[str, np.ndarray], window: Sequence[StoredSession])
 def layers(
     current: ComparedSession,
     windows: Sequence[tuple[StoredSession, int]],
-    level: Callable[[float], str],
+    scale: Scale,
     rolling: int = 5,
     days: int = 30,
 ) -> dict[str, dict[str, Any]]:
     """The current session against its previous session, the mean of the last ``rolling``,
-    the ``days`` before it, and all earlier sessions (its own change score)."""
+    the ``days`` before it, and all earlier sessions (its own change score), each level
+    read against the person's scale for a window of that many sessions."""
 
     def layer(delta: float | None, sessions: int) -> dict[str, Any]:
         available = delta is not None and sessions > 0
+        judged = scale.judge(delta, sessions) if delta is not None and available else None
         return {
             "delta": delta if available else None,
-            "variation_level": level(delta) if delta is not None and available else None,
+            "variation_level": judged.level if judged else None,
+            "relative": judged.relative if judged else None,
+            "level_basis": str(scale.basis) if judged else None,
             "sessions": sessions,
             "available": available,
         }
@@ -347,14 +366,14 @@ def layers(
     }
 
 
-def compare(
-    current: ComparedSession, previous: ComparedSession, thresholds: TrendThresholds
-) -> dict[str, Any]:
+def compare(current: ComparedSession, previous: ComparedSession, scale: Scale) -> dict[str, Any]:
     """Compare two analyzed sessions of one user, like with like.
 
     overall_delta is the distance between the two sessions' mean embeddings over the
     angles both have, when both come from the same model; otherwise the mean absolute
-    per-angle score delta, and the result says so.
+    per-angle score delta, and the result says so. overall_trend reads it against the
+    person's scale: a distance between two single sessions has the noise of a window of
+    one session; a difference of two change scores, that of a change score.
     """
     common = [a for a in current.angle_scores if a in previous.angle_scores]
     embedded = like_with_like(current.angles, previous.angles)
@@ -385,13 +404,16 @@ def compare(
             float(np.mean(deltas)) if deltas else abs(current.change_score - previous.change_score)
         )
         method = "score"
+    judged = scale.trend(delta, 1 if method == "embedding" else None)
     return {
         "current_session_id": str(current.session_id),
         "previous_session_id": str(previous.session_id),
         "overall_delta": delta,
         "stability_index": min(max(1.0 - delta, 0.0), 1.0),
-        "overall_trend": trend(delta, thresholds),
+        "overall_trend": judged.level,
+        "relative_delta": judged.relative,
+        "level_basis": str(scale.basis),
         "comparison_method": method,
         "per_angle": per_angle,
-        "thresholds": {"stable_below": thresholds.stable, "mild_variation_below": thresholds.mild},
+        "thresholds": judged.cuts,
     }

@@ -1,4 +1,5 @@
-"""The three public tasks: analyze a session, compare two sessions, re-embed a session.
+"""The public tasks: analyze a session, compare two sessions, re-embed a session, and
+delete one session.
 
 Each reads as parse -> stages -> result: the stages live in their own modules (fetch ->
 decode -> batch -> embed -> score -> store), and what a failure means is decided once
@@ -16,17 +17,20 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from ..schema import results
+from ..schema import levels, results
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
+    DELETE_TASK,
     EMBED_TASK,
     QUEUE,
     AnalyzeJob,
     CompareJob,
+    DeleteJob,
     EmbedJob,
     parse_analyze,
     parse_compare,
+    parse_delete,
     parse_embed,
     parse_images,
 )
@@ -76,7 +80,7 @@ def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, sid) or stored
+            return results.session_result(conn, sid, res.settings.variation) or stored
     except TRANSIENT_ERRORS as exc:
         log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored
@@ -106,6 +110,11 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
         analysis = pipeline.analyze(res, job, request)
     except store.ModelNotActive as exc:
         raise _hand_back(task, res, str(exc)) from exc
+    except JobError as err:  # its photos may be missing because the session was deleted
+        deleted = store.deleted_or(res.db, job.session_id, err)
+        if deleted is err:
+            raise
+        raise deleted from err
     if isinstance(analysis, store.Superseded):
         return superseded(analysis)
     return _read_back(res, analysis)
@@ -131,14 +140,15 @@ def compare_sessions(task: Task, res: Resources, job: CompareJob) -> dict[str, A
         raise Refused(err) from err
     current = store.load_for_comparison(res.db, job.current_session_id, job.user_id)
     previous = store.load_for_comparison(res.db, job.previous_session_id, job.user_id)
-    windows = store.load_windows(
-        res.db, job.user_id, current.model_id, current.captured_at or datetime.now(UTC)
-    )
+    at = current.captured_at or datetime.now(UTC)
+    windows = store.load_windows(res.db, job.user_id, current.model_id, at)
+    earlier = store.load_earlier_scores(res.db, job.user_id, current.model_id, at)
+    scale = levels.scale_for(current.model_id, earlier, res.settings.variation, res.settings.trend)
     result = {
         "user_id": str(job.user_id),
-        **score.compare(current, previous, res.settings.trend),
-        "layers": score.layers(current, windows, res.settings.variation.level),
-        "variation_levels": res.settings.variation.as_json(),
+        **score.compare(current, previous, scale),
+        "layers": score.layers(current, windows, scale),
+        "variation_levels": scale.as_json(),
     }
     store.finish_comparison(res.db, job, result, inputs=(current, previous))
     return result
@@ -170,9 +180,10 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
     """Backfill: re-embed a stored session's good request with this worker's model."""
     source = store.start_backfill(res.db, job.session_id, job.model_id)
     if source is None:
-        raise JobError(
+        none = JobError(
             Code.SESSION_NOT_ANALYZED, f"session {job.session_id} has no good analysis to re-embed"
         )
+        raise store.deleted_or(res.db, job.session_id, none)
     done = {"session_id": str(job.session_id), "model_id": job.model_id, "status": Status.SUCCEEDED}
     if source.done:
         store.finish_backfill(res.db, job.session_id, job.model_id)
@@ -191,3 +202,32 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
     why = JobError(Code.SUPERSEDED, "a newer analysis arrived during the backfill")
     store.finish_backfill(res.db, job.session_id, job.model_id, why)
     return superseded(w)
+
+
+DELETE = Policy(
+    name=DELETE_TASK,
+    kind="delete",
+    parse=lambda res, payload: parse_delete(payload),
+    # The sender reads a failed delete's code here, by the task's id.
+    record_failure=lambda res, job, err, task_id: store.reject_message(
+        res.db, DELETE_TASK, task_id, job.to_payload(), err, mark_job=False
+    ),
+    ids=lambda job: {"session_id": str(job.session_id)},
+    stored_message="session deleted",
+)
+
+
+@job_task(DELETE)
+def delete_session(task: Task, res: Resources, job: DeleteJob) -> dict[str, Any]:
+    """Delete one session as if it had never been analyzed: out of every model's sums,
+    the later sessions rescored, its rows gone behind a tombstone, in one transaction
+    under the person's lock. The photos and Celery's results are the sender's to delete
+    (the result lists them). Destructive: any authority rule for it applies here."""
+    try:
+        with timed("store"):
+            deleted = store.delete_session(res.db, job)
+    except JobError as err:
+        if err.code in (Code.SESSION_OF_OTHER_USER, Code.UNKNOWN_USER, Code.USER_FORGOTTEN):
+            raise Refused(err) from err  # touches nothing of anyone's
+        raise
+    return deleted.report(job)

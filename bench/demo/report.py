@@ -13,14 +13,22 @@ def _score(value: Any) -> str:
     return "-" if value is None else f"{float(value):.4f}"
 
 
-def format_comparison(last: int, first: int, result: dict[str, Any]) -> str:
+def _times(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
+
+
+def format_comparison(current: int, previous: int, result: dict[str, Any]) -> str:
     """The comparison of two sessions, with its layers, as a few readable lines."""
+    scale = result.get("variation_levels", {})
     lines = [
-        f"Session {last} against session {first}: overall_delta {_score(result['overall_delta'])}"
-        f" ({result['overall_trend']}, stability {_score(result['stability_index'])},"
-        f" comparison_method {result['comparison_method']})",
+        f"Session {current} against session {previous}: overall_delta"
+        f" {_score(result['overall_delta'])} ({result['overall_trend']},"
+        f" {_times(result.get('relative_delta'))} x floor, stability"
+        f" {_score(result['stability_index'])}, comparison_method {result['comparison_method']})",
+        f"  levels read against: {result.get('level_basis', '-')}"
+        f" (floor {_score(scale.get('noise_floor'))})",
         "",
-        f"  {'layer':<10}{'delta':>8}  {'variation':<10}{'sessions':>9}",
+        f"  {'layer':<10}{'delta':>8}  {'x floor':>7}  {'variation':<10}{'sessions':>9}",
     ]
     layers = result.get("layers", {})
     for name in ("immediate", "rolling", "monthly", "lifetime"):
@@ -28,24 +36,34 @@ def format_comparison(last: int, first: int, result: dict[str, Any]) -> str:
             continue
         layer = layers[name]
         lines.append(
-            f"  {name:<10}{_score(layer['delta']):>8}  {layer['variation_level'] or '-':<10}"
-            f"{layer['sessions']:>9}"
+            f"  {name:<10}{_score(layer['delta']):>8}  {_times(layer.get('relative')):>7}"
+            f"  {layer['variation_level'] or '-':<10}{layer['sessions']:>9}"
         )
     return "\n".join(lines)
 
 
 def print_report(
     sessions: list[dict[str, Any]],
-    comparison: dict[str, Any] | None,
+    comparisons: list[tuple[int, int, dict[str, Any]]],
     plot: Path,
-    sent: int,
     as_json: bool,
 ) -> None:
-    """The table of the ``sent`` sessions read back, then the comparison and the plot."""
+    """The table of the sessions read back, then the comparisons and the plot."""
     from changewatch.producer import history
 
     if as_json:
-        print(json.dumps({"sessions": sessions, "comparison": comparison, "plot": str(plot)}))
+        listed = [{"current": c, "previous": p, "result": result} for c, p, result in comparisons]
+        first = comparisons[0][2] if comparisons else None
+        print(
+            json.dumps(
+                {
+                    "sessions": sessions,
+                    "comparison": first,
+                    "comparisons": listed,
+                    "plot": str(plot),
+                }
+            )
+        )
         return
     first = sessions[0]
     print()
@@ -55,7 +73,7 @@ def print_report(
     print()
     print(history.table(sessions))
     print()
-    if comparison is not None:
-        print(format_comparison(sent, 1, comparison))
+    for current, previous, result in comparisons:
+        print(format_comparison(current, previous, result))
         print()
     print(f"plot: {plot.relative_to(ROOT)}")

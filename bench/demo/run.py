@@ -303,17 +303,24 @@ def compare_ends(
     session_ids: Sequence[uuid.UUID],
     worker_alive: Callable[[], None],
     timeout: float,
-) -> dict[str, Any] | None:
-    """The last session compared with the first, if there are two."""
-    if len(session_ids) < 2:
-        return None
-    producer.compare(user_id, session_ids[-1], session_ids[0])
-    return wait_while(
-        worker_alive,
-        lambda t: producer.wait_comparison(session_ids[-1], session_ids[0], t),
-        timeout,
-        "the comparison",
-    )
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """The last session compared with the first, and the one before it (a re-take in the
+    generated series) too, if there are three: (current, previous, result), 1-based."""
+    pairs = [(len(session_ids), 1)] if len(session_ids) >= 2 else []
+    if len(session_ids) >= 3:
+        pairs.append((len(session_ids) - 1, 1))
+    out = []
+    for current, previous in pairs:
+        cur, prev = session_ids[current - 1], session_ids[previous - 1]
+        producer.compare(user_id, cur, prev)
+        result = wait_while(
+            worker_alive,
+            lambda t, c=cur, p=prev: producer.wait_comparison(c, p, t),
+            timeout,
+            f"the comparison of session {current} with session {previous}",
+        )
+        out.append((current, previous, result))
+    return out
 
 
 def send_sessions(
@@ -352,9 +359,9 @@ def send_sessions(
 
     # Read back after all finished: each write rescores the history, so these are final.
     sessions_out = producer.history(user_id)
-    comparison = compare_ends(producer, user_id, session_ids, worker_alive, timeout)
+    comparisons = compare_ends(producer, user_id, session_ids, worker_alive, timeout)
     plot = history.plot(sessions_out, HISTORY_PLOT, "changewatch demo: change over time")
-    print_report(sessions_out, comparison, plot, len(sessions), as_json)
+    print_report(sessions_out, comparisons, plot, as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

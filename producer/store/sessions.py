@@ -12,6 +12,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from ...schema.contract import AnalyzeJob, other_users_session
+from ...schema.errors import Code, JobError
 from . import Conn, Row
 from .people import enroll
 
@@ -43,6 +44,11 @@ def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
         ).fetchone()
         if row is None:
             raise other_users_session()
+        # After the INSERT, which waits for a delete-session in progress: sees its tombstone.
+        if is_deleted(conn, job.session_id):
+            raise JobError(
+                Code.SESSION_DELETED, f"session {job.session_id} was deleted; not enqueued"
+            )
         conn.execute(
             """
             WITH request AS (
@@ -53,6 +59,66 @@ def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
             """,
             (task_id, job.session_id),
         )
+
+
+def is_deleted(conn: Conn, session_id: UUID) -> bool:
+    """delete-session ran for this session id (its tombstone, migration 0008)."""
+    row = conn.execute("SELECT session_deleted(%s) AS deleted", (session_id,)).fetchone()
+    return bool(row and row["deleted"])
+
+
+def owner(conn: Conn, session_id: UUID) -> UUID | None:
+    """Whose session this is, or was before delete-session removed it; None if unknown."""
+    row = conn.execute(
+        "SELECT user_id FROM sessions WHERE session_id = %(s)s UNION ALL"
+        " SELECT user_id FROM deleted_sessions WHERE session_digest = session_digest(%(s)s)"
+        " LIMIT 1",
+        {"s": session_id},
+    ).fetchone()
+    return row["user_id"] if row else None
+
+
+def photos_in_use(conn: Conn, user_id: UUID) -> set[str]:
+    """Every photo URI the person's sessions still name (a deleted session's photo that
+    another session names too is kept)."""
+    rows = conn.execute(
+        "SELECT images, good_images FROM sessions WHERE user_id = %s", (user_id,)
+    ).fetchall()
+    return {
+        uri
+        for r in rows
+        for images in (r["images"], r["good_images"])
+        for uri in (images or {}).values()
+    }
+
+
+def rejected_task(conn: Conn, task_id: str) -> Row | None:
+    """How a worker refused or failed the task (``rejected_messages``), by its id."""
+    return conn.execute(
+        "SELECT error_code, error_message FROM rejected_messages WHERE task_id = %s"
+        " ORDER BY received_at DESC LIMIT 1",
+        (task_id,),
+    ).fetchone()
+
+
+# Rows naming one session, to prove delete-session left none.
+SESSION_LEFT = {
+    "sessions": "SELECT count(*) FROM sessions WHERE session_id = %(s)s",
+    "analyses": "SELECT count(*) FROM analyses WHERE session_id = %(s)s",
+    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = %(s)s",
+    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = %(s)s",
+    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = %(s)s",
+    "comparisons": "SELECT count(*) FROM comparisons"
+    " WHERE current_session_id = %(s)s OR previous_session_id = %(s)s",
+    "rejected_messages": "SELECT count(*) FROM rejected_messages WHERE session_id = %(s)s",
+}
+
+
+def session_left(conn: Conn, session_id: UUID) -> dict[str, int]:
+    return {
+        table: int(conn.execute(query, {"s": session_id}).fetchone()["count"])  # type: ignore[index]
+        for table, query in SESSION_LEFT.items()
+    }
 
 
 def enqueue_failed(conn: Conn, session_id: UUID, task_id: str, message: str) -> None:

@@ -100,6 +100,12 @@ def test_confidence_says_why_it_is_lower(person: dict[str, Any]) -> None:
     assert set(last["confidence"]) == {"score", "level", "reasons"}
 
 
+def level_of(relative: float) -> str:
+    """The README's table: below 1 stable, then mild, moderate, higher, strong at 5."""
+    cuts = [(1, "stable"), (2, "mild"), (3, "moderate"), (5, "higher")]
+    return next((word for cut, word in cuts if relative < cut), "strong")
+
+
 def test_compare_reports_layers(person: dict[str, Any], producer: Producer) -> None:
     """immediate, rolling (last 5), monthly (30 days before) and lifetime, each with its
     delta, variation level, sessions and whether it is available."""
@@ -115,13 +121,61 @@ def test_compare_reports_layers(person: dict[str, Any], producer: Producer) -> N
     }
     assert all(v["available"] for v in layers.values())
     assert layers["lifetime"]["delta"] == pytest.approx(producer.result(ids[6])["change_score"])
-    levels = {"stable", "mild", "moderate", "higher", "strong"}
-    assert all(v["variation_level"] in levels for v in layers.values())
-    assert out["overall_trend"] in ("stable", "mild_variation", "significant_shift")
+    # Read against the person's own floor, and saying so. (These re-encodes lose a little
+    # more JPEG quality every week, so the seventh drifts to about 1.2x its floor.)
+    assert out["level_basis"] == "noise_floor"
+    assert out["variation_levels"]["basis"] == "noise_floor"
+    assert {v["level_basis"] for v in layers.values()} == {"noise_floor"}
+    for layer in layers.values():
+        assert layer["variation_level"] == level_of(layer["relative"])
+    assert out["overall_trend"] in ("stable", "mild_variation")
+    assert out["thresholds"]["stable_below"] == pytest.approx(
+        out["overall_delta"] / out["relative_delta"]
+    )
+    # The eighth session shows another scene on one angle: far outside the floor, so no
+    # layer and not the trend calls it stable.
+    producer.compare(user, ids[7], ids[6])
+    changed = producer.wait_comparison(ids[7], ids[6], timeout=240)
+    assert changed["overall_trend"] == "significant_shift"
+    assert all(v["variation_level"] != "stable" for v in changed["layers"].values())
 
     producer.compare(user, ids[1], ids[0])
-    second = producer.wait_comparison(ids[1], ids[0], timeout=240)["layers"]
+    early = producer.wait_comparison(ids[1], ids[0], timeout=240)
+    second = early["layers"]
     assert second["monthly"]["sessions"] == 1 and second["rolling"]["sessions"] == 1
+    # No floor yet after one earlier session: the model's calibration applies.
+    assert early["level_basis"] == "model_calibration"
+    assert early["variation_levels"]["noise_floor"] > 0
+
+
+def test_each_result_names_the_basis_of_its_level(person: dict[str, Any]) -> None:
+    """No level for a first session; the model's calibration until the person has a
+    floor (the 5th session on), then the floor."""
+    results = person["results"]
+    assert [r["level_basis"] for r in results] == [
+        None,
+        *["model_calibration"] * 3,
+        *["noise_floor"] * 4,
+    ]
+    assert results[0]["variation_level"] is None
+    assert all(r["variation_level"] == "stable" for r in results[1:4])
+    for r in results[4:]:
+        assert r["variation_level"] == level_of(r["relative_change"])
+    assert results[7]["variation_level"] == "strong"
+
+
+def test_symmetry_moves_when_one_side_changes(person: dict[str, Any]) -> None:
+    """The left/right distance of each session, against the person's own: steady over
+    the re-takes, far outside its floor when the left photo shows another scene."""
+    results = person["results"]
+    assert results[0]["symmetry"]["baseline"] is None
+    assert all(r["symmetry"]["distance"] > 0 for r in results)
+    assert [r["symmetry"]["earlier_sessions"] for r in results] == list(range(8))
+    settled, last = results[6]["symmetry"], results[7]["symmetry"]
+    assert settled["noise_floor"] is not None
+    assert last["change"] > 5 * settled["change"]
+    # Outside the floor even on the random weights the suite's worker runs (2.7 here).
+    assert last["relative_change"] > 2
 
 
 def test_history_shows_the_person_as_a_table_json_and_plot(

@@ -9,15 +9,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from changewatch.settings import TrendThresholds
+from changewatch.schema.levels import Basis, Scale, TrendThresholds
 from changewatch.worker.score import (
     ComparedSession,
     StoredSession,
     analyze_history,
     compare,
     cosine_distance,
-    trend,
 )
+
+FIXED = Scale(Basis.FIXED, None)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RNG = np.random.default_rng(7)
@@ -99,7 +100,7 @@ def compared(model: str, scale: float, with_embedding: bool = True) -> ComparedS
 def test_compare_uses_embeddings_of_the_same_model() -> None:
     """overall_delta is the session embeddings' distance; stability is its complement."""
     cur, prev = compared("m1", 0.5), compared("m1", 0.0)
-    out = compare(cur, prev, TrendThresholds())
+    out = compare(cur, prev, FIXED)
     assert out["comparison_method"] == "embedding"
     assert cur.session is not None and prev.session is not None
     assert out["overall_delta"] == pytest.approx(cosine_distance(cur.session, prev.session))
@@ -115,14 +116,19 @@ def test_compare_falls_back_to_scores_and_says_so() -> None:
         (compared("m1", 0.4), compared("m2", 0.1)),
         (compared("m1", 0.4, with_embedding=False), compared("m1", 0.1)),
     ]:
-        out = compare(cur, prev, TrendThresholds())
+        out = compare(cur, prev, FIXED)
         assert out["comparison_method"] == "score"
         assert out["overall_delta"] == pytest.approx((0.3 + 0.15) / 2)
         assert all(r["embedding_distance"] is None for r in out["per_angle"])
 
 
-def test_trend_thresholds_are_configurable() -> None:
-    """stable < 0.10 <= mild_variation < 0.25 <= significant_shift by default."""
+def test_fixed_trend_thresholds_are_configurable() -> None:
+    """With the fixed basis (no floor, no calibration): stable < 0.10 <= mild_variation <
+    0.25 <= significant_shift by default."""
+
+    def trend(delta: float, fixed: TrendThresholds) -> str:
+        return Scale(Basis.FIXED, None, fixed_trend=fixed).trend(delta).level
+
     default = TrendThresholds()
     assert [trend(d, default) for d in (0.0, 0.0999, 0.10, 0.2499, 0.25, 1.5)] == [
         "stable",

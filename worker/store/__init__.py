@@ -2,8 +2,9 @@
 
 people (``users``), models, jobs (``sessions``, ``analysis_requests``,
 ``rejected_messages``), analyses (``angle_embeddings``, ``analyses``, ``baseline_sums``:
-the incremental write), backfills, comparisons. Vectors cross the connection as bytea
-(vectors). Callers use ``store.<name>``; the names below are the whole interface.
+the incremental write), backfills, comparisons, deletions (one session out of the
+history). Vectors cross the connection as bytea (vectors). Callers use ``store.<name>``;
+the names below are the whole interface.
 """
 
 from .analyses import (
@@ -24,11 +25,13 @@ from .backfills import (
 )
 from .comparisons import (
     finish_comparison,
+    load_earlier_scores,
     load_for_comparison,
     load_windows,
     start_comparison,
 )
-from .jobs import Superseded, fail_job, reject_message, start_job
+from .deletions import Deleted, delete_session
+from .jobs import Superseded, deleted_or, fail_job, reject_message, start_job
 from .models import ModelNotActive, active_model, register_model
 from .people import FORGOTTEN, admit
 from .vectors import decode_vector, encode_vector
@@ -36,6 +39,7 @@ from .vectors import decode_vector, encode_vector
 __all__ = [
     "FORGOTTEN",
     "BackfillSource",
+    "Deleted",
     "ModelNotActive",
     "Superseded",
     "Target",
@@ -45,11 +49,14 @@ __all__ = [
     "analysis_write",
     "backfill_write",
     "decode_vector",
+    "delete_session",
+    "deleted_or",
     "encode_vector",
     "fail_job",
     "finish_backfill",
     "finish_comparison",
     "history_scores",
+    "load_earlier_scores",
     "load_for_comparison",
     "load_totals",
     "load_windows",

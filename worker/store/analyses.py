@@ -28,8 +28,8 @@ from psycopg_pool import ConnectionPool
 from ...schema.contract import ANGLES, AnalyzeJob
 from ...schema.errors import Code, JobError
 from .. import score
-from ..score import Analysis, History, Rescore, Scored, StoredSession, Totals
-from .jobs import NEWEST_REQUEST, Superseded, succeeded
+from ..score import Analysis, History, Removal, Rescore, Scored, StoredSession, Totals
+from .jobs import NEWEST_REQUEST, Superseded, check_not_deleted, succeeded
 from .models import ModelNotActive
 from .people import check_user, lock_user
 from .vectors import (
@@ -208,7 +208,7 @@ class Write:
         dim = int(next(iter(embeddings.values())).shape[0])
         regions = scored.session.regions if scored.session is not None else {}
         grids = [encode_vector(regions[a]) if a in regions else None for a in embeddings]
-        sums = _sum_rows(scored)
+        sums = _sum_rows(scored.totals, scored.angles)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if scored.replaces:
                 cur.execute(
@@ -238,10 +238,24 @@ class Write:
                 cur.execute(statement, params)
         return mine
 
+    def remove(self, removal: Removal) -> None:
+        """Take the session out of this model's history: the later sessions' new numbers
+        and the sums without it (a sum left counting nothing goes), in one pipeline. Its
+        own rows go with its ``sessions`` row (``deletions``), in the same transaction."""
+        t = self.target
+        sums = _sum_rows(removal.totals, removal.angles)
+        with self.conn.pipeline(), self.conn.cursor() as cur:
+            if removal.changed:
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in removal.changed])
+            cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], *sums))
+            cur.execute(
+                "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
+                (t.user_id, t.model_id),
+            )
 
-def _sum_rows(scored: Rescore) -> tuple[list[Any], ...]:
+
+def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
     """The sums rows' columns: counts, angle sums, region counts, region sums."""
-    totals, angles = scored.totals, scored.angles
     regions = [totals.regions.get(a) for a in angles]
     return (
         [totals.sessions] + [totals.angles[a][0] for a in angles],
@@ -285,6 +299,7 @@ def analysis_write(
         guard, write = open_write(conn, NEWEST_REQUEST, target)
         if guard is None:
             check_user(conn, job.user_id)  # forgotten while the photos were embedded
+            check_not_deleted(conn, job.session_id)  # or the session deleted
             raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} is gone")
         newest_seq, newest_task, active = guard
         if newest_seq != request_seq:

@@ -8,14 +8,17 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ...schema.contract import ANGLES, CompareJob, check_compared
 from ...schema.errors import Code, JobError
+from ...schema.evidence import NOISE_WINDOW
 from ...schema.status import Status
 from .. import score
 from ..score import ComparedSession, StoredSession
+from .jobs import check_not_deleted
 from .people import check_user
 from .vectors import decode_vector
 
@@ -52,10 +55,11 @@ def finish_comparison(
     inputs: tuple[ComparedSession, ComparedSession] | None = None,
 ) -> None:
     """Record the outcome, with the analysis revisions it was computed from: when either
-    changes later, readers see the stored numbers as stale and have them recomputed."""
+    changes later, readers see the stored numbers as stale and have them recomputed.
+    A comparison whose session was deleted meanwhile ends ``session_deleted``."""
     current, previous = inputs if inputs else (None, None)
     with pool.connection() as conn:
-        conn.execute(
+        written = conn.execute(
             """
             UPDATE comparisons
                SET status = %s, result = %s, error_code = %s, error_message = %s,
@@ -75,6 +79,9 @@ def finish_comparison(
                 job.previous_session_id,
             ),
         )
+        if not written.rowcount and result is not None:  # its row went with a session
+            check_not_deleted(conn, job.current_session_id)
+            check_not_deleted(conn, job.previous_session_id)
 
 
 def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -> ComparedSession:
@@ -92,6 +99,8 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
             (session_id,),
         )
         row = cur.fetchone()
+        if row is None:
+            check_not_deleted(conn, session_id)
         check_compared(session_id, row[0] if row else None, user_id)
         assert row is not None
         _, status, model_id, change, per_angle, revision, at, earlier = row
@@ -156,3 +165,25 @@ def load_windows(
             found.setdefault(sid, (at, int(rank), {}))[2][angle] = decode_vector(embedding)
     ordered = sorted(found.items(), key=lambda item: item[1][1])
     return [(StoredSession(sid, at, angles), rank) for sid, (at, rank, angles) in ordered]
+
+
+# The person's analyses before the current session, newest first, for their noise floor.
+_EARLIER_SQL = """
+    SELECT change_score, is_first_session, baseline_session_count
+      FROM analyses
+     WHERE user_id = %(uid)s AND model_id = %(model)s AND captured_at < %(at)s
+     ORDER BY captured_at DESC, session_id DESC
+     LIMIT %(n)s
+"""
+
+
+def load_earlier_scores(
+    pool: ConnectionPool, user_id: UUID, model_id: str, before: datetime
+) -> list[dict[str, Any]]:
+    """The last ``NOISE_WINDOW`` analyses captured before ``before``, oldest first: what
+    the comparison's levels are read against (``levels.scale_for``)."""
+    params = {"uid": user_id, "model": model_id, "at": before, "n": NOISE_WINDOW}
+    with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_EARLIER_SQL, params).fetchall()
+    rows.reverse()
+    return rows

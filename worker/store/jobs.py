@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 from ...schema.contract import AnalyzeJob, other_users_session, payload_size
 from ...schema.errors import Code, JobError
 from .people import FORGOTTEN, admit
+from .vectors import Conn
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Supers
                 " ON CONFLICT (task_id) DO NOTHING RETURNING seq, session_id",
                 (task, job.session_id),
             )
+            # After the INSERT, which waits for a delete-session in progress: sees its tombstone.
+            deleted = conn.execute("SELECT session_deleted(%s)", (job.session_id,))
+        refuse_deleted(deleted.fetchone(), job.session_id)
         owner, newest_seq, newest_task = current.fetchone() or (None, None, None)
         row = (
             request.fetchone()
@@ -93,6 +97,28 @@ def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Supers
             (seq, job.captured_at, images, task, job.session_id),
         )
     return seq
+
+
+def refuse_deleted(row: tuple[Any, ...] | None, session_id: UUID) -> None:
+    """``row``: ``SELECT session_deleted(id)``. A deleted session's id never writes again
+    (rolling back whatever this transaction recorded of it)."""
+    if row is not None and row[0]:
+        raise JobError(Code.SESSION_DELETED, f"session {session_id} was deleted (delete-session)")
+
+
+def check_not_deleted(conn: Conn, session_id: UUID) -> None:
+    refuse_deleted(conn.execute("SELECT session_deleted(%s)", (session_id,)).fetchone(), session_id)
+
+
+def deleted_or(pool: ConnectionPool, session_id: UUID, error: JobError) -> JobError:
+    """How a job whose session may have been deleted while it ran ends: with
+    ``session_deleted`` if so (its photos may be gone too), else with its own error."""
+    with pool.connection() as conn:
+        try:
+            check_not_deleted(conn, session_id)
+        except JobError as deleted:
+            return deleted
+    return error
 
 
 # The analysis write's guard: the session's newest request, and whether the write's model
@@ -131,8 +157,9 @@ def reject_message(
 ) -> None:
     """Record a message that is not a valid job; mark its session failed if one exists.
 
-    A job for a forgotten person is recorded without its payload or ids (nothing of
-    theirs is written again); an oversized payload by its size and field names.
+    A job for a forgotten person, or for a deleted session, is recorded without its
+    payload or ids (nothing of theirs is written again); an oversized payload by its size
+    and field names.
     """
     session_id = user_id = None
     with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -141,6 +168,8 @@ def reject_message(
         user_id = UUID(str(payload.get("user_id")))
     if error.code == FORGOTTEN:
         payload, session_id, mark_job = {"withheld": "the person was forgotten"}, None, False
+    elif error.code == Code.SESSION_DELETED:
+        payload, session_id, mark_job = {"withheld": "the session was deleted"}, None, False
     elif error.code == Code.PAYLOAD_TOO_LARGE:
         payload = {
             "withheld": "too large",
