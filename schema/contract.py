@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import authority
 from .errors import Code, JobError
 from .status import Status
 
@@ -23,6 +24,13 @@ QUEUE = "changewatch"
 # workers consume their own backfill queue, so a job always reaches the model it names.
 EMBED_TASK = "changewatch.embed_session"
 BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
+# People, for senders in any language: enroll before the first job; forget on a
+# deletion request (a destructive task: its payload carries a token, schema/authority.py).
+ENROLL_TASK = "changewatch.enroll_person"
+FORGET_TASK = "changewatch.forget_person"
+# The notification changewatch sends when a job finishes, to the queue the upstream
+# service names (CHANGEWATCH_NOTIFY_QUEUE), as a task its own worker consumes.
+NOTIFY_TASK = "changewatch.notification"
 
 
 # How every job of a forgotten person ends (forget-user): it names nobody.
@@ -52,6 +60,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ANALYZE_TASK: ("user_id", "session_id", "captured_at", "images"),
     COMPARE_TASK: ("user_id", "current_session_id", "previous_session_id"),
     EMBED_TASK: ("session_id", "model_id"),
+    ENROLL_TASK: ("user_id",),
+    FORGET_TASK: ("user_id", "token"),
 }
 
 
@@ -248,6 +258,32 @@ def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
             Code.INVALID_PAYLOAD, f"model_id must be a model id string, got {model_id!r}"
         )
     return EmbedJob(parse_uuid(payload["session_id"], "session_id"), model_id)
+
+
+@dataclass(frozen=True)
+class PersonJob:
+    """enroll_person and forget_person: one person; ``token`` only when forgetting."""
+
+    user_id: uuid.UUID
+    token: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out = {"user_id": str(self.user_id)}
+        return out if self.token is None else {**out, "token": self.token}
+
+
+def parse_person(payload: Mapping[str, Any]) -> PersonJob:
+    """enroll_person's payload; also what the producer checks to enroll or forget."""
+    _check_fields(payload, ENROLL_TASK)
+    return PersonJob(parse_uuid(payload["user_id"], "user_id"))
+
+
+def parse_forget(payload: Mapping[str, Any], secret: str | None) -> PersonJob:
+    """The fields, then the token (schema.authority) against the worker's ``secret``."""
+    _check_fields(payload, FORGET_TASK)
+    job = PersonJob(parse_uuid(payload["user_id"], "user_id"), payload["token"])
+    authority.check(secret, FORGET_TASK, job.user_id, job.token)
+    return job
 
 
 def analysis_result(

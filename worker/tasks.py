@@ -87,7 +87,13 @@ ANALYZE = Policy(
     kind="analyze",
     parse=lambda res, payload: parse_analyze(payload),
     record_failure=lambda res, job, err, task_id: store.fail_job(
-        res.db, job.session_id, job.user_id, err.code, err.message, task_id
+        res.db,
+        job.session_id,
+        job.user_id,
+        err.code,
+        err.message,
+        task_id,
+        notify_queue=res.settings.notify_queue,
     ),
     ids=lambda job: {"session_id": str(job.session_id), "images": len(job.images)},
     stored_message="analysis stored",
@@ -101,14 +107,30 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
         raise _hand_back(task, res, "its model is not the active model")
     request = _start(res, job, task.request.id)
     if isinstance(request, store.Superseded):
-        return superseded(request)
+        return _superseded(res, job, task.request.id, request)
     try:
         analysis = pipeline.analyze(res, job, request)
     except store.ModelNotActive as exc:
         raise _hand_back(task, res, str(exc)) from exc
     if isinstance(analysis, store.Superseded):
-        return superseded(analysis)
+        return _superseded(res, job, task.request.id, analysis)
     return _read_back(res, analysis)
+
+
+def _superseded(
+    res: Resources, job: AnalyzeJob, task_id: str | None, newer: store.Superseded
+) -> dict[str, Any]:
+    """Ended by a newer request: told so, unless the newer one's ending told it first."""
+    if res.settings.notify_queue and task_id:
+        store.outbox.tell_superseded(
+            res.db,
+            res.settings.notify_queue,
+            job.session_id,
+            job.user_id,
+            task_id,
+            newer.newest_task_id or "",
+        )
+    return superseded(newer)
 
 
 COMPARE = Policy(

@@ -6,6 +6,7 @@ the incremental write), backfills, comparisons. Vectors cross the connection as 
 (vectors). Callers use ``store.<name>``; the names below are the whole interface.
 """
 
+from . import outbox
 from .analyses import (
     Target,
     Write,
@@ -30,7 +31,7 @@ from .comparisons import (
 )
 from .jobs import Superseded, fail_job, reject_message, start_job
 from .models import ModelNotActive, active_model, register_model
-from .people import FORGOTTEN, admit
+from .people import FORGOTTEN, admit, enroll
 from .vectors import decode_vector, encode_vector
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "backfill_write",
     "decode_vector",
     "encode_vector",
+    "enroll",
     "fail_job",
     "finish_backfill",
     "finish_comparison",
@@ -53,6 +55,7 @@ __all__ = [
     "load_for_comparison",
     "load_totals",
     "load_windows",
+    "outbox",
     "rebuild_totals",
     "register_model",
     "reject_message",
