@@ -29,4 +29,11 @@ def forget_user(
     """Forget a person everywhere changewatch keeps them, and count what is left
     (schema.forgetting: the same procedure the worker's forget_person task runs)."""
     person = parse_person({"user_id": user_id}).user_id
-    return forget_everywhere(producer.connect, producer.celery, person, delete_objects, s3)
+    return forget_everywhere(
+        producer.connect,
+        producer.celery,
+        person,
+        delete_objects,
+        s3,
+        queues=(producer.notify_queue,),
+    )

@@ -79,6 +79,7 @@ class Producer:
         settings = settings or Settings.from_env()
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
+        self.notify_queue = settings.notify_queue  # forget-user empties it of the person
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)

@@ -75,6 +75,7 @@ def forget_person(task: Task, res: Resources, job: PersonJob) -> dict[str, Any]:
         s3=res.s3,
         spare={task.request.id or ""},
         buckets=res.settings.allowed_buckets,
+        queues=(res.settings.notify_queue,),
     )
     return {
         "status": Status.FORGOTTEN,

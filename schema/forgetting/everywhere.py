@@ -36,6 +36,7 @@ class _Person:
     uris: set[str] = field(default_factory=set)
     dropped: set[str] = field(default_factory=set)  # tasks taken out of the broker
     spare: set[str] = field(default_factory=set)  # the forget task's own message
+    queues: tuple[str, ...] = ()  # besides changewatch's own: the notification queue
 
     @property
     def needles(self) -> set[str]:
@@ -45,7 +46,7 @@ class _Person:
         """The person's jobs in Redis: ("queued", queue key, message) for those waiting,
         ("delivered", tag, message) for those a worker took and has not acknowledged."""
         ids = {n.lower() for n in self.needles}
-        for key, message in list(held.queued()):
+        for key, message in list(held.queued(self.queues)):
             if message.mentions(ids) and message.task_id not in self.spare:
                 yield "queued", key, message
         for item in list(held.delivered()):
@@ -174,6 +175,7 @@ def forget_everywhere(
     s3: Any = None,
     spare: Iterable[str] = (),
     buckets: Iterable[str] = (),
+    queues: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Forget a person everywhere changewatch keeps them, and count what is left.
 
@@ -183,9 +185,10 @@ def forget_everywhere(
     broker here at once, one a worker is running or holds for a retry when it reaches its
     write, which finds the person gone; neither writes anything. ``spare``: task ids
     left alone (the forget_person task running this, whose own result is the report);
-    ``buckets``: where to look under ``<user_id>/`` besides the buckets their jobs named.
+    ``buckets``: where to look under ``<user_id>/`` besides the buckets their jobs named;
+    ``queues``: other queues to take their messages from (unread notifications).
     """
-    person = _Person(user_id, spare=set(spare))
+    person = _Person(user_id, spare=set(spare), queues=tuple(q for q in queues if q))
     found = _forget_rows(connect, person)
     deleted: dict[str, int] = {
         "sessions": found["sessions"],

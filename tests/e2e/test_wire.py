@@ -36,7 +36,7 @@ def _notifications(producer: Producer, session: uuid.UUID, want: int) -> list[di
         # LPUSH puts the newest first: read the list backwards.
         found = [Message.parse(raw) for raw in reversed(client.lrange(NOTIFY_QUEUE, 0, -1))]
         mine = [m for m in found if m.kwargs.get("session_id") == str(session)]
-        if len(mine) >= want or time.monotonic() > deadline:
+        if (want and len(mine) >= want) or (not want and not mine) or time.monotonic() > deadline:
             for m in mine:
                 assert m.task == "changewatch.notification"
                 assert m.task_id == m.kwargs["notification_id"]
@@ -117,6 +117,7 @@ def test_forgetting_needs_a_token_for_that_person(
     user, other, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     images = uploader.session(user, series_sessions(photos)[0])
     producer.wait(producer.analyze(user, session, "2026-02-01T08:00:00Z", images)["session_id"])
+    assert _notifications(producer, session, 1)  # unread on the sender's queue
     forged = authority.sign("not-the-secret", FORGET_TASK, user)
     refusals = {
         "none": ("", "not_authorized"),
@@ -138,5 +139,6 @@ def test_forgetting_needs_a_token_for_that_person(
     assert report["deleted"]["sessions"] == 1 and report["deleted"]["objects"] >= 4
     assert set(report["remaining"].values()) == {0}, report["remaining"]
     assert str(user) not in json.dumps(report)
+    assert _notifications(producer, session, 0) == []  # taken out of the sender's queue too
     again, _ = _send(producer, ENROLL_TASK, user_id=str(user))
     assert again == {"status": "forgotten"}
