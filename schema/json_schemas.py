@@ -268,17 +268,24 @@ def notification_schema() -> dict[str, Any]:
         "description": (
             "Sent as the kwargs of a Celery task to CHANGEWATCH_NOTIFY_QUEUE, at least once:"
             " deduplicate on notification_id (also the task id). One per analysis request,"
-            " in request order per session. New keys may come."
+            " in request order per session, and one per comparison. New keys may come."
         ),
         "type": "object",
         "properties": {
             "notification_id": _UUID,
-            "kind": {"const": "analysis"},
+            "kind": {"enum": ["analysis", "comparison"]},
             "session_id": _UUID,
             "user_id": _UUID,
             "request_task_id": {"type": "string"},
             "status": {"enum": ["succeeded", "failed", "superseded"]},
-            "result": {"oneOf": [{"type": "null"}, {"$ref": "analysis_result.json"}]},
+            "result": {
+                "description": "kind analysis: the analysis; kind comparison: the comparison",
+                "anyOf": [
+                    {"type": "null"},
+                    {"$ref": "analysis_result.json"},
+                    {"$ref": "comparison_result.json"},
+                ],
+            },
             "error": {"oneOf": [{"type": "null"}, error]},
             "superseded_by": {"type": ["string", "null"]},
             VERSION_FIELD: {"const": CONTRACT_VERSION},

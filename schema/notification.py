@@ -7,7 +7,8 @@ once, when it ends: ``succeeded`` with the result ``producer result`` reads, ``f
 with the error, or ``superseded`` when a newer request for the session ended first
 (told just before that newer one, so a session's notifications come in request order).
 A message refused before it became a request (a malformed job with a person's valid ids)
-is told ``failed`` with its code too.
+is told ``failed`` with its code too, and so is every comparison that ends (``kind``
+``comparison``, its ``session_id`` the current session's).
 
 Delivery is at least once: ``notification_id`` is also the Celery task id, fixed when
 the notification is written (transactional outbox, migration 0009), so a re-send carries
@@ -23,6 +24,7 @@ from .contract import CONTRACT_VERSION, VERSION_FIELD
 from .status import Status
 
 KIND_ANALYSIS = "analysis"
+KIND_COMPARISON = "comparison"  # session_id: the current session; result: the comparison
 # notification ids are UUIDv5 of the request's task id in this namespace: stable.
 NAMESPACE = uuid.UUID("5d1f4a9e-3c2b-5e8f-9a7d-6b0c1e2f3a4b")
 
@@ -41,11 +43,12 @@ def body(
     result: dict[str, Any] | None = None,
     error: dict[str, str] | None = None,
     superseded_by: str | None = None,
+    kind: str = KIND_ANALYSIS,
 ) -> dict[str, Any]:
     """The notification's keyword arguments (``changewatch.notification.json``)."""
     return {
         "notification_id": str(notification_id(request_task_id, status)),
-        "kind": KIND_ANALYSIS,
+        "kind": kind,
         "session_id": str(session_id),
         "user_id": str(user_id),
         "request_task_id": request_task_id,

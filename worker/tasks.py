@@ -137,7 +137,9 @@ COMPARE = Policy(
     name=COMPARE_TASK,
     kind="compare",
     parse=lambda res, payload: parse_compare(payload),
-    record_failure=lambda res, job, err, task_id: store.finish_comparison(res.db, job, None, err),
+    record_failure=lambda res, job, err, task_id: store.finish_comparison(
+        res.db, job, None, err, notify=(res.settings.notify_queue, task_id)
+    ),
     ids=lambda job: {"session_id": str(job.current_session_id)},
     stored_message="comparison stored",
     # Sent right after its analyses: give them time to finish.
@@ -162,7 +164,13 @@ def compare_sessions(task: Task, res: Resources, job: CompareJob) -> dict[str, A
         "layers": score.layers(current, windows, res.settings.variation.level),
         "variation_levels": res.settings.variation.as_json(),
     }
-    store.finish_comparison(res.db, job, result, inputs=(current, previous))
+    store.finish_comparison(
+        res.db,
+        job,
+        result,
+        inputs=(current, previous),
+        notify=(res.settings.notify_queue, task.request.id),
+    )
     return result
 
 

@@ -1,7 +1,7 @@
 """A real foreign client: a Node.js service on celery-node (pinned in tests/node, installed
 by scripts/setup.sh with ``npm ci``) drives a real worker through the wire contract only.
 
-It enrolls a person, sends two analyses and a comparison, receives both notifications
+It enrolls a person, sends two analyses and a comparison, receives their notifications
 with its own celery-node worker, sends a malformed job, and forgets the person: first
 without a token (refused, recorded), then with one. The test holds what it received to
 ``producer result`` and to the rows. Skips without node locally; fails in CI.
@@ -127,6 +127,9 @@ def _check_ready(ready: dict[str, Any], spec: dict[str, Any], producer: Producer
     assert comparison["result"]["current_session_id"] == sessions[1]
     stored = producer.comparison(sessions[1], sessions[0])
     assert stored == {**comparison["result"], "status": "succeeded"}
+    compared = ready["compared"]  # its notification too
+    assert compared["status"] == "succeeded" and compared["result"] == comparison["result"]
+    assert compared["request_task_id"] == comparison["taskId"]
     refusal = ready["malformed"]["notification"]
     assert refusal["status"] == "failed" and refusal["error"]["code"] == "too_few_images"
     assert refusal["request_task_id"] == ready["malformed"]["taskId"]

@@ -70,6 +70,8 @@ async function main() {
     current_session_id: spec.sessions[1].sessionId,
     previous_session_id: spec.sessions[0].sessionId,
   });
+  const told = await notificationsFor(spec.sessions[1].sessionId, 2);
+  const compared = told.find((n) => n.kind === "comparison") || null;
   const malformed = client.sendTask("changewatch.analyze_session", [], {
     user_id: spec.userId, session_id: spec.malformedSessionId,
     captured_at: spec.sessions[0].capturedAt, images: { front: "s3://bucket/key.jpg" },
@@ -77,7 +79,7 @@ async function main() {
   const [refusal] = await notificationsFor(spec.malformedSessionId, 1);
   // Forgetting without a token: refused, and nothing is deleted.
   const unsigned = await call("changewatch.forget_person", { user_id: spec.userId, token: "" });
-  line({ event: "ready", enrolled, analyses, notifications, comparison, unsigned,
+  line({ event: "ready", enrolled, analyses, notifications, comparison, compared, unsigned,
          malformed: { taskId: malformed.taskId, notification: refusal || null } });
 
   const input = readline.createInterface({ input: process.stdin });

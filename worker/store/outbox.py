@@ -116,9 +116,15 @@ def tell_refused(
         status=Status.FAILED,
         error=error,
     )
+    tell_if_enrolled(conn, queue, body)
+
+
+def tell_if_enrolled(conn: Conn, queue: str, body: dict[str, Any]) -> None:
+    """One notification outside the request order (a refusal, a comparison)."""
+    user_id = UUID(body["user_id"])
     conn.execute(
         _INSERT_IF_ENROLLED_SQL,
-        (body["notification_id"], user_id, session_id, queue, Jsonb(body), user_id),
+        (body["notification_id"], user_id, UUID(body["session_id"]), queue, Jsonb(body), user_id),
     )
 
 
