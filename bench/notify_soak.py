@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,7 @@ def check(stack: FaultStack, sessions: list[uuid.UUID]) -> dict[str, Any]:
         "requests": len(requests),
         "notifications_received": len(received),
         "duplicates_removed": len(received) - len(unique),
+        "statuses": dict(Counter(n["status"] for n in unique.values())),
         "requests_told_once": sum(1 for _, t, _ in requests if told.get(t) == 1),
         "requests_never_told": [t for _, t, _ in requests if t not in told],
         "requests_told_twice": [t for t, c in told.items() if c > 1],
