@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from .schema.contract import BACKFILL_QUEUE_PREFIX, QUEUE
 from .schema.evidence import VariationLevels
 from .schema.levels import TrendThresholds
 
@@ -132,6 +133,14 @@ class Settings:
     recovery_stuck_after: float = 120.0
     visibility_timeout: int = 3600
     unacked_restore_interval: int = 30
+    # -- upstream services over the wire -----------------------------------------------------
+    # The shared secret that signs destructive tasks (forget_person, delete_session;
+    # schema/authority.py). Empty: every destructive task is refused.
+    delete_secret: str = field(default="", repr=False)
+    # The queue a notification goes to when a job finishes (empty: none is written), and
+    # how often the outbox relay looks for unsent ones.
+    notify_queue: str = ""
+    notify_every: float = 0.5
 
     @property
     def quality(self) -> Any:
@@ -150,7 +159,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        return cls(**_services(env), **_model(env), **_worker(env), **_operations(env))
+        return cls(
+            **_services(env), **_model(env), **_worker(env), **_operations(env), **_wire(env)
+        )
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -219,4 +230,18 @@ def _operations(env: Mapping[str, str]) -> dict[str, Any]:
         "unacked_restore_interval": int(
             number("CHANGEWATCH_UNACKED_RESTORE_INTERVAL", Settings.unacked_restore_interval)
         ),
+    }
+
+
+def _wire(env: Mapping[str, str]) -> dict[str, Any]:
+    queue = env.get("CHANGEWATCH_NOTIFY_QUEUE", "").strip()
+    if queue == QUEUE or queue.startswith(BACKFILL_QUEUE_PREFIX):
+        # A notification there would land in changewatch's own workers' queue.
+        raise ValueError(
+            f"CHANGEWATCH_NOTIFY_QUEUE must not be one of changewatch's queues: {queue!r}"
+        )
+    return {
+        "delete_secret": env.get("CHANGEWATCH_DELETE_SECRET", ""),
+        "notify_queue": queue,
+        "notify_every": _env_float("CHANGEWATCH_NOTIFY_EVERY", Settings.notify_every, env),
     }

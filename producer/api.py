@@ -26,6 +26,7 @@ from ..schema.contract import (
     check_compared,
     parse_analyze,
     parse_compare,
+    parse_person,
     parse_uuid,
 )
 from ..schema.errors import Code
@@ -84,6 +85,7 @@ class Producer:
         self.settings = settings
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
+        self.notify_queue = settings.notify_queue  # forget-user empties it of the person
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
@@ -97,7 +99,7 @@ class Producer:
         each person once with this (or ``python -m changewatch.producer enroll``) before their first
         job: a job for a person never enrolled is refused with ``unknown_user``.
         """
-        user = parse_uuid(str(user_id), "user_id")
+        user = parse_person({"user_id": str(user_id)}).user_id
         with self.connect() as conn, conn.transaction():
             people.enroll(conn, user)
         return {"user_id": str(user), "status": Status.ENROLLED}

@@ -25,9 +25,10 @@ import boto3
 from botocore.exceptions import ClientError
 from celery import states
 
+from ..schema import authority
 from ..schema.broker import broker
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
-from ..schema.errors import Code
+from ..schema.errors import Code, JobError
 from ..schema.status import Status
 from .api import JobFailed, NotFound, Producer
 from .store import sessions
@@ -157,7 +158,11 @@ def delete_session(
         user_id = sessions.owner(conn, sid)
     if user_id is None:
         raise NotFound(f"no session {sid}")
-    job, task_id = DeleteJob(user_id, sid), str(uuid.uuid4())
+    try:  # the worker deletes only with a token signed by the shared secret
+        token = authority.sign(producer.settings.delete_secret, DELETE_TASK, sid)
+    except ValueError as exc:
+        raise JobError(Code.NOT_AUTHORIZED, str(exc)) from None
+    job, task_id = DeleteJob(user_id, sid, token), str(uuid.uuid4())
     producer.celery.send_task(DELETE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
     done = _outcome(producer, job, task_id, timeout)
     deleted: dict[str, int] = dict(done["deleted"])

@@ -21,10 +21,13 @@ from .contract import (
     CONTRACT_VERSION,
     DELETE_TASK,
     EMBED_TASK,
+    ENROLL_TASK,
     FIELDS,
+    FORGET_TASK,
     MAX_MODEL_ID,
     MAX_PAYLOAD_BYTES,
     MIN_IMAGES,
+    NOTIFY_TASK,
     VERSION_FIELD,
 )
 from .levels import Basis
@@ -73,6 +76,12 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "captured_at": _TIME,
     "images": _IMAGES,
     "model_id": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_ID},
+    "token": {
+        "type": "string",
+        "description": "v1.<expires, unix seconds>.<hex HMAC-SHA256 of"
+        " 'v1\\n<task>\\n<id>\\n<expires>'> under CHANGEWATCH_DELETE_SECRET (README)",
+        "pattern": "^v1\\.[0-9]+\\.[0-9a-f]{64}$",
+    },
 }
 
 
@@ -290,15 +299,73 @@ def comparison_result_schema() -> dict[str, Any]:
     }
 
 
+def notification_schema() -> dict[str, Any]:
+    """The kwargs of ``changewatch.notification``, what changewatch sends the upstream."""
+    error = {
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["code", "message"],
+    }
+    return {
+        "$schema": _DRAFT,
+        "$id": f"{_ID}{NOTIFY_TASK}.json",
+        "title": f"{NOTIFY_TASK} payload: a request of yours ended",
+        "description": (
+            "Sent as the kwargs of a Celery task to CHANGEWATCH_NOTIFY_QUEUE, at least once:"
+            " deduplicate on notification_id (also the task id). One per analysis request,"
+            " in request order per session, and one per comparison. New keys may come."
+        ),
+        "type": "object",
+        "properties": {
+            "notification_id": _UUID,
+            "kind": {"enum": ["analysis", "comparison"]},
+            "session_id": _UUID,
+            "user_id": _UUID,
+            "request_task_id": {"type": "string"},
+            "status": {"enum": ["succeeded", "failed", "superseded"]},
+            "result": {
+                "description": "kind analysis: the analysis; kind comparison: the comparison",
+                "anyOf": [
+                    {"type": "null"},
+                    {"$ref": "analysis_result.json"},
+                    {"$ref": "comparison_result.json"},
+                ],
+            },
+            "error": {"oneOf": [{"type": "null"}, error]},
+            "superseded_by": {"type": ["string", "null"]},
+            VERSION_FIELD: {"const": CONTRACT_VERSION},
+        },
+        "required": [
+            "notification_id",
+            "kind",
+            "session_id",
+            "user_id",
+            "request_task_id",
+            "status",
+            "result",
+            "error",
+            VERSION_FIELD,
+        ],
+    }
+
+
 def all_schemas() -> dict[str, dict[str, Any]]:
     """File name -> schema, for every payload and result object of the contract."""
     return {
         **{
             f"{task}.json": payload_schema(task)
-            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK, DELETE_TASK)
+            for task in (
+                ANALYZE_TASK,
+                COMPARE_TASK,
+                EMBED_TASK,
+                DELETE_TASK,
+                ENROLL_TASK,
+                FORGET_TASK,
+            )
         },
         "analysis_result.json": analysis_result_schema(),
         "comparison_result.json": comparison_result_schema(),
+        f"{NOTIFY_TASK}.json": notification_schema(),
     }
 
 

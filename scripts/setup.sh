@@ -29,3 +29,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[worker,plot,test]'
   touch "$stamp"
 fi
+
+# The foreign-client test's Node.js service: celery-node, pinned by tests/node/package-lock.json.
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+else
+  echo "warning: npm not found; the Node.js client test will skip (and fail in CI)" >&2
+fi

@@ -21,6 +21,7 @@ from ..settings import Settings
 from .logs import use_json
 from .metrics import serve as metrics_server
 from .recovery import Recovery
+from .relay import RelayStep
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-app = Celery("changewatch", include=["changewatch.worker.tasks"])
+app = Celery("changewatch", include=["changewatch.worker.tasks", "changewatch.worker.person_tasks"])
 # A promise: Celery reads it on first use of app.conf, not when this module is imported.
 app.add_defaults(lambda: celery_config(settings()))
 app.steps["consumer"].add(Recovery)
+app.steps["consumer"].add(RelayStep)
 
 
 def _setup() -> None:

@@ -11,13 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from ..schema import results
 from ..schema.contract import AnalyzeJob
+from ..schema.status import Status
 from . import metrics, score
 from .decode import DRAFT_SIDE, Photo, decode_session
 from .fetch import fetch_images
 from .logs import job_event
 from .resources import Resources
 from .score import Analysis
+from .store import outbox
 from .store.analyses import Write, analysis_write, save_analysis
 from .store.jobs import Superseded
 
@@ -70,7 +73,19 @@ def analyze(res: Resources, job: AnalyzeJob, request_seq: int) -> Analysis | Sup
     model changed meanwhile)."""
     vectors, photos = embeddings(res, job)
     with timed("store"), analysis_write(res.db, job, request_seq, res.model_id) as write:
-        return score_and_save(write, vectors, photos)
+        analysis = score_and_save(write, vectors, photos)
+        if isinstance(write, Write) and res.settings.notify_queue:
+            _tell(write, res.settings.notify_queue)
+        return analysis
+
+
+def _tell(write: Write, queue: str) -> None:
+    """The request's notification, in the analysis's own transaction (the outbox): the
+    result as ``producer result`` will read it once this commits."""
+    t = write.target
+    result = results.session_result(write.conn, t.session_id)
+    ending = outbox.Ending(t.session_id, t.user_id, Status.SUCCEEDED, result=result)
+    outbox.tell(write.conn, queue, ending, seq=t.request_seq)
 
 
 def score_and_save(
