@@ -22,10 +22,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 from celery import states
 
-from ..schema import authority
+from ..schema import authority, objects
 from ..schema.broker import broker
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
 from ..schema.errors import Code, JobError
@@ -92,26 +91,10 @@ def _jobs_in(held: Any, session_id: uuid.UUID) -> Iterator[tuple[str, str, Any]]
 def _delete_objects(uris: Iterable[str], s3: Any) -> tuple[int, int]:
     """The photos by their exact URIs. Returns (deleted, left)."""
     client = s3 or boto3.client("s3")
-    by_bucket: dict[str, list[str]] = {}
-    for uri in sorted(uris):
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        by_bucket.setdefault(bucket, []).append(key)
-    for bucket, keys in by_bucket.items():
-        for start in range(0, len(keys), 1000):  # delete_objects takes 1,000 at most
-            chunk = [{"Key": k} for k in keys[start : start + 1000]]
-            client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
-    left = sum(_exists(client, b, k) for b, keys in by_bucket.items() for k in keys)
-    return sum(len(k) for k in by_bucket.values()), left
-
-
-def _exists(client: Any, bucket: str, key: str) -> bool:
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
+    named = objects.by_bucket(uris)
+    deleted = sum(objects.delete_keys(client, bucket, keys) for bucket, keys in named.items())
+    left = sum(objects.exists(client, b, k) for b, keys in named.items() for k in keys)
+    return deleted, left
 
 
 def _delete_results(

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 from celery import Celery, states
 
+from .. import objects
 from ..broker import Broker, Message, broker
 from ..contract import FORGOTTEN_RESULT
 from . import rows
@@ -136,35 +136,19 @@ def _forget_objects(person: _Person, s3: Any, buckets: Iterable[str]) -> tuple[i
     Returns (deleted, left).
     """
     client = s3 or boto3.client("s3")
-    exact: dict[str, set[str]] = {b: set() for b in buckets}
-    for uri in person.uris:
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        exact.setdefault(bucket, set()).add(key)
+    exact = {b: set() for b in buckets} | objects.by_bucket(person.uris)
     prefix = f"{person.user_id}/"
     removed = 0
     for bucket, keys in exact.items():
+        listed = set(keys)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.update(o["Key"] for o in page.get("Contents", []))
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), 1000):  # delete_objects takes 1,000 at most
-            chunk = [{"Key": k} for k in ordered[start : start + 1000]]
-            client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
-        removed += len(ordered)
+            listed.update(o["Key"] for o in page.get("Contents", []))
+        removed += objects.delete_keys(client, bucket, listed)
     left = 0
     for bucket, keys in exact.items():
         left += client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
-        left += sum(_exists(client, bucket, k) for k in keys if not k.startswith(prefix))
+        left += sum(objects.exists(client, bucket, k) for k in keys if not k.startswith(prefix))
     return removed, left
-
-
-def _exists(client: Any, bucket: str, key: str) -> bool:
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
 
 
 def forget_everywhere(
