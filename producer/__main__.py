@@ -160,6 +160,7 @@ def _history(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | N
     if args.json:
         return out
     print(history.table(sessions))
+    print(history.trend_line(sessions[-1]))
     if args.plot:
         print(f"plot: {out['plot']}")
     return None

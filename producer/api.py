@@ -78,6 +78,7 @@ class Producer:
         settings = settings or Settings.from_env()
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
+        self.trend_sessions = settings.trend_sessions
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
@@ -161,7 +162,7 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            found = results.session_result(conn, sid)
+            found = results.session_result(conn, sid, self.trend_sessions)
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == Status.FAILED:
@@ -172,7 +173,9 @@ class Producer:
     def history(self, user_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The person's analyzed sessions in capture order, each as ``result`` gives it."""
         with self.connect() as conn:
-            return results.person_history(conn, parse_uuid(str(user_id), "user_id"))
+            return results.person_history(
+                conn, parse_uuid(str(user_id), "user_id"), self.trend_sessions
+            )
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:
         """Poll Postgres, the source of truth, until the job finished; its result or JobFailed."""

@@ -1,9 +1,11 @@
 """``python -m changewatch.producer history U``: a person's sessions as a readable
 table, and a plot.
 
-The table puts each session's score beside the person's noise floor and the flags that
-say how to read it; the plot shows change over time per angle with the noise band, and
-marks sessions with lower-quality photos or another camera.
+The table puts each session's score beside the person's noise floor, whether it fell in
+the range its history expected, the trend's direction and the flags that say how to read
+it; a last line gives the trend with its interval and the range for the next session.
+The plot shows change over time per angle with the noise band, and marks sessions with
+lower-quality photos or another camera.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schema.contract import ANGLES
+from ..schema.trend import MIN_SESSIONS
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -34,11 +37,40 @@ def flags_of(session: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _expected(session: dict[str, Any]) -> str:
+    """Whether the score fell inside the range its history expected: in, out or -."""
+    inside = session.get("within_expected")
+    return "-" if inside is None else "in" if inside else "out"
+
+
+def trend_line(session: dict[str, Any]) -> str:
+    """The trend as of one session, in words and numbers (the last session's is the
+    person's current one)."""
+    trend = session.get("trend") or {}
+    if not trend.get("direction"):
+        return f"trend: not yet (needs {MIN_SESSIONS} scored sessions)"
+    low, high = trend["slope_interval"]
+    text = (
+        f"trend over the last {trend['sessions']} scored sessions: {trend['direction']},"
+        f" {trend['slope_per_30_days']:+.4f} per 30 days"
+        f" ({round(100 * trend['interval_level'])}% interval {low:+.4f} to {high:+.4f})"
+    )
+    nxt = trend.get("expected_next")
+    if nxt:
+        text += (
+            f"; next session expected between {nxt['low']:.4f} and {nxt['high']:.4f}"
+            f" (about {nxt['after_days']:.0f} days on)"
+        )
+    return text
+
+
 def table(sessions: list[dict[str, Any]]) -> str:
     """One line per session, in capture order: date, session score, noise floor, score /
-    floor, per-angle scores, notes."""
+    floor, per-angle scores, whether the score was in the expected range, the trend's
+    direction, notes."""
     angles = [a for a in ANGLES if any(p["angle"] == a for s in sessions for p in s["per_angle"])]
-    header = ["captured", "session", "change", "floor", "x floor", *angles, "notes"]
+    header = ["captured", "session", "change", "floor", "x floor", *angles, "expected", "trend",
+              "notes"]  # fmt: skip
     rows = [header]
     for s in sessions:
         by_angle = {p["angle"]: p["change_score"] for p in s["per_angle"]}
@@ -50,6 +82,8 @@ def table(sessions: list[dict[str, Any]]) -> str:
                 _num(s.get("noise_floor")),
                 _num(s.get("relative_change"), 1),
                 *[_num(by_angle.get(a)) for a in angles],
+                _expected(s),
+                (s.get("trend") or {}).get("direction") or "-",
                 "; ".join(flags_of(s)),
             ]
         )

@@ -1,8 +1,9 @@
 """Reading analyses back as the public result objects: one session's, or a person's history.
 
 Everything that depends on the person's history (noise floor, equipment change,
-confidence) is computed here, when read, from bounded reads of the current rows (the
-last ``NOISE_WINDOW`` earlier analyses, the last few sessions' photo facts), so a result
+confidence, trend) is computed here, when read, from bounded reads of the current rows (the
+last ``NOISE_WINDOW`` or ``trend_sessions`` earlier analyses, whichever is more, the last
+few sessions' photo facts), so a result
 always follows from the stored data however sessions arrived.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from . import equipment, evidence
+from . import equipment, evidence, trend
 from .contract import analysis_result
 
 _SESSION = """
@@ -29,7 +30,8 @@ _SESSION = """
 """
 # The person's analyses captured strictly before T, newest first, at most N.
 _EARLIER = """
-    SELECT a.session_id, a.change_score, a.is_first_session, a.per_angle, s.good_photos
+    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session, a.per_angle,
+           s.good_photos
       FROM analyses a JOIN sessions s USING (session_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND a.captured_at < %(at)s
      ORDER BY a.captured_at DESC, a.session_id DESC
@@ -76,7 +78,17 @@ def _base(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict[str, Any] | None:
+def _reach(trend_sessions: int) -> int:
+    """How many earlier analyses the evidence reads: the floor's window or the trend's, and
+    one more for a first session among them."""
+    return max(evidence.NOISE_WINDOW, trend_sessions) + 1
+
+
+def session_result(
+    conn: psycopg.Connection[Any],
+    session_id: uuid.UUID,
+    trend_sessions: int = trend.DEFAULT_SESSIONS,
+) -> dict[str, Any] | None:
     """The session's analysis under the active model, with its evidence; None if none."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_SESSION, (session_id,)).fetchone()
@@ -88,7 +100,7 @@ def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict
                 "uid": row["user_id"],
                 "model": row["model_id"],
                 "at": row["captured_at"],
-                "n": evidence.NOISE_WINDOW,
+                "n": _reach(trend_sessions),
             },
         ).fetchall()
     earlier.reverse()  # oldest first
@@ -99,17 +111,22 @@ def session_result(conn: psycopg.Connection[Any], session_id: uuid.UUID) -> dict
         equipment=_equipment(
             row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
         ),
+        trend_sessions=trend_sessions,
     )
 
 
-def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[dict[str, Any]]:
+def person_history(
+    conn: psycopg.Connection[Any],
+    user_id: uuid.UUID,
+    trend_sessions: int = trend.DEFAULT_SESSIONS,
+) -> list[dict[str, Any]]:
     """Every analyzed session of the person in capture order, each with its evidence, as
     ``session_result`` gives it (one pass over the history)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_HISTORY, (user_id,)).fetchall()
     out = []
     for i, row in enumerate(rows):
-        window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
+        window = rows[max(0, i - _reach(trend_sessions)) : i]
         earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
         out.append(
             evidence.annotate(
@@ -119,6 +136,7 @@ def person_history(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[di
                 equipment=_equipment(
                     row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
                 ),
+                trend_sessions=trend_sessions,
             )
         )
     return out

@@ -76,7 +76,7 @@ def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, sid) or stored
+            return results.session_result(conn, sid, res.settings.trend_sessions) or stored
     except TRANSIENT_ERRORS as exc:
         log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored

@@ -1,0 +1,193 @@
+"""Whether a person's scores keep moving one way: a robust slope over their last sessions,
+with an interval, and the range their history expects for the next session.
+
+Theil-Sen: the slope is the median of the slopes between every pair of sessions, so one
+odd session (a blurred photo, another camera) moves it little; its 95% interval is the
+usual rank-based one (Sen 1968, as ``scipy.stats.theilslopes`` computes it; scipy is not
+a dependency, so the few lines are here). Time is counted in days / 30, so slopes read
+"per 30 days". Directions are words for the interval only: ``rising`` when it lies wholly
+above 0, ``falling`` wholly below, else ``steady``. They never say what a direction means.
+
+The expected range for a session at time t: the Theil-Sen line of the earlier scores at t,
+for every slope inside the interval, widened on each side by the spread term of the
+person's noise floor (2 x 1.4826 x MAD of their last scores, as ``evidence.noise_floor``).
+With a flat history it is the floor's own band, median +- spread; a drift moves it along.
+Pure functions over numbers already stored, shared by producer and worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "DEFAULT_SESSIONS",
+    "MIN_SESSIONS",
+    "annotate",
+    "direction",
+    "expected_range",
+    "theil_sen",
+    "to_months",
+]
+
+# The scored sessions a trend is drawn over (settings.trend_sessions overrides it)...
+DEFAULT_SESSIONS = 8
+# ...and the fewest for any trend: as many as a noise floor needs (evidence.NOISE_MIN_SCORES).
+MIN_SESSIONS = 3
+DAYS_PER_STEP = 30.0
+# The normal quantile of a two-sided 95% interval (scipy.stats.norm.ppf(0.975)).
+Z95 = 1.959963984540054
+INTERVAL_LEVEL = 0.95
+SPREAD_K = 2.0 * 1.4826  # as evidence.NOISE_K x 1.4826: the floor's own spread term
+
+
+def to_months(when: datetime | str) -> float:
+    """A capture time as a number of 30-day steps since the epoch."""
+    moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+    return moment.timestamp() / 86400.0 / DAYS_PER_STEP
+
+
+def _ties(values: Sequence[float]) -> list[int]:
+    counts: dict[float, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return [k for k in counts.values() if k > 1]
+
+
+def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float] | None:
+    """(slope, low, high): the median pairwise slope and its 95% interval; None with fewer
+    than two distinct times. Ties in x or y shrink the rank variance, as in scipy."""
+    slopes = sorted(
+        (y[j] - y[i]) / (x[j] - x[i])
+        for i in range(len(x))
+        for j in range(i + 1, len(x))
+        if x[j] != x[i]
+    )
+    if not slopes:
+        return None
+    n, count = len(y), len(slopes)
+
+    def tie_term(k: int) -> int:
+        return k * (k - 1) * (2 * k + 5)
+
+    variance = (
+        n * (n - 1) * (2 * n + 5)
+        - sum(tie_term(k) for k in _ties(x))
+        - sum(tie_term(k) for k in _ties(y))
+    ) / 18.0
+    spread = Z95 * math.sqrt(max(variance, 0.0))
+    low = max(round((count - spread) / 2.0) - 1, 0)
+    high = min(round((count + spread) / 2.0), count - 1)
+    return statistics.median(slopes), slopes[low], slopes[high]
+
+
+def direction(low: float, high: float) -> str:
+    """Neutral words for an interval of slopes: where it lies against 0."""
+    if low > 0:
+        return "rising"
+    if high < 0:
+        return "falling"
+    return "steady"
+
+
+def line_trend(points: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """The trend of (time in 30-day steps, score) points, oldest first."""
+    fit = theil_sen([p[0] for p in points], [p[1] for p in points])
+    if len(points) < MIN_SESSIONS or fit is None:
+        return {"sessions": len(points), "direction": None, "slope_per_30_days": None,
+                "slope_interval": None}  # fmt: skip
+    slope, low, high = fit
+    return {
+        "sessions": len(points),
+        "direction": direction(low, high),
+        "slope_per_30_days": slope,
+        "slope_interval": [low, high],
+    }
+
+
+def spread(scores: Sequence[float]) -> float:
+    """The noise floor's spread term over the same scores: 2 x 1.4826 x MAD."""
+    median = statistics.median(scores)
+    return SPREAD_K * statistics.median(abs(s - median) for s in scores)
+
+
+def expected_range(
+    points: Sequence[tuple[float, float]], floor_scores: Sequence[float], at: float
+) -> dict[str, float] | None:
+    """Where a score at time ``at`` is expected from earlier (time, score) points (the trend
+    window) and the earlier scores the floor is drawn from: [low, high], or None until
+    there are ``MIN_SESSIONS`` of each."""
+    if len(points) < MIN_SESSIONS or len(floor_scores) < MIN_SESSIONS:
+        return None
+    x, y = [p[0] - at for p in points], [p[1] for p in points]  # time counted from ``at``
+    fit = theil_sen(x, y)
+    if fit is None:
+        return None
+    # Each line's value at ``at`` is its intercept: the estimate and both interval ends.
+    ends = [statistics.median(yi - b * xi for xi, yi in zip(x, y, strict=True)) for b in fit]
+    width = spread(floor_scores)
+    return {"low": max(0.0, min(ends) - width), "high": max(ends) + width}
+
+
+def _points(rows: Sequence[dict[str, Any]], angle: str | None) -> list[tuple[float, float]]:
+    """(time, score) of the session, or of one angle where it had a baseline."""
+    out = []
+    for row in rows:
+        if angle is None:
+            out.append((to_months(row["captured_at"]), row["change_score"]))
+            continue
+        for p in row["per_angle"]:
+            if p["angle"] == angle and p["baseline_session_count"] > 0:
+                out.append((to_months(row["captured_at"]), p["change_score"]))
+    return out
+
+
+def annotate(
+    result: dict[str, Any], scored: Sequence[dict[str, Any]], window: int, floor_window: int
+) -> dict[str, Any]:
+    """Add ``trend`` and ``within_expected`` to a result.
+
+    ``scored``: the person's earlier scored analyses (not first sessions), oldest first, each
+    with ``captured_at``, ``change_score`` and ``per_angle``. The trend is drawn over the
+    last ``window`` scored sessions up to this one; ``expected`` is the range the earlier
+    ones gave this session, ``expected_next`` the range this history gives the next one (at
+    the median gap between the window's sessions)."""
+    before = list(scored)[-window:]
+    floor_before = [r["change_score"] for r in list(scored)[-floor_window:]]
+    now = list(scored) + ([] if result["is_first_session"] else [result])
+    recent = now[-window:]
+    out = line_trend(_points(recent, None))
+    out["window"] = window
+    out["interval_level"] = INTERVAL_LEVEL
+    out["per_angle"] = [
+        {"angle": row["angle"], **line_trend(_points(recent, row["angle"]))}
+        for row in result["per_angle"]
+    ]
+    expected = None
+    if not result["is_first_session"]:
+        at = to_months(result["captured_at"])
+        expected = expected_range(_points(before, None), floor_before, at)
+    out["expected"] = expected
+    out["expected_next"] = _next(recent, [r["change_score"] for r in now[-floor_window:]])
+    result["trend"] = out
+    result["within_expected"] = (
+        None if expected is None else expected["low"] <= result["change_score"] <= expected["high"]
+    )
+    return result
+
+
+def _next(recent: Sequence[dict[str, Any]], floor_scores: Sequence[float]) -> dict[str, Any] | None:
+    """The range the next session is expected in, one median gap after the last session."""
+    times = [to_months(r["captured_at"]) for r in recent]
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    if not gaps:
+        return None
+    gap = statistics.median(gaps)
+    found = expected_range(_points(recent, None), floor_scores, times[-1] + gap)
+    if found is None:
+        return None
+    return {**found, "after_days": gap * DAYS_PER_STEP}
