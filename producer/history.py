@@ -52,13 +52,13 @@ def trend_line(session: dict[str, Any]) -> str:
     low, high = trend["slope_interval"]
     text = (
         f"trend over the last {trend['sessions']} scored sessions: {trend['direction']},"
-        f" {trend['slope_per_30_days']:+.4f} per 30 days"
-        f" ({round(100 * trend['interval_level'])}% interval {low:+.4f} to {high:+.4f})"
+        f" {trend['slope_per_30_days']:+.3g} per 30 days"
+        f" ({round(100 * trend['interval_level'])}% interval {low:+.3g} to {high:+.3g})"
     )
     nxt = trend.get("expected_next")
     if nxt:
         text += (
-            f"; next session expected between {nxt['low']:.4f} and {nxt['high']:.4f}"
+            f"; next session expected between {nxt['low']:.3g} and {nxt['high']:.3g}"
             f" (about {nxt['after_days']:.0f} days on)"
         )
     return text

@@ -48,8 +48,12 @@ def thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes:
     square = min(width, height)
     left, top = (width - square) // 2, (height - square) // 2
     crop = upright.crop((left, top, left + square, top + square)).resize((side, side))
+    return encode_jpeg(crop)
+
+
+def encode_jpeg(image: Image.Image, quality: int = THUMB_QUALITY) -> bytes:
     out = io.BytesIO()
-    crop.save(out, "JPEG", quality=THUMB_QUALITY)
+    image.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 

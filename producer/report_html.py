@@ -102,7 +102,7 @@ def _latest(session: dict[str, Any]) -> str:
     if expected:
         verdict = "inside" if inside else "outside"
         lines.append(
-            f"<p>Its history expected {_num(expected['low'])} to {_num(expected['high'])}:"
+            f"<p>Its history expected {expected['low']:.3g} to {expected['high']:.3g}:"
             f" the score fell <b>{verdict}</b> that range.</p>"
         )
     else:
@@ -123,7 +123,7 @@ def _trend(session: dict[str, Any]) -> str:
     trend = session.get("trend") or {}
     rows = "".join(
         f"<tr><td>{escape(a['angle'])}</td><td>{a['sessions']}</td>"
-        f"<td>{escape(a['direction'] or '-')}</td><td>{_num(a['slope_per_30_days'])}</td>"
+        f"<td>{escape(a['direction'] or '-')}</td><td>{_sig(a['slope_per_30_days'])}</td>"
         f"<td>{_interval(a['slope_interval'])}</td></tr>"
         for a in trend.get("per_angle") or []
     )
@@ -136,7 +136,11 @@ def _trend(session: dict[str, Any]) -> str:
 
 
 def _interval(interval: list[float] | None) -> str:
-    return "-" if not interval else f"{interval[0]:+.4f} to {interval[1]:+.4f}"
+    return "-" if not interval else f"{interval[0]:+.3g} to {interval[1]:+.3g}"
+
+
+def _sig(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3g}"
 
 
 def history_table(sessions: list[dict[str, Any]]) -> str:
