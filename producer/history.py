@@ -48,7 +48,7 @@ def trend_line(session: dict[str, Any]) -> str:
     person's current one)."""
     trend = session.get("trend") or {}
     if not trend.get("direction"):
-        return f"trend: not yet (needs {MIN_SESSIONS} scored sessions)"
+        return f"trend: not yet (it needs {MIN_SESSIONS} scored sessions)"
     low, high = trend["slope_interval"]
     text = (
         f"trend over the last {trend['sessions']} scored sessions: {trend['direction']},"

@@ -8,10 +8,15 @@ a dependency, so the few lines are here). Time is counted in days / 30, so slope
 "per 30 days". Directions are words for the interval only: ``rising`` when it lies wholly
 above 0, ``falling`` wholly below, else ``steady``. They never say what a direction means.
 
-The expected range for a session at time t: the Theil-Sen line of the earlier scores at t,
-for every slope inside the interval, widened on each side by the spread term of the
-person's noise floor (2 x 1.4826 x MAD of their last scores, as ``evidence.noise_floor``).
-With a flat history it is the floor's own band, median +- spread; a drift moves it along.
+A direction needs ``MIN_SESSIONS`` (5) scored sessions: with fewer, even sessions in a
+perfectly monotone order are not a 95% trend (4 points fall in order by chance 1 time in
+12), and the rank interval spans every slope.
+
+The expected range for a session at time t comes from the floor and the slope. While the
+trend is steady (or unknown) it is 0 up to the median score plus the spread term of the
+person's noise floor (2 x 1.4826 x MAD of their last scores, as ``evidence.noise_floor``):
+with the same scores, exactly the floor; less change than usual is never unexpected. A
+rising or falling history expects its Theil-Sen line, extended to t, +- that spread.
 Pure functions over numbers already stored, shared by producer and worker.
 """
 
@@ -36,8 +41,10 @@ __all__ = [
 
 # The scored sessions a trend is drawn over (settings.trend_sessions overrides it)...
 DEFAULT_SESSIONS = 8
-# ...and the fewest for any trend: as many as a noise floor needs (evidence.NOISE_MIN_SCORES).
-MIN_SESSIONS = 3
+# ...the fewest for a direction (see above)...
+MIN_SESSIONS = 5
+# ...and for an expected range: as many as a noise floor needs (evidence.NOISE_MIN_SCORES).
+EXPECTED_MIN = 3
 DAYS_PER_STEP = 30.0
 # The normal quantile of a two-sided 95% interval (scipy.stats.norm.ppf(0.975)).
 Z95 = 1.959963984540054
@@ -120,17 +127,18 @@ def expected_range(
 ) -> dict[str, float] | None:
     """Where a score at time ``at`` is expected from earlier (time, score) points (the trend
     window) and the earlier scores the floor is drawn from: [low, high], or None until
-    there are ``MIN_SESSIONS`` of each."""
-    if len(points) < MIN_SESSIONS or len(floor_scores) < MIN_SESSIONS:
+    there are ``EXPECTED_MIN`` of each."""
+    if len(points) < EXPECTED_MIN or len(floor_scores) < EXPECTED_MIN:
         return None
     x, y = [p[0] - at for p in points], [p[1] for p in points]  # time counted from ``at``
-    fit = theil_sen(x, y)
-    if fit is None:
-        return None
-    # Each line's value at ``at`` is its intercept: the estimate and both interval ends.
-    ends = [statistics.median(yi - b * xi for xi, yi in zip(x, y, strict=True)) for b in fit]
+    slope = line_trend(points)
+    moving = slope["direction"] in ("rising", "falling")
+    b = slope["slope_per_30_days"] if moving else 0.0
+    # The line's value at ``at`` is its intercept, as time is counted from there.
+    level = statistics.median(yi - b * xi for xi, yi in zip(x, y, strict=True))
     width = spread(floor_scores)
-    return {"low": max(0.0, min(ends) - width), "high": max(ends) + width}
+    low = max(0.0, level - width) if moving else 0.0
+    return {"low": low, "high": level + width}
 
 
 def _points(rows: Sequence[dict[str, Any]], angle: str | None) -> list[tuple[float, float]]:

@@ -1,4 +1,5 @@
-"""What the demo prints on stdout: the person's sessions, the comparison and the plot."""
+"""What the demo prints on stdout: the person's sessions, the trend, the comparison, and
+where the plot and the HTML report were written."""
 
 from __future__ import annotations
 
@@ -37,15 +38,17 @@ def format_comparison(last: int, first: int, result: dict[str, Any]) -> str:
 def print_report(
     sessions: list[dict[str, Any]],
     comparison: dict[str, Any] | None,
-    plot: Path,
+    files: dict[str, Path],
     sent: int,
     as_json: bool,
 ) -> None:
-    """The table of the ``sent`` sessions read back, then the comparison and the plot."""
+    """The table of the ``sent`` sessions read back, the trend, then the comparison and
+    the files written (``files``: "plot" and "report")."""
     from changewatch.producer import history
 
     if as_json:
-        print(json.dumps({"sessions": sessions, "comparison": comparison, "plot": str(plot)}))
+        written = {name: str(path) for name, path in files.items()}
+        print(json.dumps({"sessions": sessions, "comparison": comparison, **written}))
         return
     first = sessions[0]
     print()
@@ -55,7 +58,10 @@ def print_report(
     print()
     print(history.table(sessions))
     print()
+    print(history.trend_line(sessions[-1]))
+    print()
     if comparison is not None:
         print(format_comparison(sent, 1, comparison))
         print()
-    print(f"plot: {plot.relative_to(ROOT)}")
+    for name, path in files.items():
+        print(f"{name}: {path.relative_to(ROOT)}")

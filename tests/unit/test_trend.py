@@ -120,16 +120,31 @@ def test_a_jump_falls_outside_the_expected_range() -> None:
     assert last["change_score"] > last["trend"]["expected"]["high"]
 
 
-def test_a_flat_history_expects_the_noise_floor_band() -> None:
-    """With no slope the range is the floor's own band, median +- 2 x 1.4826 x MAD: its
-    upper end is the noise floor."""
+def test_a_rising_history_expects_its_line_and_a_return_to_the_start_is_outside() -> None:
+    scores = [0.01 + 0.004 * i for i in range(10)]
+    on_line = annotated(history([*scores, 0.01 + 0.004 * 10]))[-1]
+    back = annotated(history([*scores, 0.01]))[-1]
+    assert on_line["within_expected"] is True
+    assert back["within_expected"] is False and back["trend"]["expected"]["low"] > 0.01
+
+
+def test_a_flat_history_expects_up_to_the_noise_floor() -> None:
+    """With no slope the range is 0 up to median + 2 x 1.4826 x MAD: the noise floor."""
     scores = [0.02, 0.03] * 4
     points = [(float(i), 0.025) for i in range(8)]
     found = trend.expected_range(points, scores, at=8.0)
     floor = evidence.noise_floor(scores)
     assert found is not None and floor is not None
     assert found["high"] == pytest.approx(floor)
-    assert found["low"] == pytest.approx(0.025 - (floor - 0.025))
+    assert found["low"] == 0.0
+
+
+def test_four_sessions_in_order_are_no_direction_yet() -> None:
+    """4 scores fall in order by chance 1 time in 12: not a 95% trend; the 5th can make one."""
+    results = annotated(history([0.01, 0.02, 0.03, 0.04, 0.05]))
+    assert [r["trend"]["direction"] for r in results] == [None] * 5 + ["rising"]
+    assert results[4]["trend"]["slope_interval"] is None
+    assert results[4]["within_expected"] is not None  # a range exists from 3 scores on
 
 
 def test_too_little_history_gives_no_trend_and_no_verdict() -> None:
@@ -143,10 +158,10 @@ def test_too_little_history_gives_no_trend_and_no_verdict() -> None:
 def test_the_window_is_a_setting() -> None:
     assert Settings().trend_sessions == 8
     assert Settings.from_env({"CHANGEWATCH_TREND_SESSIONS": "12"}).trend_sessions == 12
-    with pytest.raises(ValueError, match="at least 3"):
-        Settings.from_env({"CHANGEWATCH_TREND_SESSIONS": "2"})
-    last = annotated(history([0.02] * 10), window=4)[-1]["trend"]
-    assert last["sessions"] == 4 and last["window"] == 4
+    with pytest.raises(ValueError, match="at least 5"):
+        Settings.from_env({"CHANGEWATCH_TREND_SESSIONS": "4"})
+    last = annotated(history([0.02] * 10), window=5)[-1]["trend"]
+    assert last["sessions"] == 5 and last["window"] == 5
 
 
 def test_trend_fields_follow_the_published_schema() -> None:
