@@ -4,18 +4,19 @@ table, and a plot.
 The table puts each session's score beside the person's noise floor, whether it fell in
 the range its history expected, the trend's direction and the flags that say how to read
 it; a last line gives the trend with its interval and the range for the next session.
-The plot shows change over time per angle with the noise band, and marks sessions with
-lower-quality photos or another camera.
+The plot shows change over time per angle with the noise band, marks sessions with
+lower-quality photos or another camera, and draws the trend with the range expected next.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import statistics
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..schema.contract import ANGLES
-from ..schema.trend import MIN_SESSIONS
+from ..schema.trend import MIN_SESSIONS, to_months
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -125,6 +126,7 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
         if (s.get("equipment") or {}).get("changed"):
             ax.scatter([t], [s["change_score"]], marker="^", s=160, facecolors="none",
                        edgecolors="tab:purple", linewidths=2)  # fmt: skip
+    _draw_trend(ax, sessions, times)
     ax.scatter([], [], marker="s", facecolors="none", edgecolors="tab:orange",
                label="lower photo quality")  # fmt: skip
     ax.scatter([], [], marker="^", facecolors="none", edgecolors="tab:purple",
@@ -139,3 +141,22 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw_trend(ax: Any, sessions: list[dict[str, Any]], times: list[datetime]) -> None:
+    """The latest trend as a dashed line over its window, and the range expected next."""
+    trend = sessions[-1].get("trend") or {}
+    if not trend.get("direction"):
+        return
+    scored = [(t, s) for t, s in zip(times, sessions, strict=True) if not s["is_first_session"]]
+    window = scored[-trend["sessions"] :]
+    slope, last = trend["slope_per_30_days"], to_months(window[-1][0])
+    level = statistics.median(s["change_score"] - slope * (to_months(t) - last) for t, s in window)
+    ends = [window[0][0], window[-1][0]]
+    ax.plot(ends, [level + slope * (to_months(t) - last) for t in ends], color="black",
+            linestyle="--", linewidth=1.2, label=f"trend: {trend['direction']}")  # fmt: skip
+    nxt = trend.get("expected_next")
+    if nxt:
+        at = window[-1][0] + timedelta(days=nxt["after_days"])
+        ax.plot([at, at], [nxt["low"], nxt["high"]], color="tab:gray", linewidth=5,
+                solid_capstyle="butt", label="expected next")  # fmt: skip

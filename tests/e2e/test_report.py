@@ -84,12 +84,20 @@ def written(person: dict[str, Any]) -> Path:  # noqa: F811
     return out
 
 
-def test_the_report_is_one_neutral_file(written: Path) -> None:
+def test_the_report_is_one_neutral_file(
+    written: Path,
+    person: dict[str, Any],  # noqa: F811
+) -> None:
     html = written.read_text()
     assert found(html) == []
     assert f'content="{report_html.CSP}"' in html
     assert "http://" not in html and "https://" not in html
     assert html.count('class="thumb" href="data:image/jpeg;base64,') == len(ANGLES)
+    # Each angle whose latest result has region scores gets its nine shaded regions; the
+    # others say there is no map yet (every angle, until results carry regions).
+    mapped = [r for r in person["results"][-1]["per_angle"] if r.get("regions")]
+    assert html.count('class="cell" data-region=') == 9 * len(mapped)
+    assert html.count("no region map yet") == len(ANGLES) - len(mapped)
 
 
 def test_the_report_renders_in_chromium_and_loads_nothing(
