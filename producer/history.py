@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schema.contract import ANGLES
-from ..schema.trend import MIN_SESSIONS, to_months
+from ..schema.trend import MIN_SESSIONS, scaled, to_months
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -144,17 +144,24 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
 
 
 def _draw_trend(ax: Any, sessions: list[dict[str, Any]], times: list[datetime]) -> None:
-    """The latest trend as a dashed line over its window, and the range expected next."""
+    """The latest trend over its window (its line, scaled back to each session's baseline
+    size, as schema.trend reads scores), and the range expected next."""
     trend = sessions[-1].get("trend") or {}
     if not trend.get("direction"):
         return
     scored = [(t, s) for t, s in zip(times, sessions, strict=True) if not s["is_first_session"]]
     window = scored[-trend["sessions"] :]
     slope, last = trend["slope_per_30_days"], to_months(window[-1][0])
-    level = statistics.median(s["change_score"] - slope * (to_months(t) - last) for t, s in window)
-    ends = [window[0][0], window[-1][0]]
-    ax.plot(ends, [level + slope * (to_months(t) - last) for t in ends], color="black",
-            linestyle="--", linewidth=1.2, label=f"trend: {trend['direction']}")  # fmt: skip
+    level = statistics.median(
+        scaled(s["change_score"], s["baseline_session_count"]) - slope * (to_months(t) - last)
+        for t, s in window
+    )
+    line = [
+        (level + slope * (to_months(t) - last)) * (1 + 1 / s["baseline_session_count"])
+        for t, s in window
+    ]
+    ax.plot([t for t, _ in window], line, color="black", linestyle="--", linewidth=1.2,
+            label=f"trend: {trend['direction']}")  # fmt: skip
     nxt = trend.get("expected_next")
     if nxt:
         at = window[-1][0] + timedelta(days=nxt["after_days"])

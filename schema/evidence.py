@@ -143,7 +143,8 @@ def annotate(
     """Add the evidence fields to an analysis result.
 
     ``earlier``: the person's earlier analyses (same model), oldest first, each with
-    ``captured_at``, ``change_score``, ``is_first_session`` and ``per_angle`` (at least
+    ``captured_at``, ``change_score``, ``is_first_session``, ``baseline_session_count``
+    and ``per_angle`` (at least
     ``max(NOISE_WINDOW, trend_sessions)`` of them when there are); ``photos``: the
     session's per-angle ``quality``; ``equipment``: the device comparison of the session;
     ``trend_sessions``: the scored sessions a trend is drawn over (schema.trend).

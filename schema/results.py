@@ -30,8 +30,8 @@ _SESSION = """
 """
 # The person's analyses captured strictly before T, newest first, at most N.
 _EARLIER = """
-    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session, a.per_angle,
-           s.good_photos
+    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
+           a.baseline_session_count, a.per_angle, s.good_photos
       FROM analyses a JOIN sessions s USING (session_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND a.captured_at < %(at)s
      ORDER BY a.captured_at DESC, a.session_id DESC

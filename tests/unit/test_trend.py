@@ -99,9 +99,15 @@ def test_a_steady_drift_is_rising_with_an_interval_that_excludes_zero() -> None:
     )
 
 
+def retakes(rng: random.Random, count: int) -> list[float]:
+    """Re-take scores: noise around 0.02, times 1 + 1/n for a baseline of n sessions (the
+    distance to a mean of n re-takes, schema.trend says why)."""
+    return [rng.uniform(0.015, 0.025) * (1 + 1 / n) for n in range(1, count + 1)]
+
+
 def test_re_takes_are_steady_and_inside_what_their_history_expected() -> None:
     rng = random.Random(1)
-    scores = [rng.uniform(0.015, 0.025) for _ in range(12)]
+    scores = retakes(rng, 12)
     results = annotated(history(scores))
     last = results[-1]["trend"]
     assert last["direction"] == "steady"
@@ -114,7 +120,7 @@ def test_re_takes_are_steady_and_inside_what_their_history_expected() -> None:
 
 def test_a_jump_falls_outside_the_expected_range() -> None:
     rng = random.Random(2)
-    scores = [rng.uniform(0.015, 0.025) for _ in range(8)] + [0.2]
+    scores = [*retakes(rng, 8), 0.2]
     last = annotated(history(scores))[-1]
     assert last["within_expected"] is False
     assert last["change_score"] > last["trend"]["expected"]["high"]
