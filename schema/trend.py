@@ -13,8 +13,9 @@ re-take's cosine distance to the mean of n earlier re-takes is, for small differ
 proportional to 1 + 1/n: a young history's scores shrink as sessions are added with nothing
 changing. Measured on the validity re-takes (EfficientNet-Lite0, 9 seeds of 10 sessions),
 unscaled scores read "falling" in 1 of 9 session trends and 5 of 54 angle trends; scaled,
-no session trend and 2 of 54 angle trends read other than "steady". Ranges are scaled
-back by 1 + 1/n of the session they are for, so they compare with its score.
+no session trend and 2 of 54 angle trends read other than "steady". The slope, its
+interval and the direction are of scaled scores; the expected range is of the scores as
+they are, like the noise floor it is drawn from.
 
 A direction needs ``MIN_SESSIONS`` (5) scored sessions: with fewer, even sessions in a
 perfectly monotone order are not a 95% trend (4 points fall in order by chance 1 time in
@@ -22,10 +23,10 @@ perfectly monotone order are not a 95% trend (4 points fall in order by chance 1
 
 The expected range for a session at time t comes from the floor and the slope. While the
 trend is steady (or unknown) it is 0 up to the median score plus the spread term of the
-person's noise floor (2 x 1.4826 x MAD of their last scores, as ``evidence.noise_floor``),
-both of scaled scores: for a long history, about the floor itself; less change than usual
-is never unexpected. A rising or falling history expects its Theil-Sen line, extended to
-t, +- that spread.
+person's noise floor (2 x 1.4826 x MAD of their last scores, as ``evidence.noise_floor``):
+with the same scores, exactly the floor; less change than usual is never unexpected. A
+rising or falling history expects the Theil-Sen line of its scores, extended to t, +- that
+spread.
 Pure functions over numbers already stored, shared by producer and worker.
 """
 
@@ -142,41 +143,44 @@ def expected_range(
     points: Sequence[tuple[float, float]],
     floor_scores: Sequence[float],
     at: float,
-    scale: float = 1.0,
+    moving: bool,
 ) -> dict[str, float] | None:
     """Where a score at time ``at`` is expected from earlier (time, score) points (the trend
-    window) and the earlier scores the floor is drawn from, both scaled: [low, high] times
-    ``scale`` (1 + 1/n of the session expected), or None until there are ``EXPECTED_MIN``
-    of each."""
+    window) and the earlier scores the floor is drawn from: [low, high], or None until
+    there are ``EXPECTED_MIN`` of each. ``moving``: the trend is rising or falling."""
     if len(points) < EXPECTED_MIN or len(floor_scores) < EXPECTED_MIN:
         return None
     x, y = [p[0] - at for p in points], [p[1] for p in points]  # time counted from ``at``
-    slope = line_trend(points)
-    moving = slope["direction"] in ("rising", "falling")
-    b = slope["slope_per_30_days"] if moving else 0.0
+    fit = theil_sen(x, y) if moving else None
+    b = fit[0] if fit else 0.0
     # The line's value at ``at`` is its intercept, as time is counted from there.
     level = statistics.median(yi - b * xi for xi, yi in zip(x, y, strict=True))
     width = spread(floor_scores)
-    low = max(0.0, level - width) if moving else 0.0
-    return {"low": low * scale, "high": (level + width) * scale}
+    low = max(0.0, level - width) if fit else 0.0
+    return {"low": low, "high": level + width}
 
 
-def _points(rows: Sequence[dict[str, Any]], angle: str | None) -> list[tuple[float, float]]:
-    """(time, scaled score) of the session, or of one angle where it had a baseline."""
+def _points(
+    rows: Sequence[dict[str, Any]], angle: str | None, scale: bool = True
+) -> list[tuple[float, float]]:
+    """(time, score) of the session, or of one angle where it had a baseline; scores
+    scaled by n / (n + 1) unless ``scale`` is False."""
     out = []
     for row in rows:
         at = to_months(row["captured_at"])
         if angle is None:
-            out.append((at, scaled(row["change_score"], row["baseline_session_count"])))
+            n = row["baseline_session_count"] if scale else 0
+            out.append((at, scaled(row["change_score"], n)))
             continue
         for p in row["per_angle"]:
             if p["angle"] == angle and p["baseline_session_count"] > 0:
-                out.append((at, scaled(p["change_score"], p["baseline_session_count"])))
+                n = p["baseline_session_count"] if scale else 0
+                out.append((at, scaled(p["change_score"], n)))
     return out
 
 
-def _scale(baseline_sessions: int) -> float:
-    return 1.0 + 1.0 / baseline_sessions if baseline_sessions > 0 else 1.0
+def _moving(points: Sequence[tuple[float, float]]) -> bool:
+    return line_trend(points)["direction"] in ("rising", "falling")
 
 
 def annotate(
@@ -190,7 +194,7 @@ def annotate(
     ones gave this session, ``expected_next`` the range this history gives the next one (at
     the median gap between the window's sessions)."""
     before = list(scored)[-window:]
-    floor_before = [y for _, y in _points(list(scored)[-floor_window:], None)]
+    floor_before = [r["change_score"] for r in list(scored)[-floor_window:]]
     now = list(scored) + ([] if result["is_first_session"] else [result])
     recent = now[-window:]
     out = line_trend(_points(recent, None))
@@ -203,10 +207,12 @@ def annotate(
     expected = None
     if not result["is_first_session"]:
         at = to_months(result["captured_at"])
-        scale = _scale(result["baseline_session_count"])
-        expected = expected_range(_points(before, None), floor_before, at, scale)
+        moving = _moving(_points(before, None))
+        expected = expected_range(_points(before, None, scale=False), floor_before, at, moving)
     out["expected"] = expected
-    out["expected_next"] = _next(recent, [y for _, y in _points(now[-floor_window:], None)])
+    out["expected_next"] = _next(
+        recent, [r["change_score"] for r in now[-floor_window:]], out["direction"]
+    )
     result["trend"] = out
     result["within_expected"] = (
         None if expected is None else expected["low"] <= result["change_score"] <= expected["high"]
@@ -214,16 +220,19 @@ def annotate(
     return result
 
 
-def _next(recent: Sequence[dict[str, Any]], floor_scores: Sequence[float]) -> dict[str, Any] | None:
+def _next(
+    recent: Sequence[dict[str, Any]], floor_scores: Sequence[float], direction: str | None
+) -> dict[str, Any] | None:
     """The range the next session is expected in, one median gap after the last session."""
     times = [to_months(r["captured_at"]) for r in recent]
     gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
     if not gaps:
         return None
     gap = statistics.median(gaps)
-    # The next session's baseline holds every session so far: one more than the last's.
-    scale = _scale(recent[-1]["baseline_session_count"] + 1)
-    found = expected_range(_points(recent, None), floor_scores, times[-1] + gap, scale)
+    moving = direction in ("rising", "falling")
+    found = expected_range(
+        _points(recent, None, scale=False), floor_scores, times[-1] + gap, moving
+    )
     if found is None:
         return None
     return {**found, "after_days": gap * DAYS_PER_STEP}

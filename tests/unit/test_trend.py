@@ -138,7 +138,7 @@ def test_a_flat_history_expects_up_to_the_noise_floor() -> None:
     """With no slope the range is 0 up to median + 2 x 1.4826 x MAD: the noise floor."""
     scores = [0.02, 0.03] * 4
     points = [(float(i), 0.025) for i in range(8)]
-    found = trend.expected_range(points, scores, at=8.0)
+    found = trend.expected_range(points, scores, at=8.0, moving=False)
     floor = evidence.noise_floor(scores)
     assert found is not None and floor is not None
     assert found["high"] == pytest.approx(floor)
