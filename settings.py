@@ -20,6 +20,8 @@ from typing import Any, Literal
 from .schema.contract import BACKFILL_QUEUE_PREFIX, QUEUE
 from .schema.evidence import VariationLevels
 from .schema.levels import TrendThresholds
+from .schema.trend import DEFAULT_SESSIONS as TREND_SESSIONS
+from .schema.trend import MIN_SESSIONS as TREND_MIN_SESSIONS
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "TrendThresholds", "VariationLevels"]
 
@@ -59,6 +61,15 @@ def _variation_levels(env: Mapping[str, str]) -> VariationLevels:
             "CHANGEWATCH_VARIATION_LEVELS must be four rising numbers, e.g. 0.10,0.25,0.45,0.70;"
             f" got {raw!r} ({exc})"
         ) from None
+
+
+def _trend_sessions(env: Mapping[str, str]) -> int:
+    value = _env_int("CHANGEWATCH_TREND_SESSIONS", TREND_SESSIONS, env)
+    if value < TREND_MIN_SESSIONS:
+        raise ValueError(
+            f"CHANGEWATCH_TREND_SESSIONS must be at least {TREND_MIN_SESSIONS}, got {value}"
+        )
+    return value
 
 
 _QUALITY_ENV = {
@@ -118,6 +129,8 @@ class Settings:
     # (schema/levels.py) while the person has no noise floor yet; levels otherwise follow
     # the floor.
     trend: TrendThresholds = field(default_factory=TrendThresholds)
+    # A person's trend (schema.trend) is drawn over their last this many scored sessions.
+    trend_sessions: int = TREND_SESSIONS
     variation: VariationLevels = field(default_factory=VariationLevels)
     # Given fields of worker.quality.QualityThresholds (OpenCV lives there; producers
     # never import it): the worker builds the thresholds from these (``quality``).
@@ -191,6 +204,7 @@ def _model(env: Mapping[str, str]) -> dict[str, Any]:
             mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25, env),
         ),
         "variation": _variation_levels(env),
+        "trend_sessions": _trend_sessions(env),
         "quality_overrides": _quality_overrides(env),
     }
 

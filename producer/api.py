@@ -87,6 +87,10 @@ class Producer:
         self.celery = celery or celery_app(settings)
         self.notify_queue = settings.notify_queue  # forget-user empties it of the person
 
+    def _reading(self) -> dict[str, Any]:
+        """How results are read (schema.results): the settings that shape the evidence."""
+        return {"fixed": self.settings.variation, "trend_sessions": self.settings.trend_sessions}
+
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
 
@@ -172,7 +176,7 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            found = results.session_result(conn, sid, self.settings.variation)
+            found = results.session_result(conn, sid, **self._reading())
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == Status.FAILED:
@@ -184,7 +188,7 @@ class Producer:
         """The person's analyzed sessions in capture order, each as ``result`` gives it."""
         with self.connect() as conn:
             return results.person_history(
-                conn, parse_uuid(str(user_id), "user_id"), self.settings.variation
+                conn, parse_uuid(str(user_id), "user_id"), **self._reading()
             )
 
     def delete_session(

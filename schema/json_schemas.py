@@ -187,6 +187,63 @@ _SYMMETRY = {
     },
     "required": ["distance", "baseline", "change", "noise_floor", "relative_change"],
 }
+_INTERVAL = {
+    "type": ["array", "null"],
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 2,
+    "description": "[low, high]: the slope's 95% interval, per 30 days",
+}
+_LINE_TREND = {
+    "sessions": {"type": "integer", "minimum": 0},
+    "direction": {
+        "enum": ["rising", "steady", "falling", None],
+        "description": "where the slope's interval lies against 0; null with too few sessions",
+    },
+    "slope_per_30_days": _NUMBER_OR_NULL,
+    "slope_interval": _INTERVAL,
+}
+_RANGE = {
+    "type": ["object", "null"],
+    "properties": {"low": {"type": "number", "minimum": 0}, "high": {"type": "number"}},
+    "required": ["low", "high"],
+}
+_TREND = {
+    "type": "object",
+    "description": "Theil-Sen slope of the last `window` scored sessions up to this one",
+    "properties": {
+        **_LINE_TREND,
+        "window": {"type": "integer", "minimum": 1},
+        "interval_level": {"type": "number"},
+        "per_angle": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"angle": {"enum": list(ANGLES)}, **_LINE_TREND},
+                "required": ["angle", "direction", "slope_per_30_days", "slope_interval"],
+            },
+        },
+        "expected": {**_RANGE, "description": "the range the earlier sessions expected"},
+        "expected_next": {
+            **_RANGE,
+            "properties": {
+                **_RANGE["properties"],
+                "after_days": {"type": "number", "minimum": 0},
+            },
+            "description": "the range for a session one median gap after this one",
+        },
+    },
+    "required": [
+        "sessions",
+        "direction",
+        "slope_per_30_days",
+        "slope_interval",
+        "window",
+        "per_angle",
+        "expected",
+        "expected_next",
+    ],
+}
 
 
 def analysis_result_schema() -> dict[str, Any]:
@@ -217,6 +274,11 @@ def analysis_result_schema() -> dict[str, Any]:
             "variation_level": {"enum": [*_LEVELS, None]},
             "level_basis": {"enum": [*_BASES, None]},
             "symmetry": _SYMMETRY,
+            "trend": _TREND,
+            "within_expected": {
+                "type": ["boolean", "null"],
+                "description": "whether the score fell inside trend.expected; null without one",
+            },
         },
         "required": [
             "session_id",
@@ -236,6 +298,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "confidence",
             "variation_level",
             "level_basis",
+            "trend",
+            "within_expected",
         ],
     }
 

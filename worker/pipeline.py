@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 
@@ -75,15 +76,25 @@ def analyze(res: Resources, job: AnalyzeJob, request_seq: int) -> Analysis | Sup
     with timed("store"), analysis_write(res.db, job, request_seq, res.model_id) as write:
         analysis = score_and_save(write, vectors, photos)
         if isinstance(write, Write) and res.settings.notify_queue:
-            _tell(write, res.settings.notify_queue)
+            _tell(res, write, res.settings.notify_queue)
         return analysis
 
 
-def _tell(write: Write, queue: str) -> None:
+def read_result(res: Resources, conn: Any, session_id: UUID) -> dict[str, Any] | None:
+    """The session's result as ``producer result`` reads it, with this worker's settings."""
+    return results.session_result(
+        conn,
+        session_id,
+        fixed=res.settings.variation,
+        trend_sessions=res.settings.trend_sessions,
+    )
+
+
+def _tell(res: Resources, write: Write, queue: str) -> None:
     """The request's notification, in the analysis's own transaction (the outbox): the
     result as ``producer result`` will read it once this commits."""
     t = write.target
-    result = results.session_result(write.conn, t.session_id)
+    result = read_result(res, write.conn, t.session_id)
     ending = outbox.Ending(t.session_id, t.user_id, Status.SUCCEEDED, result=result)
     outbox.tell(write.conn, queue, ending, seq=t.request_seq)
 

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from ..schema import levels, results
+from ..schema import levels
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -80,7 +80,7 @@ def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, sid, res.settings.variation) or stored
+            return pipeline.read_result(res, conn, sid) or stored
     except TRANSIENT_ERRORS as exc:
         log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored
