@@ -7,13 +7,13 @@ trend must be "steady". The other's photos drift: each session is blended 5% fur
 towards another scene, under the same independent re-take noise: their trend must be
 "rising", with an interval above 0. Pure: no Redis, Postgres, S3 or worker.
 
-Measured on seeds 0-8 of this very setup (9 people of each kind; figures in the branch
-report): the drift was "rising" in 9 of 9, its interval's lower end 2.6e-3 to 2.7e-2 per 30
-days; the re-takes were "steady" in 8 of 9 and "falling" in 1 (seed 6, interval -9.8e-3 to
--4.9e-4). Re-take slopes lean negative (8 of 9 below 0): a young history's baseline is the
-mean of few sessions, so a re-take's distance to it shrinks as sessions are added; per
-angle that reads "falling" in 5 of 54 (seed, angle) pairs. Re-takes fell inside their
-expected range in 50 of 54 sessions that had one. Seed 0 is asserted here.
+Measured on seeds 0-8 of this very setup (9 people of each kind, the product's scaled
+trend): the drift was "rising" in 9 of 9, its interval's lower end 7.3e-3 to 2.8e-2 per 30
+days, with 3 to 6 of its 6 angles "rising"; the re-takes were "steady" in 9 of 9 (slopes 4
+above 0, 5 below), with 2 of 54 angle trends not "steady" (1 "falling", 1 "rising"), and
+fell inside their expected range in 50 of 54 sessions that had one. Unscaled, the same
+re-takes read "falling" in 1 of 9 and in 5 of 54 angles (schema/trend.py says why).
+Seed 0 is asserted here.
 """
 
 from __future__ import annotations
