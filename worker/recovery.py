@@ -17,7 +17,8 @@ put back too. One worker sweeps at a time (a Redis lock), and a pass whose sweep
 not hear its own reply concludes nothing. A live worker silent for ``confirm_s``, or a
 job that really runs past ``stuck_after_s``, would have its job run twice: the store
 makes that harmless (same request, same numbers, one row each), so the cost is only the
-repeated work.
+repeated work. On RabbitMQ the broker itself requeues a lost connection's unacknowledged
+deliveries, so the sweep does not run there (schema/brokers.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from ..schema import brokers
 from ..schema.broker import Broker, Delivered, broker
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,9 @@ class Recovery(bootsteps.StartStopStep):
         app: Celery = parent.app
         every = float(app.conf.get("changewatch_recovery_every", 5.0))
         if every <= 0:
+            return
+        if not brokers.keeps_jobs_in_redis(app.conf.broker_url):
+            log.info("recovery sweep not needed: the broker requeues a lost worker's jobs")
             return
         sweep = Sweep(
             app,
