@@ -9,6 +9,7 @@ worker; with changewatch's (schema/redis_broker.py) the job is back in its queue
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -17,14 +18,13 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from changewatch.schema import redis_broker
-from tests.conftest import SETTINGS
 from tests.helpers import _redis_up, require
 
 
 def _deliver_then_close_transport(transport: type) -> tuple[str, object]:
     """A message taken (not acked) on a channel whose Connection is then closed."""
     queue = f"changewatch-test-{uuid.uuid4().hex[:8]}"
-    conn = Connection(SETTINGS.broker_url, transport=transport)
+    conn = Connection(os.environ["CELERY_BROKER_URL"], transport=transport)
     channel = conn.channel()
     channel.queue_declare(queue)
     channel.basic_publish(channel.prepare_message("job"), exchange="", routing_key=queue)
@@ -38,7 +38,7 @@ def test_a_late_channel_close_puts_the_job_back() -> None:
     require(_redis_up(), "Redis is not reachable on 127.0.0.1:6379")
     queue, channel = _deliver_then_close_transport(redis_broker.Transport)
     channel.close()  # type: ignore[attr-defined]
-    client = redis.Redis.from_url(SETTINGS.broker_url)
+    client = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
     try:
         assert client.llen(queue) == 1  # back in its queue, not lost in worker memory
     finally:
@@ -53,4 +53,4 @@ def test_kombus_own_transport_fails_there() -> None:
         with pytest.raises(AttributeError, match="hostname"):
             channel.close()  # type: ignore[attr-defined]
     finally:
-        redis.Redis.from_url(SETTINGS.broker_url).delete(queue)
+        redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).delete(queue)
