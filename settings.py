@@ -145,7 +145,7 @@ class Settings:
     log_format: Literal["json", "text"] = "json"
     # worker.recovery and the broker's backstop (celeryconfig says why each is what it is).
     recovery_every: float = 5.0
-    recovery_min_age: float = 5.0
+    recovery_min_age: float = 15.0
     recovery_confirm: float = 10.0
     recovery_stuck_after: float = 120.0
     visibility_timeout: int = 3600

@@ -11,6 +11,7 @@ Everything else asks here instead of testing a URL's scheme itself:
   and a forgotten person's queued job is refused by the worker when consumed (the
   tombstone in store.people), so those parts say they are not needed there.
 - ``redis_client(settings)``: a redis-py client for the broker (the queue-depth metric).
+- ``producer_backend(settings)``: the result backend a sending-only app uses.
 
 Broker-specific code lives in one module per broker: schema/redis_broker.py and
 schema/amqp_broker.py.
@@ -82,6 +83,13 @@ def _sentinel(settings: Settings) -> dict[str, Any]:
     return redis_broker.sentinel_options(
         settings.redis_master_name, settings.redis_sentinel_password
     )
+
+
+def producer_backend(settings: Settings) -> str:
+    """The result backend as a sending-only app names it (Celery's ``backend_cls``)."""
+    if kind(settings.result_backend) in ("redis", "sentinel"):
+        return redis_broker.send_only_backend(settings.result_backend)
+    return settings.result_backend
 
 
 def redis_client(settings: Settings) -> redis.Redis | None:

@@ -1,4 +1,6 @@
-"""kombu's Redis and Sentinel transports, kept usable after their Connection closed.
+"""Redis as the broker (one server or Sentinel): kombu's transports, kept usable after
+their Connection closed; a redis-py client that follows a promotion; the producer's
+result backend that does not subscribe to what it sends.
 
 Why: when a worker loses Redis, Celery closes the old broker Connection, which sets its
 transport's ``client`` to None (kombu/connection.py ``_do_close_transport``); closing
@@ -21,12 +23,20 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis
+from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.transport import redis as kombu_redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-__all__ = ["SentinelTransport", "Transport", "client", "sentinel_options", "transport_for"]
+__all__ = [
+    "SentinelTransport",
+    "Transport",
+    "client",
+    "send_only_backend",
+    "sentinel_options",
+    "transport_for",
+]
 
 
 class _RemembersClient:
@@ -105,3 +115,31 @@ def client(url: str, master_name: str = "", sentinel_password: str = "") -> redi
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
     )
+
+
+class _SendOnly:
+    """A producer's result backend: it never subscribes to a task's result when sending.
+
+    Celery subscribes every sent task's result channel (``on_task_call``) in case the
+    sender calls ``AsyncResult.get()``; changewatch's producer waits on Postgres, so
+    that was a SUBSCRIBE and an UNSUBSCRIBE per job serving nobody. ``get()`` still
+    subscribes when somebody does call it."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
+class SendOnlyRedisBackend(_SendOnly, RedisBackend):
+    pass
+
+
+class SendOnlySentinelBackend(_SendOnly, SentinelBackend):
+    pass
+
+
+def send_only_backend(url: str) -> str:
+    """Celery's ``backend_cls`` for a sending app: ``module:Class+URL``."""
+    cls = (
+        "SendOnlySentinelBackend" if url.lower().startswith("sentinel") else "SendOnlyRedisBackend"
+    )
+    return f"{__name__}:{cls}+{url}"
