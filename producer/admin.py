@@ -70,7 +70,7 @@ def _forget_rows(producer: Producer, person: _Person) -> dict[str, int]:
 def _forget_messages(producer: Producer, person: _Person) -> dict[str, int]:
     """The person's jobs still in a queue, or delivered and not acknowledged."""
     dropped = {"queued": 0, "delivered": 0}
-    if not brokers.keeps_jobs_in_redis(producer.celery.conf.broker_url):
+    if not brokers.app_keeps_jobs_in_redis(producer.celery):
         return dropped  # RabbitMQ cannot list a queue: the worker refuses them when consumed
     with broker(producer.celery) as held:
         for where, key, message in person.jobs_in(held):
@@ -204,7 +204,7 @@ def forget_user(
         producer.celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= people.left(conn, person.user_id, person.sessions)
-    if brokers.keeps_jobs_in_redis(producer.celery.conf.broker_url):
+    if brokers.app_keeps_jobs_in_redis(producer.celery):
         with broker(producer.celery) as held:
             remaining["messages"] = sum(1 for _ in person.jobs_in(held))
     report["remaining"] = remaining

@@ -104,7 +104,7 @@ def reap(
     Not needed on RabbitMQ (nothing to do there): quorum queues with publisher confirms
     keep every message the broker accepted, and a lost worker's deliveries are requeued
     by the broker itself; RabbitMQ cannot list a queue's messages to compare anyway."""
-    if not brokers.keeps_jobs_in_redis(producer.celery.conf.broker_url):
+    if not brokers.app_keeps_jobs_in_redis(producer.celery):
         log.info("reaper not needed: the broker (RabbitMQ) keeps and requeues every job")
         return Pass()
     lost_sessions, lost_comparisons = _stale(producer, older_than)

@@ -5,11 +5,12 @@ Everything else asks here instead of testing a URL's scheme itself:
 - ``kind(url)``: ``redis``, ``sentinel`` or ``amqp``.
 - ``celery_options(settings, config)``: what Celery needs for that broker and result
   backend (producer, workers and Flower all build their config through celeryconfig).
-- ``keeps_jobs_in_redis(broker_url)``: whether kombu's queue and ``unacked`` keys exist to
-  read (schema/broker.py): the recovery sweep, the reaper and forget-user's message
-  drop need them; on RabbitMQ the broker itself gives a dead consumer's deliveries back,
-  and a forgotten person's queued job is refused by the worker when consumed (the
-  tombstone in store.people), so those parts say they are not needed there.
+- ``keeps_jobs_in_redis(broker_url)``, ``app_keeps_jobs_in_redis(app)``: whether
+  kombu's queue and ``unacked`` keys exist to read (schema/broker.py): the recovery
+  sweep, the reaper and forget-user's message drop need them. On RabbitMQ the broker
+  itself gives a dead consumer's deliveries back, and a forgotten person's queued job
+  is refused by the worker when consumed (the tombstone in store.people), so those
+  parts say they are not needed there.
 - ``redis_client(settings)``: a redis-py client for the broker (the queue-depth metric).
 - ``producer_backend(settings)``: the result backend a sending-only app uses.
 
@@ -25,6 +26,7 @@ from . import amqp_broker, redis_broker
 
 if TYPE_CHECKING:
     import redis
+    from celery import Celery
 
     from ..settings import Settings
 
@@ -54,6 +56,15 @@ def kind(url: str) -> Kind:
 def keeps_jobs_in_redis(broker_url: str) -> bool:
     """Whether jobs wait in kombu's Redis keys (schema/broker.py can read them)."""
     return kind(broker_url) in ("redis", "sentinel")
+
+
+def app_keeps_jobs_in_redis(app: Celery) -> bool:
+    """Whether the broker ``app`` really writes to is Redis (or Sentinel).
+
+    Asked of its connection, not of ``app.conf.broker_url``: Celery prefers
+    ``$CELERY_BROKER_URL`` to that setting, but not to ``broker_write_url``."""
+    with app.connection_for_write() as conn:
+        return bool(conn.transport.driver_type == "redis")
 
 
 def celery_options(settings: Settings, config: dict[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,7 @@ class Recovery(bootsteps.StartStopStep):
         every = float(app.conf.get("changewatch_recovery_every", 5.0))
         if every <= 0:
             return
-        if not brokers.keeps_jobs_in_redis(app.conf.broker_url):
+        if not brokers.app_keeps_jobs_in_redis(app):
             log.info("recovery sweep not needed: the broker requeues a lost worker's jobs")
             return
         sweep = Sweep(
