@@ -64,6 +64,7 @@ class Flower:
         self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
 
     @property
     def url(self) -> str:
@@ -84,6 +85,7 @@ class Flower:
             cwd=ROOT,
             append=False,
         )
+        self.started = time.monotonic()
         try:
             wait_for_port(self.port, timeout=60, process=self.process)
         except (TimeoutError, RuntimeError):
@@ -224,6 +226,9 @@ def test_flower_shows_the_worker_and_a_succeeded_job_behind_basic_auth(
         "Flower sees the pytest@ worker through its events",
     )
     lap("flower_sees_worker")
+    # Workers send task events only while a monitor asks for them: Flower's first
+    # enable_events broadcast goes out 5 s after it starts (then every 5 s).
+    time.sleep(max(0.0, flower.started + 6.0 - time.monotonic()))
 
     user, session = uuid.uuid4(), uuid.uuid4()
     series = sorted((photos / "series").glob("*.jpg"))[:3]
