@@ -39,6 +39,8 @@ from bench.harness.faults.rabbitmq import rabbitmq_up
 from bench.harness.faults.sentinel import SentinelCluster, sentinel_binary
 from bench.harness.services import ROOT
 from changewatch.producer import Producer, admin, reaper
+from changewatch.schema import brokers
+from changewatch.settings import Settings
 from tests.helpers import query, require
 
 DEADLINE_S = 300.0
@@ -135,6 +137,11 @@ def test_sentinel_failover_mid_run(make_stack: Callable[[str], FaultStack], phot
     assert back <= BACK_WITHIN_S, back
     assert worker.process is not None and worker.process.poll() is None
     assert worker.process.pid == pid
+    # The queue-depth metric's client follows the promotion from the same settings.
+    settings = Settings(broker_url=stack.broker_url, redis_master_name=stack.master_name)
+    client = brokers.redis_client(settings)
+    assert client is not None and client.llen("changewatch") == 0
+    assert client.connection_pool.get_master_address()[1] == stack.redis.primary_port()
 
 
 def _running(stack: FaultStack, ids: list[uuid.UUID]) -> list[uuid.UUID]:
