@@ -73,7 +73,8 @@ def _recovery(s: Settings) -> dict[str, Any]:
         # so it must outlast anything a live worker holds a job for (a run with its
         # boto3/psycopg timeouts, a retry countdown of at most 120 s, micro-batch waits):
         # an hour is far past all of them. unacked_restore_interval: kombu's own sweep of
-        # messages past that timeout, every this many seconds.
+        # messages past that timeout, every this many seconds: 5 minutes, for a backstop
+        # of an hour (each pass is a lock and a range read on every worker).
         "broker_transport_options": {
             "visibility_timeout": s.visibility_timeout,
             "unacked_restore_interval": s.unacked_restore_interval,

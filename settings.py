@@ -149,7 +149,7 @@ class Settings:
     recovery_confirm: float = 10.0
     recovery_stuck_after: float = 120.0
     visibility_timeout: int = 3600
-    unacked_restore_interval: int = 30
+    unacked_restore_interval: int = 300
 
     @property
     def quality(self) -> Any:

@@ -80,6 +80,10 @@ class Sweep:
         if not held.client.set(_LOCK_KEY, self.hostname, nx=True, ex=expires):
             return []
         delivered = list(held.delivered(older_than=self.min_age_s))
+        if not delivered:
+            # A healthy run: nothing to ask about, nothing to keep. Old sightings in the
+            # suspects hash name tags no longer delivered (ignored below) and expire.
+            return []
         ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
         alive, answered = self.held_by_live_workers(ids) if ids else (set(), {self.hostname})
         if self.hostname not in answered:
