@@ -17,7 +17,7 @@ from .settings import Settings
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     # What differs between Redis, Sentinel and RabbitMQ is added by the one broker seam.
-    config = {**_messages(settings), **_recovery(settings), **_watching()}
+    config = {**_messages(settings), **_recovery(settings), **_watching(settings)}
     return brokers.celery_options(settings, config)
 
 
@@ -91,8 +91,13 @@ def _recovery(s: Settings) -> dict[str, Any]:
     }
 
 
-def _watching() -> dict[str, Any]:
+def _watching(s: Settings) -> dict[str, Any]:
     return {
+        # Heartbeats every 10 s, not Celery's 2 s (worker.app reads this): Flower's
+        # online/offline follows the interval each heartbeat states, and 2 s cost each
+        # worker 30 PUBLISHes a minute, most of the commands a session left
+        # (bench/broker_calls.py).
+        "changewatch_heartbeat_s": s.heartbeat_s,
         # Task events only while a monitor listens: Flower (and ``celery events``) turn
         # them on in every worker (its enable_events broadcast, every 5 s), so without one
         # no worker publishes three events per job to nobody (bench/broker_calls.py).

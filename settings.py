@@ -140,6 +140,9 @@ class Settings:
     # never import it): the worker builds the thresholds from these (``quality``).
     quality_overrides: tuple[tuple[str, float], ...] = ()
     # -- operations ------------------------------------------------------------------------
+    # Seconds between a worker's heartbeat events (Celery's --heartbeat-interval, which
+    # wins when given): Flower counts a worker offline after two missed ones.
+    heartbeat_s: float = 10.0
     metrics_port: int = 9808  # 0 turns /metrics off
     metrics_addr: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts
     log_format: Literal["json", "text"] = "json"
@@ -227,6 +230,7 @@ def _operations(env: Mapping[str, str]) -> dict[str, Any]:
         return _env_float(name, default, env) if env.get(name) else default
 
     return {
+        "heartbeat_s": number("CHANGEWATCH_HEARTBEAT", Settings.heartbeat_s),
         "metrics_port": _env_int("CHANGEWATCH_METRICS_PORT", Settings.metrics_port, env),
         "metrics_addr": env.get("CHANGEWATCH_METRICS_ADDR") or Settings.metrics_addr,
         "log_format": "text" if env.get("CHANGEWATCH_LOG_FORMAT", "").lower() == "text" else "json",
