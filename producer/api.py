@@ -17,7 +17,7 @@ from celery import Celery
 from psycopg.rows import dict_row
 
 from ..celeryconfig import celery_config
-from ..schema import results
+from ..schema import brokers, results
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -56,6 +56,8 @@ def celery_app(settings: Settings) -> Celery:
     """A Celery app that only sends: configured like the workers', no tasks imported."""
     app = Celery("changewatch-producer")
     app.config_from_object(celery_config(settings))
+    # It waits on Postgres, never on a result: no SUBSCRIBE per job sent.
+    app.backend_cls = brokers.producer_backend(settings)
     return app
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 from celery import states
 
-from ..schema import authority, objects
+from ..schema import authority, brokers, objects
 from ..schema.broker import broker
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
 from ..schema.errors import Code, JobError
@@ -64,6 +64,8 @@ def _drop_messages(
     """The session's jobs still in a queue, or delivered and not acknowledged (not the
     delete itself). Returns the counts, the dropped jobs' photo URIs and their task ids."""
     dropped, uris, ids = {"queued": 0, "delivered": 0}, set(), set()
+    if not brokers.app_keeps_jobs_in_redis(producer.celery):
+        return dropped, set(), ids  # RabbitMQ: a late job is refused when consumed
     with broker(producer.celery) as held:
         for where, key, message in _jobs_in(held, session_id):
             if where == "queued":
@@ -164,8 +166,9 @@ def delete_session(
         producer.celery.backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= sessions.session_left(conn, sid)
-    with broker(producer.celery) as held:
-        remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))
+    if brokers.app_keeps_jobs_in_redis(producer.celery):
+        with broker(producer.celery) as held:
+            remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))
     return {
         **job.to_payload(),
         "status": Status.DELETED,

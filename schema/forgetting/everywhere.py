@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from celery import Celery, states
 
-from .. import objects
+from .. import brokers, objects
 from ..broker import Broker, Message, broker
 from ..contract import FORGOTTEN_RESULT
 from . import rows
@@ -67,6 +67,8 @@ def _forget_rows(connect: Connect, person: _Person) -> dict[str, int]:
 def _forget_messages(celery: Celery, person: _Person) -> dict[str, int]:
     """The person's jobs still in a queue, or delivered and not acknowledged."""
     dropped = {"queued": 0, "delivered": 0}
+    if not brokers.app_keeps_jobs_in_redis(celery):
+        return dropped  # RabbitMQ cannot list a queue: the worker refuses them when consumed
     with broker(celery) as held:
         for where, key, message in person.jobs_in(held):
             if where == "queued":
@@ -196,7 +198,8 @@ def forget_everywhere(
         celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with connect() as conn:
         remaining |= rows.left(conn, person.user_id, person.sessions)
-    with broker(celery) as held:
-        remaining["messages"] = sum(1 for _ in person.jobs_in(held))
+    if brokers.app_keeps_jobs_in_redis(celery):
+        with broker(celery) as held:
+            remaining["messages"] = sum(1 for _ in person.jobs_in(held))
     report["remaining"] = remaining
     return report
