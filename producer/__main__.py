@@ -2,6 +2,7 @@
 object on stdout.
 
 ``history U`` prints a table for people (``--json`` for programs, ``--plot FILE.png``).
+``report U --out FILE.html`` writes one self-contained HTML page of that history.
 
 ``reap --every S`` runs until stopped and prints one JSON line per pass that re-sent jobs.
 ``backfill`` and ``model list|activate`` roll a new embedding model out (or back).
@@ -142,6 +143,12 @@ def _read_commands(sub: Subparsers) -> None:
     history.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw them")
     history.add_argument("--json", action="store_true", help="JSON instead of the table")
 
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page: history, plot, trend and region maps"
+    )
+    report.add_argument("user_id")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+
     status = sub.add_parser("status", help="a job's state in Postgres")
     status.add_argument("session_id")
     result = sub.add_parser("result", help="a session's stored analysis")
@@ -170,6 +177,7 @@ def _history(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | N
     if args.json:
         return out
     print(history.table(sessions))
+    print(history.trend_line(sessions[-1]))
     if args.plot:
         print(f"plot: {out['plot']}")
     return None
@@ -217,6 +225,13 @@ def _run(args: argparse.Namespace, producer: Producer) -> dict[str, Any] | None:
         return models.activate(producer, args.model_id, args.force)
     if args.command == "history":
         return _history(args, producer)
+    if args.command == "report":
+        from . import report
+
+        return {
+            "user_id": args.user_id,
+            "report": str(report.write(producer, args.user_id, args.out)),
+        }
     if args.command == "status":
         return producer.status(args.session_id)
     return producer.result(args.session_id)

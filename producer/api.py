@@ -17,7 +17,7 @@ from celery import Celery
 from psycopg.rows import dict_row
 
 from ..celeryconfig import celery_config
-from ..schema import results
+from ..schema import brokers, results
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -26,6 +26,7 @@ from ..schema.contract import (
     check_compared,
     parse_analyze,
     parse_compare,
+    parse_person,
     parse_uuid,
 )
 from ..schema.errors import Code
@@ -55,6 +56,8 @@ def celery_app(settings: Settings) -> Celery:
     """A Celery app that only sends: configured like the workers', no tasks imported."""
     app = Celery("changewatch-producer")
     app.config_from_object(celery_config(settings))
+    # It waits on Postgres, never on a result: no SUBSCRIBE per job sent.
+    app.backend_cls = brokers.producer_backend(settings)
     return app
 
 
@@ -84,6 +87,11 @@ class Producer:
         self.settings = settings
         self.dsn = dsn or settings.database_url
         self.celery = celery or celery_app(settings)
+        self.notify_queue = settings.notify_queue  # forget-user empties it of the person
+
+    def _reading(self) -> dict[str, Any]:
+        """How results are read (schema.results): the settings that shape the evidence."""
+        return {"fixed": self.settings.variation, "trend_sessions": self.settings.trend_sessions}
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
@@ -97,7 +105,7 @@ class Producer:
         each person once with this (or ``python -m changewatch.producer enroll``) before their first
         job: a job for a person never enrolled is refused with ``unknown_user``.
         """
-        user = parse_uuid(str(user_id), "user_id")
+        user = parse_person({"user_id": str(user_id)}).user_id
         with self.connect() as conn, conn.transaction():
             people.enroll(conn, user)
         return {"user_id": str(user), "status": Status.ENROLLED}
@@ -170,7 +178,7 @@ class Producer:
     def result(self, session_id: str | uuid.UUID) -> dict[str, Any]:
         sid = parse_uuid(str(session_id), "session_id")
         with self.connect() as conn:
-            found = results.session_result(conn, sid, self.settings.variation)
+            found = results.session_result(conn, sid, **self._reading())
         if found is None:
             status = self.status(sid)  # raises NotFound for an unknown session
             if status["status"] == Status.FAILED:
@@ -182,7 +190,7 @@ class Producer:
         """The person's analyzed sessions in capture order, each as ``result`` gives it."""
         with self.connect() as conn:
             return results.person_history(
-                conn, parse_uuid(str(user_id), "user_id"), self.settings.variation
+                conn, parse_uuid(str(user_id), "user_id"), **self._reading()
             )
 
     def delete_session(

@@ -22,12 +22,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 from celery import states
 
+from ..schema import authority, brokers, objects
 from ..schema.broker import broker
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
-from ..schema.errors import Code
+from ..schema.errors import Code, JobError
 from ..schema.status import Status
 from .api import JobFailed, NotFound, Producer
 from .store import sessions
@@ -64,6 +64,8 @@ def _drop_messages(
     """The session's jobs still in a queue, or delivered and not acknowledged (not the
     delete itself). Returns the counts, the dropped jobs' photo URIs and their task ids."""
     dropped, uris, ids = {"queued": 0, "delivered": 0}, set(), set()
+    if not brokers.app_keeps_jobs_in_redis(producer.celery):
+        return dropped, set(), ids  # RabbitMQ: a late job is refused when consumed
     with broker(producer.celery) as held:
         for where, key, message in _jobs_in(held, session_id):
             if where == "queued":
@@ -91,26 +93,10 @@ def _jobs_in(held: Any, session_id: uuid.UUID) -> Iterator[tuple[str, str, Any]]
 def _delete_objects(uris: Iterable[str], s3: Any) -> tuple[int, int]:
     """The photos by their exact URIs. Returns (deleted, left)."""
     client = s3 or boto3.client("s3")
-    by_bucket: dict[str, list[str]] = {}
-    for uri in sorted(uris):
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        by_bucket.setdefault(bucket, []).append(key)
-    for bucket, keys in by_bucket.items():
-        for start in range(0, len(keys), 1000):  # delete_objects takes 1,000 at most
-            chunk = [{"Key": k} for k in keys[start : start + 1000]]
-            client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
-    left = sum(_exists(client, b, k) for b, keys in by_bucket.items() for k in keys)
-    return sum(len(k) for k in by_bucket.values()), left
-
-
-def _exists(client: Any, bucket: str, key: str) -> bool:
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
+    named = objects.by_bucket(uris)
+    deleted = sum(objects.delete_keys(client, bucket, keys) for bucket, keys in named.items())
+    left = sum(objects.exists(client, b, k) for b, keys in named.items() for k in keys)
+    return deleted, left
 
 
 def _delete_results(
@@ -157,7 +143,11 @@ def delete_session(
         user_id = sessions.owner(conn, sid)
     if user_id is None:
         raise NotFound(f"no session {sid}")
-    job, task_id = DeleteJob(user_id, sid), str(uuid.uuid4())
+    try:  # the worker deletes only with a token signed by the shared secret
+        token = authority.sign(producer.settings.delete_secret, DELETE_TASK, sid)
+    except ValueError as exc:
+        raise JobError(Code.NOT_AUTHORIZED, str(exc)) from None
+    job, task_id = DeleteJob(user_id, sid, token), str(uuid.uuid4())
     producer.celery.send_task(DELETE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
     done = _outcome(producer, job, task_id, timeout)
     deleted: dict[str, int] = dict(done["deleted"])
@@ -176,8 +166,9 @@ def delete_session(
         producer.celery.backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= sessions.session_left(conn, sid)
-    with broker(producer.celery) as held:
-        remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))
+    if brokers.app_keeps_jobs_in_redis(producer.celery):
+        with broker(producer.celery) as held:
+            remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))
     return {
         **job.to_payload(),
         "status": Status.DELETED,

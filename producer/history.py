@@ -1,18 +1,22 @@
 """``python -m changewatch.producer history U``: a person's sessions as a readable
 table, and a plot.
 
-The table puts each session's score beside the person's noise floor and the flags that
-say how to read it; the plot shows change over time per angle with the noise band, and
-marks sessions with lower-quality photos or another camera.
+The table puts each session's score beside the person's noise floor, whether it fell in
+the range its history expected, the trend's direction and the flags that say how to read
+it; a last line gives the trend with its interval and the range for the next session.
+The plot shows change over time per angle with the noise band, marks sessions with
+lower-quality photos or another camera, and draws the trend with the range expected next.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import statistics
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..schema.contract import ANGLES
+from ..schema.trend import MIN_SESSIONS, scaled, to_months
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -34,11 +38,40 @@ def flags_of(session: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _expected(session: dict[str, Any]) -> str:
+    """Whether the score fell inside the range its history expected: in, out or -."""
+    inside = session.get("within_expected")
+    return "-" if inside is None else "in" if inside else "out"
+
+
+def trend_line(session: dict[str, Any]) -> str:
+    """The trend as of one session, in words and numbers (the last session's is the
+    person's current one)."""
+    trend = session.get("trend") or {}
+    if not trend.get("direction"):
+        return f"trend: not yet (it needs {MIN_SESSIONS} scored sessions)"
+    low, high = trend["slope_interval"]
+    text = (
+        f"trend over the last {trend['sessions']} scored sessions: {trend['direction']},"
+        f" {trend['slope_per_30_days']:+.3g} per 30 days"
+        f" ({round(100 * trend['interval_level'])}% interval {low:+.3g} to {high:+.3g})"
+    )
+    nxt = trend.get("expected_next")
+    if nxt:
+        text += (
+            f"; next session expected between {nxt['low']:.3g} and {nxt['high']:.3g}"
+            f" (about {nxt['after_days']:.0f} days on)"
+        )
+    return text
+
+
 def table(sessions: list[dict[str, Any]]) -> str:
     """One line per session, in capture order: date, session score, noise floor, score /
-    floor, per-angle scores, notes."""
+    floor, per-angle scores, whether the score was in the expected range, the trend's
+    direction, notes."""
     angles = [a for a in ANGLES if any(p["angle"] == a for s in sessions for p in s["per_angle"])]
-    header = ["captured", "session", "change", "floor", "x floor", *angles, "notes"]
+    header = ["captured", "session", "change", "floor", "x floor", *angles, "expected", "trend",
+              "notes"]  # fmt: skip
     rows = [header]
     for s in sessions:
         by_angle = {p["angle"]: p["change_score"] for p in s["per_angle"]}
@@ -50,6 +83,8 @@ def table(sessions: list[dict[str, Any]]) -> str:
                 _num(s.get("noise_floor")),
                 _num(s.get("relative_change"), 1),
                 *[_num(by_angle.get(a)) for a in angles],
+                _expected(s),
+                (s.get("trend") or {}).get("direction") or "-",
                 "; ".join(flags_of(s)),
             ]
         )
@@ -91,6 +126,7 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
         if (s.get("equipment") or {}).get("changed"):
             ax.scatter([t], [s["change_score"]], marker="^", s=160, facecolors="none",
                        edgecolors="tab:purple", linewidths=2)  # fmt: skip
+    _draw_trend(ax, sessions, times)
     ax.scatter([], [], marker="s", facecolors="none", edgecolors="tab:orange",
                label="lower photo quality")  # fmt: skip
     ax.scatter([], [], marker="^", facecolors="none", edgecolors="tab:purple",
@@ -105,3 +141,29 @@ def plot(sessions: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw_trend(ax: Any, sessions: list[dict[str, Any]], times: list[datetime]) -> None:
+    """The latest trend over its window (its line, scaled back to each session's baseline
+    size, as schema.trend reads scores), and the range expected next."""
+    trend = sessions[-1].get("trend") or {}
+    if not trend.get("direction"):
+        return
+    scored = [(t, s) for t, s in zip(times, sessions, strict=True) if not s["is_first_session"]]
+    window = scored[-trend["sessions"] :]
+    slope, last = trend["slope_per_30_days"], to_months(window[-1][0])
+    level = statistics.median(
+        scaled(s["change_score"], s["baseline_session_count"]) - slope * (to_months(t) - last)
+        for t, s in window
+    )
+    line = [
+        (level + slope * (to_months(t) - last)) * (1 + 1 / s["baseline_session_count"])
+        for t, s in window
+    ]
+    ax.plot([t for t, _ in window], line, color="black", linestyle="--", linewidth=1.2,
+            label=f"trend: {trend['direction']}")  # fmt: skip
+    nxt = trend.get("expected_next")
+    if nxt:
+        at = window[-1][0] + timedelta(days=nxt["after_days"])
+        ax.plot([at, at], [nxt["low"], nxt["high"]], color="tab:gray", linewidth=5,
+                solid_capstyle="butt", label="expected next")  # fmt: skip

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..schema import brokers
 from ..schema.broker import broker
 from ..schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 from .api import Producer
@@ -98,7 +99,14 @@ def _fail(producer: Producer, session_id: Any, err: JobError) -> None:
 def reap(
     producer: Producer, older_than: float = DEFAULT_OLDER_THAN_S, confirm_after: float = 1.0
 ) -> Pass:
-    """One pass: find the jobs whose message is gone and send them again."""
+    """One pass: find the jobs whose message is gone and send them again.
+
+    Not needed on RabbitMQ (nothing to do there): quorum queues with publisher confirms
+    keep every message the broker accepted, and a lost worker's deliveries are requeued
+    by the broker itself; RabbitMQ cannot list a queue's messages to compare anyway."""
+    if not brokers.app_keeps_jobs_in_redis(producer.celery):
+        log.info("reaper not needed: the broker (RabbitMQ) keeps and requeues every job")
+        return Pass()
     lost_sessions, lost_comparisons = _stale(producer, older_than)
     if not lost_sessions and not lost_comparisons:
         return Pass()

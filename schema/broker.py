@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,9 +86,10 @@ class Broker:
         self.channel = channel
         self.client = channel.client
 
-    def queue_keys(self) -> list[str]:
-        """The jobs queue and every backfill queue, at every priority level."""
-        names = {QUEUE}
+    def queue_keys(self, extra: Iterable[str] = ()) -> list[str]:
+        """The jobs queue and every backfill queue (and ``extra`` ones, such as the
+        notification queue), at every priority level."""
+        names = {QUEUE, *extra}
         for key in self.client.scan_iter(match=f"{BACKFILL_QUEUE_PREFIX}*", count=_CHUNK):
             name = key.decode() if isinstance(key, bytes) else key
             names.add(name.split("\x06\x16")[0])  # kombu's priority separator
@@ -96,9 +97,9 @@ class Broker:
             {self.channel._q_for_pri(n, pri) for n in names for pri in self.channel.priority_steps}
         )
 
-    def queued(self) -> Iterator[tuple[str, Message]]:
+    def queued(self, extra: Iterable[str] = ()) -> Iterator[tuple[str, Message]]:
         """(queue key, message) for every message waiting in a queue."""
-        for key in self.queue_keys():
+        for key in self.queue_keys(extra):
             for start in range(0, int(self.client.llen(key)), _CHUNK):
                 for raw in self.client.lrange(key, start, start + _CHUNK - 1):
                     yield key, Message.parse(raw)

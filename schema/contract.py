@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import authority
 from .errors import Code, JobError
 from .status import Status
 
@@ -24,8 +25,16 @@ QUEUE = "changewatch"
 EMBED_TASK = "changewatch.embed_session"
 BACKFILL_QUEUE_PREFIX = "changewatch.backfill."
 # Removes one session and rescores the person's later sessions (python -m changewatch.producer
-# delete-session). Destructive: its one handler is worker/tasks.py's delete_session.
+# delete-session). Destructive: its payload carries a token (schema/authority.py), and its
+# one handler is worker/tasks.py's delete_session.
 DELETE_TASK = "changewatch.delete_session"
+# People, for senders in any language: enroll before the first job; forget on a
+# deletion request (a destructive task: its payload carries a token, schema/authority.py).
+ENROLL_TASK = "changewatch.enroll_person"
+FORGET_TASK = "changewatch.forget_person"
+# The notification changewatch sends when a job finishes, to the queue the upstream
+# service names (CHANGEWATCH_NOTIFY_QUEUE), as a task its own worker consumes.
+NOTIFY_TASK = "changewatch.notification"
 
 
 # How every job of a forgotten person ends (forget-user): it names nobody.
@@ -57,7 +66,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ANALYZE_TASK: ("user_id", "session_id", "captured_at", "images"),
     COMPARE_TASK: ("user_id", "current_session_id", "previous_session_id"),
     EMBED_TASK: ("session_id", "model_id"),
-    DELETE_TASK: ("user_id", "session_id"),
+    DELETE_TASK: ("user_id", "session_id", "token"),
+    ENROLL_TASK: ("user_id",),
+    FORGET_TASK: ("user_id", "token"),
 }
 
 
@@ -258,20 +269,54 @@ def parse_embed(payload: Mapping[str, Any]) -> EmbedJob:
 
 @dataclass(frozen=True)
 class DeleteJob:
-    """Remove ``session_id`` of ``user_id`` as if it had never been analyzed."""
+    """Remove ``session_id`` of ``user_id`` as if it had never been analyzed; ``token``
+    allows it (schema.authority, bound to the session id)."""
 
     user_id: uuid.UUID
     session_id: uuid.UUID
+    token: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"user_id": str(self.user_id), "session_id": str(self.session_id)}
+        out = {"user_id": str(self.user_id), "session_id": str(self.session_id)}
+        return out if self.token is None else {**out, "token": self.token}
 
 
-def parse_delete(payload: Mapping[str, Any]) -> DeleteJob:
+def parse_delete(payload: Mapping[str, Any], secret: str | None) -> DeleteJob:
+    """The fields, then the token against the worker's ``secret``."""
     _check_fields(payload, DELETE_TASK)
-    return DeleteJob(
-        parse_uuid(payload["user_id"], "user_id"), parse_uuid(payload["session_id"], "session_id")
+    job = DeleteJob(
+        parse_uuid(payload["user_id"], "user_id"),
+        parse_uuid(payload["session_id"], "session_id"),
+        payload["token"],
     )
+    authority.check(secret, DELETE_TASK, job.session_id, job.token)
+    return job
+
+
+@dataclass(frozen=True)
+class PersonJob:
+    """enroll_person and forget_person: one person; ``token`` only when forgetting."""
+
+    user_id: uuid.UUID
+    token: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out = {"user_id": str(self.user_id)}
+        return out if self.token is None else {**out, "token": self.token}
+
+
+def parse_person(payload: Mapping[str, Any]) -> PersonJob:
+    """enroll_person's payload; also what the producer checks to enroll or forget."""
+    _check_fields(payload, ENROLL_TASK)
+    return PersonJob(parse_uuid(payload["user_id"], "user_id"))
+
+
+def parse_forget(payload: Mapping[str, Any], secret: str | None) -> PersonJob:
+    """The fields, then the token (schema.authority) against the worker's ``secret``."""
+    _check_fields(payload, FORGET_TASK)
+    job = PersonJob(parse_uuid(payload["user_id"], "user_id"), payload["token"])
+    authority.check(secret, FORGET_TASK, job.user_id, job.token)
+    return job
 
 
 def analysis_result(

@@ -85,6 +85,15 @@ class Code(StrEnum):
     UNKNOWN_MODEL = "unknown_model", "no worker ever registered that model"
     NO_WORKERS = "no_workers", "no worker of the model is consuming"
     AMBIGUOUS_MODEL = "ambiguous_model", "several models could be meant; name one"
+    # -- a destructive task over the wire (schema/authority.py) -----------------------------
+    NOT_AUTHORIZED = (
+        "not_authorized",
+        "a destructive task without a valid token for its task and id; nothing was deleted",
+    )
+    TOKEN_EXPIRED = (
+        "token_expired",
+        "a destructive task's token past its expiry; nothing was deleted",
+    )
 
 
 class JobError(ValueError):

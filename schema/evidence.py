@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import regions
+from . import regions, trend
 
 __all__ = ["VariationLevels", "annotate", "confidence", "noise_floor", "relative_change"]
 
@@ -138,12 +138,16 @@ def annotate(
     earlier: Sequence[Mapping[str, Any]],
     photos: Mapping[str, Mapping[str, Any]] | None,
     equipment: Mapping[str, Any],
+    trend_sessions: int = trend.DEFAULT_SESSIONS,
 ) -> dict[str, Any]:
     """Add the evidence fields to an analysis result.
 
     ``earlier``: the person's earlier analyses (same model), oldest first, each with
-    ``change_score``, ``is_first_session`` and ``per_angle``; ``photos``: the session's
-    per-angle ``quality``; ``equipment``: the device comparison of the session.
+    ``captured_at``, ``change_score``, ``is_first_session``, ``baseline_session_count``
+    and ``per_angle`` (at least
+    ``max(NOISE_WINDOW, trend_sessions)`` of them when there are); ``photos``: the
+    session's per-angle ``quality``; ``equipment``: the device comparison of the session;
+    ``trend_sessions``: the scored sessions a trend is drawn over (schema.trend).
     """
     scored = [e for e in earlier if not e["is_first_session"]]
     floor = noise_floor([e["change_score"] for e in scored])
@@ -186,4 +190,4 @@ def annotate(
         earlier_sessions=result["baseline_session_count"],
         equipment_changed=bool(equipment.get("changed")),
     )
-    return result
+    return trend.annotate(result, scored, trend_sessions, NOISE_WINDOW)

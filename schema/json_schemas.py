@@ -21,10 +21,13 @@ from .contract import (
     CONTRACT_VERSION,
     DELETE_TASK,
     EMBED_TASK,
+    ENROLL_TASK,
     FIELDS,
+    FORGET_TASK,
     MAX_MODEL_ID,
     MAX_PAYLOAD_BYTES,
     MIN_IMAGES,
+    NOTIFY_TASK,
     VERSION_FIELD,
 )
 from .levels import Basis
@@ -74,6 +77,12 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "captured_at": _TIME,
     "images": _IMAGES,
     "model_id": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_ID},
+    "token": {
+        "type": "string",
+        "description": "v1.<expires, unix seconds>.<hex HMAC-SHA256 of"
+        " 'v1\\n<task>\\n<id>\\n<expires>'> under CHANGEWATCH_DELETE_SECRET (README)",
+        "pattern": "^v1\\.[0-9]+\\.[0-9a-f]{64}$",
+    },
 }
 
 
@@ -202,6 +211,63 @@ _SYMMETRY = {
     },
     "required": ["distance", "baseline", "change", "noise_floor", "relative_change"],
 }
+_INTERVAL = {
+    "type": ["array", "null"],
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 2,
+    "description": "[low, high]: the slope's 95% interval, per 30 days",
+}
+_LINE_TREND = {
+    "sessions": {"type": "integer", "minimum": 0},
+    "direction": {
+        "enum": ["rising", "steady", "falling", None],
+        "description": "where the slope's interval lies against 0; null with too few sessions",
+    },
+    "slope_per_30_days": _NUMBER_OR_NULL,
+    "slope_interval": _INTERVAL,
+}
+_RANGE = {
+    "type": ["object", "null"],
+    "properties": {"low": {"type": "number", "minimum": 0}, "high": {"type": "number"}},
+    "required": ["low", "high"],
+}
+_TREND = {
+    "type": "object",
+    "description": "Theil-Sen slope of the last `window` scored sessions up to this one",
+    "properties": {
+        **_LINE_TREND,
+        "window": {"type": "integer", "minimum": 1},
+        "interval_level": {"type": "number"},
+        "per_angle": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"angle": {"enum": list(ANGLES)}, **_LINE_TREND},
+                "required": ["angle", "direction", "slope_per_30_days", "slope_interval"],
+            },
+        },
+        "expected": {**_RANGE, "description": "the range the earlier sessions expected"},
+        "expected_next": {
+            **_RANGE,
+            "properties": {
+                **_RANGE["properties"],
+                "after_days": {"type": "number", "minimum": 0},
+            },
+            "description": "the range for a session one median gap after this one",
+        },
+    },
+    "required": [
+        "sessions",
+        "direction",
+        "slope_per_30_days",
+        "slope_interval",
+        "window",
+        "per_angle",
+        "expected",
+        "expected_next",
+    ],
+}
 
 
 def analysis_result_schema() -> dict[str, Any]:
@@ -232,6 +298,11 @@ def analysis_result_schema() -> dict[str, Any]:
             "variation_level": {"enum": [*_LEVELS, None]},
             "level_basis": {"enum": [*_BASES, None]},
             "symmetry": _SYMMETRY,
+            "trend": _TREND,
+            "within_expected": {
+                "type": ["boolean", "null"],
+                "description": "whether the score fell inside trend.expected; null without one",
+            },
             "regions_moved": {"type": "array", "items": _REGION_MOVED, "maxItems": MOVED_MAX},
         },
         "required": [
@@ -252,6 +323,8 @@ def analysis_result_schema() -> dict[str, Any]:
             "confidence",
             "variation_level",
             "level_basis",
+            "trend",
+            "within_expected",
             "regions_moved",
         ],
     }
@@ -316,15 +389,73 @@ def comparison_result_schema() -> dict[str, Any]:
     }
 
 
+def notification_schema() -> dict[str, Any]:
+    """The kwargs of ``changewatch.notification``, what changewatch sends the upstream."""
+    error = {
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["code", "message"],
+    }
+    return {
+        "$schema": _DRAFT,
+        "$id": f"{_ID}{NOTIFY_TASK}.json",
+        "title": f"{NOTIFY_TASK} payload: a request of yours ended",
+        "description": (
+            "Sent as the kwargs of a Celery task to CHANGEWATCH_NOTIFY_QUEUE, at least once:"
+            " deduplicate on notification_id (also the task id). One per analysis request,"
+            " in request order per session, and one per comparison. New keys may come."
+        ),
+        "type": "object",
+        "properties": {
+            "notification_id": _UUID,
+            "kind": {"enum": ["analysis", "comparison"]},
+            "session_id": _UUID,
+            "user_id": _UUID,
+            "request_task_id": {"type": "string"},
+            "status": {"enum": ["succeeded", "failed", "superseded"]},
+            "result": {
+                "description": "kind analysis: the analysis; kind comparison: the comparison",
+                "anyOf": [
+                    {"type": "null"},
+                    {"$ref": "analysis_result.json"},
+                    {"$ref": "comparison_result.json"},
+                ],
+            },
+            "error": {"oneOf": [{"type": "null"}, error]},
+            "superseded_by": {"type": ["string", "null"]},
+            VERSION_FIELD: {"const": CONTRACT_VERSION},
+        },
+        "required": [
+            "notification_id",
+            "kind",
+            "session_id",
+            "user_id",
+            "request_task_id",
+            "status",
+            "result",
+            "error",
+            VERSION_FIELD,
+        ],
+    }
+
+
 def all_schemas() -> dict[str, dict[str, Any]]:
     """File name -> schema, for every payload and result object of the contract."""
     return {
         **{
             f"{task}.json": payload_schema(task)
-            for task in (ANALYZE_TASK, COMPARE_TASK, EMBED_TASK, DELETE_TASK)
+            for task in (
+                ANALYZE_TASK,
+                COMPARE_TASK,
+                EMBED_TASK,
+                DELETE_TASK,
+                ENROLL_TASK,
+                FORGET_TASK,
+            )
         },
         "analysis_result.json": analysis_result_schema(),
         "comparison_result.json": comparison_result_schema(),
+        f"{NOTIFY_TASK}.json": notification_schema(),
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
-from . import equipment, evidence, levels, symmetry
+from . import equipment, evidence, levels, symmetry, trend
 from .contract import analysis_result
 from .evidence import VariationLevels
 from .vectors import decode_vector
@@ -31,8 +31,8 @@ _SESSION = """
 """
 # The person's analyses captured strictly before T, newest first, at most N.
 _EARLIER = """
-    SELECT a.session_id, a.change_score, a.is_first_session, a.baseline_session_count,
-           a.per_angle, s.good_photos
+    SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
+           a.baseline_session_count, a.per_angle, s.good_photos
       FROM analyses a JOIN sessions s USING (session_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND a.captured_at < %(at)s
      ORDER BY a.captured_at DESC, a.session_id DESC
@@ -117,14 +117,22 @@ def _base(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _reach(trend_sessions: int) -> int:
+    """How many earlier analyses the evidence reads: the floor's window or the trend's, and
+    one more for a first session among them."""
+    return max(evidence.NOISE_WINDOW, trend_sessions) + 1
+
+
 def _annotated(
     row: dict[str, Any],
     earlier: list[dict[str, Any]],
     fixed: VariationLevels | None,
+    trend_sessions: int,
     distances: dict[uuid.UUID, float | None],
 ) -> dict[str, Any]:
-    """The result of one row with its evidence, level and symmetry, ``earlier`` oldest
-    first, ``distances`` the left/right distances of the row and its earlier sessions."""
+    """The result of one row with its evidence, level, trend and symmetry, ``earlier``
+    oldest first, ``distances`` the left/right distances of the row and its earlier
+    sessions."""
     result = evidence.annotate(
         _base(row),
         earlier=earlier,
@@ -132,16 +140,22 @@ def _annotated(
         equipment=_equipment(
             row["good_photos"], [e["good_photos"] for e in earlier[-RECENT_DEVICES:]]
         ),
+        trend_sessions=trend_sessions,
     )
     result["symmetry"] = _symmetry(row, earlier, distances)
     return levels.annotate_level(result, earlier, fixed)
 
 
 def session_result(
-    conn: psycopg.Connection[Any], session_id: uuid.UUID, fixed: VariationLevels | None = None
+    conn: psycopg.Connection[Any],
+    session_id: uuid.UUID,
+    *,
+    fixed: VariationLevels | None = None,
+    trend_sessions: int = trend.DEFAULT_SESSIONS,
 ) -> dict[str, Any] | None:
     """The session's analysis under the active model, with its evidence; None if none.
-    ``fixed``: the variation levels of a model with no calibration (settings)."""
+    ``fixed``: the variation levels of a model with no calibration; ``trend_sessions``:
+    the trend's window (both from the settings)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_SESSION, (session_id,)).fetchone()
         if row is None:
@@ -152,16 +166,20 @@ def session_result(
                 "uid": row["user_id"],
                 "model": row["model_id"],
                 "at": row["captured_at"],
-                "n": evidence.NOISE_WINDOW,
+                "n": _reach(trend_sessions),
             },
         ).fetchall()
         distances = _side_distances(conn, row, evidence.NOISE_WINDOW + 1)
     earlier.reverse()  # oldest first
-    return _annotated(row, earlier, fixed, distances)
+    return _annotated(row, earlier, fixed, trend_sessions, distances)
 
 
 def person_history(
-    conn: psycopg.Connection[Any], user_id: uuid.UUID, fixed: VariationLevels | None = None
+    conn: psycopg.Connection[Any],
+    user_id: uuid.UUID,
+    *,
+    fixed: VariationLevels | None = None,
+    trend_sessions: int = trend.DEFAULT_SESSIONS,
 ) -> list[dict[str, Any]]:
     """Every analyzed session of the person in capture order, each with its evidence, as
     ``session_result`` gives it (one pass over the history)."""
@@ -170,7 +188,7 @@ def person_history(
     distances = _side_distances(conn, rows[-1], None) if rows else {}
     out = []
     for i, row in enumerate(rows):
-        window = rows[max(0, i - evidence.NOISE_WINDOW) : i]
+        window = rows[max(0, i - _reach(trend_sessions)) : i]
         earlier = [r for r in window if r["captured_at"] < row["captured_at"]]
-        out.append(_annotated(row, earlier, fixed, distances))
+        out.append(_annotated(row, earlier, fixed, trend_sessions, distances))
     return out

@@ -12,6 +12,13 @@ if ! redis_up && command -v redis-server >/dev/null; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
 fi
+# RabbitMQ for the broker failover tests (they make a vhost of their own on it). Optional:
+# a machine without it skips those tests.
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) >/dev/null 2>&1; }
+if ! rabbit_up && [ -x /usr/sbin/rabbitmq-server ]; then
+  echo "starting rabbitmq-server" >&2
+  /usr/sbin/rabbitmq-server -detached >/dev/null 2>&1 || true
+fi
 if ! pg_up && command -v pg_ctlcluster >/dev/null; then
   echo "starting postgresql" >&2
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true

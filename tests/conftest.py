@@ -30,7 +30,9 @@ from changewatch.settings import Settings
 from tests.helpers import (
     ARTIFACTS,
     BUCKET,
+    DELETE_SECRET,
     MAX_IMAGE_BYTES,
+    NOTIFY_QUEUE,
     WORKER_LOGIN,
     Uploader,
     _postgres_up,
@@ -47,6 +49,9 @@ SERVICES = own_services(
     backend="redis://127.0.0.1:6379/15",
     database="postgresql://postgres@127.0.0.1:5432/changewatch_test",
 )
+# The operator's producer holds the delete secret (delete-session signs its own token);
+# senders the tests build without it are refused.
+SERVICES["CHANGEWATCH_DELETE_SECRET"] = DELETE_SECRET
 SETTINGS = Settings.from_env(SERVICES)
 os.environ.update(SERVICES)
 
@@ -125,6 +130,8 @@ def worker(database_url: str, broker: str, s3: object, producer: Producer) -> It
             "CHANGEWATCH_METRICS_ADDR": "127.0.0.1",
             "CHANGEWATCH_ALLOWED_BUCKETS": BUCKET,
             "CHANGEWATCH_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+            "CHANGEWATCH_NOTIFY_QUEUE": NOTIFY_QUEUE,
+            "CHANGEWATCH_DELETE_SECRET": DELETE_SECRET,
         },
         name="pytest",
         log_path=ARTIFACTS / "worker.log",

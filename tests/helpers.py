@@ -29,6 +29,9 @@ BUCKET = "changewatch-test"
 MAX_IMAGE_BYTES = 8_000_000
 ARTIFACTS = ROOT / "artifacts"
 WORKER_LOGIN = "changewatch_test_worker"
+# The test worker's notification queue and delete secret (tests/e2e/test_wire.py).
+NOTIFY_QUEUE = "changewatch.test.notify"
+DELETE_SECRET = "test-only-delete-secret"  # a test worker's, no real one
 
 
 def run_module(

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from functools import cached_property
 from typing import Any
 
 from celery import Celery, signals
+from celery.apps.worker import Worker as CeleryWorker
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
@@ -21,6 +23,7 @@ from ..settings import Settings
 from .logs import use_json
 from .metrics import serve as metrics_server
 from .recovery import Recovery
+from .relay import RelayStep
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,25 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-app = Celery("changewatch", include=["changewatch.worker.tasks"])
+class _Worker(CeleryWorker):
+    """``celery worker`` with changewatch's heartbeat interval unless one is given."""
+
+    def setup_instance(self, heartbeat_interval: float | None = None, **kwargs: Any) -> None:
+        interval = heartbeat_interval or self.app.conf.get("changewatch_heartbeat_s")
+        super().setup_instance(heartbeat_interval=interval, **kwargs)
+
+
+class _App(Celery):
+    @cached_property
+    def Worker(self) -> Any:  # Celery's name
+        return self.subclass_with_self(f"{__name__}:_Worker")
+
+
+app = _App("changewatch", include=["changewatch.worker.tasks", "changewatch.worker.person_tasks"])
 # A promise: Celery reads it on first use of app.conf, not when this module is imported.
 app.add_defaults(lambda: celery_config(settings()))
 app.steps["consumer"].add(Recovery)
+app.steps["consumer"].add(RelayStep)
 
 
 def _setup() -> None:

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_h
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..schema import brokers
 from ..settings import Settings
 
 # A session's stages, in the order they run: the label of every stage metric and log line.
@@ -65,8 +66,8 @@ def stage(name: str) -> Iterator[None]:
 class QueueDepth(Collector):
     """Messages waiting per queue, read from Redis at scrape time (Flower shows none)."""
 
-    def __init__(self, broker_url: str, queues: list[str]) -> None:
-        self.client = redis.Redis.from_url(broker_url, socket_timeout=2)
+    def __init__(self, client: redis.Redis, queues: list[str]) -> None:
+        self.client = client  # follows a Sentinel promotion (schema/brokers.py)
         self.queues = queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -85,7 +86,9 @@ def serve(settings: Settings, queues: list[str] | None = None) -> int | None:
     """Serve /metrics on ``settings.metrics_port`` (0 turns it off); the port, or None."""
     if settings.metrics_port <= 0:
         return None
-    if settings.broker_url.startswith(("redis://", "rediss://")) and queues:
-        REGISTRY.register(QueueDepth(settings.broker_url, queues))
+    # On RabbitMQ the management plugin's own exporter has every queue's depth.
+    client = brokers.redis_client(settings)
+    if client is not None and queues:
+        REGISTRY.register(QueueDepth(client, queues))
     start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     return settings.metrics_port

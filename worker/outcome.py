@@ -206,7 +206,13 @@ class _Ending:
 
     def _reject(self, payload: dict[str, Any], err: JobError, *, mark_job: bool) -> None:
         store.reject_message(
-            self.res.db, self.policy.name, self.task.request.id, payload, err, mark_job=mark_job
+            self.res.db,
+            self.policy.name,
+            self.task.request.id,
+            payload,
+            err,
+            mark_job=mark_job,
+            notify_queue=self.res.settings.notify_queue,
         )
         self._count(Outcome.REJECTED, err.code)
         log.warning("rejected %s message: %s (%s)", self.policy.kind, err.message, err.code)

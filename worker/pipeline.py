@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 
+from ..schema import results
 from ..schema.contract import AnalyzeJob
+from ..schema.status import Status
 from . import metrics, score
 from .decode import DRAFT_SIDE, Photo, decode_session
 from .embed import Features
@@ -19,6 +22,7 @@ from .fetch import fetch_images
 from .logs import job_event
 from .resources import Resources
 from .score import Analysis
+from .store import outbox
 from .store.analyses import Write, analysis_write, save_analysis
 from .store.jobs import Superseded
 
@@ -79,7 +83,29 @@ def analyze(res: Resources, job: AnalyzeJob, request_seq: int) -> Analysis | Sup
     model changed meanwhile)."""
     vectors, photos, regions = embeddings(res, job)
     with timed("store"), analysis_write(res.db, job, request_seq, res.model_id) as write:
-        return score_and_save(write, vectors, photos, regions)
+        analysis = score_and_save(write, vectors, photos, regions)
+        if isinstance(write, Write) and res.settings.notify_queue:
+            _tell(res, write, res.settings.notify_queue)
+        return analysis
+
+
+def read_result(res: Resources, conn: Any, session_id: UUID) -> dict[str, Any] | None:
+    """The session's result as ``producer result`` reads it, with this worker's settings."""
+    return results.session_result(
+        conn,
+        session_id,
+        fixed=res.settings.variation,
+        trend_sessions=res.settings.trend_sessions,
+    )
+
+
+def _tell(res: Resources, write: Write, queue: str) -> None:
+    """The request's notification, in the analysis's own transaction (the outbox): the
+    result as ``producer result`` will read it once this commits."""
+    t = write.target
+    result = read_result(res, write.conn, t.session_id)
+    ending = outbox.Ending(t.session_id, t.user_id, Status.SUCCEEDED, result=result)
+    outbox.tell(write.conn, queue, ending, seq=t.request_seq)
 
 
 def score_and_save(

@@ -17,7 +17,8 @@ put back too. One worker sweeps at a time (a Redis lock), and a pass whose sweep
 not hear its own reply concludes nothing. A live worker silent for ``confirm_s``, or a
 job that really runs past ``stuck_after_s``, would have its job run twice: the store
 makes that harmless (same request, same numbers, one row each), so the cost is only the
-repeated work.
+repeated work. On RabbitMQ the broker itself requeues a lost connection's unacknowledged
+deliveries, so the sweep does not run there (schema/brokers.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from ..schema import brokers
 from ..schema.broker import Broker, Delivered, broker
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,10 @@ class Sweep:
         if not held.client.set(_LOCK_KEY, self.hostname, nx=True, ex=expires):
             return []
         delivered = list(held.delivered(older_than=self.min_age_s))
+        if not delivered:
+            # A healthy run: nothing to ask about, nothing to keep. Old sightings in the
+            # suspects hash name tags no longer delivered (ignored below) and expire.
+            return []
         ids = sorted({d.message.task_id for d in delivered if d.message.task_id})
         alive, answered = self.held_by_live_workers(ids) if ids else (set(), {self.hostname})
         if self.hostname not in answered:
@@ -160,6 +166,9 @@ class Recovery(bootsteps.StartStopStep):
         app: Celery = parent.app
         every = float(app.conf.get("changewatch_recovery_every", 5.0))
         if every <= 0:
+            return
+        if not brokers.app_keeps_jobs_in_redis(app):
+            log.info("recovery sweep not needed: the broker requeues a lost worker's jobs")
             return
         sweep = Sweep(
             app,

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from ..schema import levels, results
+from ..schema import levels
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -80,7 +80,7 @@ def _read_back(res: Resources, analysis: Analysis) -> dict[str, Any]:
     stored = {"session_id": str(sid), "status": Status.SUCCEEDED}
     try:
         with res.db.connection() as conn:
-            return results.session_result(conn, sid, res.settings.variation) or stored
+            return pipeline.read_result(res, conn, sid) or stored
     except TRANSIENT_ERRORS as exc:
         log.warning("session %s: stored, but not read back: %s", sid, describe(exc))
         return stored
@@ -91,7 +91,13 @@ ANALYZE = Policy(
     kind="analyze",
     parse=lambda res, payload: parse_analyze(payload),
     record_failure=lambda res, job, err, task_id: store.fail_job(
-        res.db, job.session_id, job.user_id, err.code, err.message, task_id
+        res.db,
+        job.session_id,
+        job.user_id,
+        err.code,
+        err.message,
+        task_id,
+        notify_queue=res.settings.notify_queue,
     ),
     ids=lambda job: {"session_id": str(job.session_id), "images": len(job.images)},
     stored_message="analysis stored",
@@ -105,7 +111,7 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
         raise _hand_back(task, res, "its model is not the active model")
     request = _start(res, job, task.request.id)
     if isinstance(request, store.Superseded):
-        return superseded(request)
+        return _superseded(res, job, task.request.id, request)
     try:
         analysis = pipeline.analyze(res, job, request)
     except store.ModelNotActive as exc:
@@ -116,15 +122,33 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
             raise
         raise deleted from err
     if isinstance(analysis, store.Superseded):
-        return superseded(analysis)
+        return _superseded(res, job, task.request.id, analysis)
     return _read_back(res, analysis)
+
+
+def _superseded(
+    res: Resources, job: AnalyzeJob, task_id: str | None, newer: store.Superseded
+) -> dict[str, Any]:
+    """Ended by a newer request: told so, unless the newer one's ending told it first."""
+    if res.settings.notify_queue and task_id:
+        store.outbox.tell_superseded(
+            res.db,
+            res.settings.notify_queue,
+            job.session_id,
+            job.user_id,
+            task_id,
+            newer.newest_task_id or "",
+        )
+    return superseded(newer)
 
 
 COMPARE = Policy(
     name=COMPARE_TASK,
     kind="compare",
     parse=lambda res, payload: parse_compare(payload),
-    record_failure=lambda res, job, err, task_id: store.finish_comparison(res.db, job, None, err),
+    record_failure=lambda res, job, err, task_id: store.finish_comparison(
+        res.db, job, None, err, notify=(res.settings.notify_queue, task_id)
+    ),
     ids=lambda job: {"session_id": str(job.current_session_id)},
     stored_message="comparison stored",
     # Sent right after its analyses: give them time to finish.
@@ -150,7 +174,13 @@ def compare_sessions(task: Task, res: Resources, job: CompareJob) -> dict[str, A
         "layers": score.layers(current, windows, scale),
         "variation_levels": scale.as_json(),
     }
-    store.finish_comparison(res.db, job, result, inputs=(current, previous))
+    store.finish_comparison(
+        res.db,
+        job,
+        result,
+        inputs=(current, previous),
+        notify=(res.settings.notify_queue, task.request.id),
+    )
     return result
 
 
@@ -207,7 +237,7 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
 DELETE = Policy(
     name=DELETE_TASK,
     kind="delete",
-    parse=lambda res, payload: parse_delete(payload),
+    parse=lambda res, payload: parse_delete(payload, res.settings.delete_secret),
     # The sender reads a failed delete's code here, by the task's id.
     record_failure=lambda res, job, err, task_id: store.reject_message(
         res.db, DELETE_TASK, task_id, job.to_payload(), err, mark_job=False

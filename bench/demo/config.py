@@ -26,6 +26,7 @@ PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", 
 WIDTH, HEIGHT = 640, 480
 WORKER_LOG = ROOT / "artifacts" / "demo-worker.log"
 HISTORY_PLOT = ROOT / "artifacts" / "demo-history.png"
+REPORT = ROOT / "artifacts" / "demo-report.html"
 
 
 class DemoError(RuntimeError):

@@ -1,4 +1,5 @@
-"""What the demo prints on stdout: the person's sessions, the comparison and the plot."""
+"""What the demo prints on stdout: the person's sessions, the trend, the comparison, and
+where the plot and the HTML report were written."""
 
 from __future__ import annotations
 
@@ -45,23 +46,20 @@ def format_comparison(current: int, previous: int, result: dict[str, Any]) -> st
 def print_report(
     sessions: list[dict[str, Any]],
     comparisons: list[tuple[int, int, dict[str, Any]]],
-    plot: Path,
+    files: dict[str, Path],
     as_json: bool,
 ) -> None:
-    """The table of the sessions read back, then the comparisons and the plot."""
+    """The table of the sessions read back, the trend, then the comparisons and the
+    files written (``files``: "plot" and "report")."""
     from changewatch.producer import history
 
     if as_json:
         listed = [{"current": c, "previous": p, "result": result} for c, p, result in comparisons]
         first = comparisons[0][2] if comparisons else None
+        written = {name: str(path) for name, path in files.items()}
         print(
             json.dumps(
-                {
-                    "sessions": sessions,
-                    "comparison": first,
-                    "comparisons": listed,
-                    "plot": str(plot),
-                }
+                {"sessions": sessions, "comparison": first, "comparisons": listed, **written}
             )
         )
         return
@@ -73,7 +71,10 @@ def print_report(
     print()
     print(history.table(sessions))
     print()
+    print(history.trend_line(sessions[-1]))
+    print()
     for current, previous, result in comparisons:
         print(format_comparison(current, previous, result))
         print()
-    print(f"plot: {plot.relative_to(ROOT)}")
+    for name, path in files.items():
+        print(f"{name}: {path.relative_to(ROOT)}")

@@ -22,6 +22,7 @@ from bench.demo.config import (
     ANGLES,
     DEFAULT_BROKER_URL,
     HISTORY_PLOT,
+    REPORT,
     SESSION_GAP,
     WORKER_LOG,
     DemoError,
@@ -355,13 +356,14 @@ def send_sessions(
             f"session {index + 1} ({session_id})",
         )
         say(f"session {index + 1}: analyzed")
-    from changewatch.producer import history
+    from changewatch.producer import history, report
 
     # Read back after all finished: each write rescores the history, so these are final.
     sessions_out = producer.history(user_id)
     comparisons = compare_ends(producer, user_id, session_ids, worker_alive, timeout)
     plot = history.plot(sessions_out, HISTORY_PLOT, "changewatch demo: change over time")
-    print_report(sessions_out, comparisons, plot, as_json)
+    page = report.write(producer, user_id, REPORT, s3)
+    print_report(sessions_out, comparisons, {"plot": plot, "report": page}, as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,9 @@ client should. Every ``--fault-every`` seconds one fault is injected, in turn:
 - ``postgres_restart`` / ``postgres_crash``: ``pg_ctl stop -m fast`` or ``-m immediate``
   (WAL recovery on start), 4 s down;
 - ``s3_hang``: moto SIGSTOPped for 5 s (requests hang, then complete);
-- ``s3_unreachable``: the proxy in front of S3 down for 5 s (connections refused/reset).
+- ``s3_unreachable``: the proxy in front of S3 down for 5 s (connections refused/reset);
+- ``primary_kill`` (with ``--broker sentinel --faults primary_kill``): SIGKILL of the Redis
+  primary; a sentinel promotes the replica, the killed server comes back as a replica.
 
 Afterwards it counts, from Postgres and the workers' logs:
 

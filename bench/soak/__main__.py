@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # A job may retry for up to 6 minutes (eight retries) while the faults go on.
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds after the last send")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "sentinel", "amqp"),
+        default="redis",
+        help="one Redis; Sentinel (primary, replica, 3 sentinels); a RabbitMQ vhost",
+    )
+    parser.add_argument(
+        "--faults",
+        type=lambda s: tuple(f for f in s.split(",") if f),
+        default=FAULTS,
+        help="comma-separated, injected in turn (primary_kill: Sentinel failover)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
     return parser.parse_args(argv)
 
@@ -120,7 +132,8 @@ class Loop:
         return False
 
     def inject(self) -> None:
-        fault = FAULTS[self.faults_done % len(FAULTS)]
+        faults = self.args.faults
+        fault = faults[self.faults_done % len(faults)]
         event = self.soak.inject(fault, self.rng)
         self.faults_done += 1
         log(f"fault {fault} {event['detail']} ({event['seconds']}s) with {self.counts}")
@@ -258,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)  # noqa: S311  # a reproducible fault order, not a secret
     root = Path(tempfile.mkdtemp(prefix="changewatch-soak-"))
-    stack = FaultStack(root)
+    stack = FaultStack(root, broker=args.broker)
     began = time.monotonic()
     try:
         stack.start()

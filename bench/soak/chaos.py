@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.harness.faults.sentinel import SentinelCluster
 from bench.harness.faults.series import Job
 from bench.harness.faults.stack import FaultStack
 from bench.harness.faults.workers import kill9, paused
@@ -161,6 +162,9 @@ class Soak:
             worker.process = None
             # A supervisor restarts it; the recovery sweep gives its jobs back.
             self.pending.append((time.monotonic() + 1.0, slot))
+        elif fault == "primary_kill":  # --broker sentinel: a sentinel promotes the replica
+            assert isinstance(stack.redis, SentinelCluster)
+            detail = f"promoted after {stack.redis.kill_primary():.1f}s"
         elif fault == "redis_restart":
             stack.redis.restart(down_s=3.0)
         elif fault == "redis_crash":

@@ -193,7 +193,9 @@ def evaluate(history: Sequence[StoredSession], current: dict[str, np.ndarray]) -
     """The product's result for ``current`` after ``history``: analyze_history then annotate
     (session and per-angle change_score, noise_floor, relative_change)."""
     session = stored([current], start=len(history))[0]
-    analyses = [asdict(a) for a in analyze_history([*history, session])]
+    everyone = [*history, session]
+    at = {s.session_id: s.captured_at for s in everyone}
+    analyses = [{**asdict(a), "captured_at": at[a.session_id]} for a in analyze_history(everyone)]
     return annotate(analyses[-1], earlier=analyses[:-1], photos=None, equipment={})
 
 

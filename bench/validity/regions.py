@@ -116,7 +116,8 @@ def _sessions(embedded: Sequence[Embedded], kind: str, start: int = 0) -> list[S
 def region_result(history: Sequence[Embedded], current: Embedded, kind: str) -> dict[str, Any]:
     """The product's result for ``current`` after ``history``, regions of ``kind``."""
     sessions = [*_sessions(history, kind), *_sessions([current], kind, start=len(history))]
-    analyses = [asdict(a) for a in analyze_history(sessions)]
+    at = {s.session_id: s.captured_at for s in sessions}
+    analyses = [{**asdict(a), "captured_at": at[a.session_id]} for a in analyze_history(sessions)]
     return annotate(analyses[-1], earlier=analyses[:-1], photos=None, equipment={})
 
 

@@ -6,29 +6,12 @@ does, so a write for them either commits before the forget or finds them gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from uuid import UUID
 
-from psycopg.rows import tuple_row
-
 from ...schema.errors import Code, JobError
+from ...schema.forgetting.rows import Forgotten, forget, left
 from ...schema.status import Status
 from . import Conn
-
-# Tables holding a person's data, and how to count what is left of it.
-LEFT = {
-    "users": "SELECT count(*) FROM users WHERE user_id = %(u)s",
-    "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(s)s)",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = ANY(%(s)s)",
-    "baseline_sums": "SELECT count(*) FROM baseline_sums WHERE user_id = %(u)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = ANY(%(s)s)",
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s) OR user_id = %(u)s",
-    "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
-    " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
-    "rejected_messages": "SELECT count(*) FROM rejected_messages"
-    " WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
-}
 
 
 def enroll(conn: Conn, user_id: UUID) -> None:
@@ -39,63 +22,4 @@ def enroll(conn: Conn, user_id: UUID) -> None:
         raise JobError(Code.USER_FORGOTTEN, "this person was forgotten (forget-user); not enqueued")
 
 
-def left(conn: Conn, user_id: UUID, sessions: list[UUID]) -> dict[str, int]:
-    """Rows of the person's still in each table (any row factory)."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        return {
-            table: cur.execute(query, {"u": user_id, "s": sessions}).fetchone()[0]  # type: ignore[index]
-            for table, query in LEFT.items()
-        }
-
-
-@dataclass
-class Forgotten:
-    """What the rows said of the person before they were deleted."""
-
-    sessions: list[UUID] = field(default_factory=list)
-    uris: set[str] = field(default_factory=set)  # the photos their sessions named
-    task_ids: set[str] = field(default_factory=set)
-    counts: dict[str, int] = field(default_factory=dict)  # rows deleted, by table
-
-
-def forget(conn: Conn, user_id: UUID) -> Forgotten:
-    """One transaction under the person's lock: a tombstone, then every row.
-
-    The lock waits for an analysis being written for them; every write after this
-    commits finds no ``users`` row (the foreign keys) and the tombstone.
-    """
-    found = Forgotten()
-    with conn.transaction():
-        conn.execute("SELECT lock_user(%s)", (user_id,))
-        for row in conn.execute(
-            "SELECT session_id, images, good_images FROM sessions WHERE user_id = %s", (user_id,)
-        ):
-            found.sessions.append(row["session_id"])
-            for images in (row["images"], row["good_images"]):
-                found.uris.update((images or {}).values())
-        found.task_ids.update(
-            r["task_id"]
-            for r in conn.execute(
-                "SELECT task_id FROM analysis_requests WHERE session_id = ANY(%(s)s)"
-                " UNION SELECT task_id FROM comparisons WHERE user_id = %(u)s"
-                " UNION SELECT task_id FROM rejected_messages"
-                "  WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
-                {"s": found.sessions, "u": user_id},
-            )
-            if r["task_id"]
-        )
-        conn.execute(
-            "INSERT INTO forgotten_users (user_digest) VALUES (user_digest(%s))"
-            " ON CONFLICT DO NOTHING",
-            (user_id,),
-        )
-        found.counts = left(conn, user_id, found.sessions)
-        # Sessions, comparisons, sums and analyses hang off users (ON DELETE CASCADE);
-        # requests, embeddings and backfills off sessions.
-        conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))
-        conn.execute(
-            "DELETE FROM rejected_messages"
-            " WHERE session_id = ANY(%s) OR payload->>'user_id' = %s::text",
-            (found.sessions, user_id),
-        )
-    return found
+__all__ = ["Forgotten", "enroll", "forget", "left"]

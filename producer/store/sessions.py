@@ -185,3 +185,13 @@ def fail_lost(conn: Conn, session_id: UUID, code: str, message: str) -> None:
         " updated_at = now() WHERE session_id = %s AND status IN ('queued', 'running')",
         (code, message, session_id),
     )
+
+
+def good_images(conn: Conn, session_ids: list[UUID]) -> dict[str, dict[str, str]]:
+    """The photos each session's stored analysis came from: session id -> angle -> URI."""
+    rows = conn.execute(
+        "SELECT session_id, good_images FROM sessions"
+        " WHERE session_id = ANY(%s) AND good_images IS NOT NULL",
+        (session_ids,),
+    ).fetchall()
+    return {str(r["session_id"]): dict(r["good_images"]) for r in rows}

@@ -37,6 +37,15 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     env.pop("CHANGEWATCH_MODEL_WEIGHTS", None)
     env.pop("CHANGEWATCH_MODEL", None)
     env["CHANGEWATCH_METRICS_PORT"] = "0"
+    # Where several people run the suite on one machine, each names the demo's own stack
+    # (CHANGEWATCH_TEST_DEMO_DATABASE_URL, _BROKER_URL, _RESULT_BACKEND); else its defaults.
+    for ours, theirs in (
+        ("DATABASE_URL", "DATABASE_URL"),
+        ("BROKER_URL", "CELERY_BROKER_URL"),
+        ("RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
+    ):
+        if os.environ.get(f"CHANGEWATCH_TEST_DEMO_{ours}"):
+            env[theirs] = os.environ[f"CHANGEWATCH_TEST_DEMO_{ours}"]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.demo", "--fresh"],
         cwd=ROOT,
@@ -70,3 +79,12 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     assert set(drifted["layers"]) == {"immediate", "rolling", "monthly", "lifetime"}
     assert "levels read against: noise_floor" in out
     assert (ROOT / "artifacts" / "demo-history.png").stat().st_size > 10_000
+    # The trend, in its neutral words, and the report a person can open.
+    trend = next(line for line in out.splitlines() if line.startswith("trend"))
+    assert any(word in trend for word in ("rising", "steady", "falling")), trend
+    # Each session against the range its history expected: none before a floor exists,
+    # the re-takes inside it, the drifted session outside.
+    assert [row[12] for row in rows] == ["-"] * 4 + ["in", "in", "out"]
+    assert "report: artifacts/demo-report.html" in out
+    page = (ROOT / "artifacts" / "demo-report.html").read_text()
+    assert page.count('class="thumb" href="data:image/jpeg;base64,') == 6

@@ -64,6 +64,7 @@ class Flower:
         self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.worker_log_from = 0
 
     @property
     def url(self) -> str:
@@ -126,7 +127,10 @@ def until(check: Callable[[], T | None], what: str, timeout: float = PAGE_WAIT_S
 @pytest.fixture
 def flower(worker: Worker) -> Iterator[Flower]:
     ARTIFACTS.mkdir(exist_ok=True)
+    # Where the worker's log stood before Flower started (the file is appended to).
+    worker_log = worker.log_path.read_bytes() if worker.log_path else b""
     server = Flower(password=secrets.token_urlsafe(12)).start(ARTIFACTS / "flower.log")
+    server.worker_log_from = len(worker_log)
     try:
         yield server
     finally:
@@ -224,6 +228,16 @@ def test_flower_shows_the_worker_and_a_succeeded_job_behind_basic_auth(
         "Flower sees the pytest@ worker through its events",
     )
     lap("flower_sees_worker")
+    # Workers send task events only while a monitor asks for them: Flower's first
+    # enable_events broadcast goes out 5 s after its event thread starts (then every 5 s).
+    log = worker.log_path
+    until(
+        lambda: (
+            log is not None
+            and b"Events of group {task} enabled" in log.read_bytes()[flower.worker_log_from :]
+        ),
+        "Flower turned on the worker's task events",
+    )
 
     user, session = uuid.uuid4(), uuid.uuid4()
     series = sorted((photos / "series").glob("*.jpg"))[:3]

@@ -1,11 +1,12 @@
 """changewatch reports change, never what it means: no medical or risk word in what a real
-worker returns, in error messages or in CLI output (the README, docs and product source
-are scanned in tests/unit/test_words.py)."""
+worker returns, in error messages, in CLI output or in the HTML report (the README, docs
+and product source are scanned in tests/unit/test_words.py)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 def test_results_errors_and_cli_output_are_neutral(
     person: dict[str, Any],  # noqa: F811
     producer: Producer,
+    tmp_path: Path,
 ) -> None:
     user, ids = person["user"], person["ids"]
     texts = [json.dumps(person["results"])]
@@ -33,6 +35,7 @@ def test_results_errors_and_cli_output_are_neutral(
         ("model", "list"),
         ("--help",),
         ("history", "--help"),
+        ("report", "--help"),
         ("backfill", "--help"),
         ("result", str(uuid.uuid4())),  # an error message
         (
@@ -49,5 +52,9 @@ def test_results_errors_and_cli_output_are_neutral(
     ):
         proc = run_module("changewatch.producer", *args)
         texts += [proc.stdout, proc.stderr]
+    page = tmp_path / "report.html"
+    proc = run_module("changewatch.producer", "report", str(user), "--out", str(page))
+    assert proc.returncode == 0, proc.stderr
+    texts += [proc.stdout, proc.stderr, page.read_text()]
     assert all(texts[:3])
     assert found("\n".join(texts)) == []

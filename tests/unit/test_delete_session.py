@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from changewatch.schema import authority
 from changewatch.schema.contract import DELETE_TASK, parse_delete
 from changewatch.schema.errors import JobError
 from changewatch.worker.score import (
@@ -83,14 +84,34 @@ def test_removing_a_session_leaves_the_numbers_of_a_history_without_it(gone: int
         assert count == ref_count and np.array_equal(total, ref_total), angle
 
 
+SECRET = "unit-test-delete-secret"
+
+
 def test_the_delete_payload_is_checked_like_every_other() -> None:
+    """Its fields, then its token: signed with the shared secret, for this session."""
     user, sid = uuid.uuid4(), uuid.uuid4()
-    job = parse_delete({"user_id": str(user), "session_id": str(sid)})
+    token = authority.sign(SECRET, DELETE_TASK, sid)
+    payload = {"user_id": str(user), "session_id": str(sid), "token": token}
+    job = parse_delete(payload, SECRET)
     assert (job.user_id, job.session_id) == (user, sid)
-    assert job.to_payload() == {"user_id": str(user), "session_id": str(sid)}
+    assert job.to_payload() == payload
     with pytest.raises(JobError, match="unknown field"):
-        parse_delete({"user_id": str(user), "session_id": str(sid), "all": True})
+        parse_delete({**payload, "all": True}, SECRET)
     with pytest.raises(JobError) as err:
-        parse_delete({"user_id": str(user), "session_id": "nope"})
+        parse_delete({**payload, "session_id": "nope"}, SECRET)
     assert err.value.code == "invalid_uuid"
     assert DELETE_TASK == "changewatch.delete_session"
+
+
+def test_a_delete_without_a_token_for_that_session_is_refused() -> None:
+    user, sid = uuid.uuid4(), uuid.uuid4()
+    other = authority.sign(SECRET, DELETE_TASK, uuid.uuid4())
+    forget = authority.sign(SECRET, "changewatch.forget_person", sid)
+    for token in ("", "v1.1.abc", other, forget):
+        with pytest.raises(JobError) as err:
+            parse_delete({"user_id": str(user), "session_id": str(sid), "token": token}, SECRET)
+        assert err.value.code in ("not_authorized", "token_expired")
+    with pytest.raises(JobError) as err:  # a worker without the secret deletes nothing
+        token = authority.sign(SECRET, DELETE_TASK, sid)
+        parse_delete({"user_id": str(user), "session_id": str(sid), "token": token}, "")
+    assert err.value.code == "not_authorized"

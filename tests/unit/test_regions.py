@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,13 +111,19 @@ def test_first_sessions_and_sessions_without_regions_have_no_region_scores() -> 
     assert len(analyses[2].per_angle[0]["regions"]) == 9
 
 
+def _results(sessions: list[StoredSession]) -> list[dict[str, Any]]:
+    """analyze_history's analyses as annotate reads them (with their capture times)."""
+    at = {s.session_id: s.captured_at for s in sessions}
+    return [{**asdict(a), "captured_at": at[a.session_id]} for a in analyze_history(sessions)]
+
+
 def test_a_changed_region_is_named_first_against_its_own_floor() -> None:
     """Nine region floors from the person's earlier region scores; the region that moved
     leads regions_moved with neutral words, and re-take regions stay inside their floor."""
     rng = np.random.default_rng(2)
     history = [_session(7 * i, rng) for i in range(7)]
     changed = _session(70, rng, moved=2)
-    analyses = [asdict(a) for a in analyze_history([*history, changed])]
+    analyses = _results([*history, changed])
     result = annotate(analyses[-1], earlier=analyses[:-1], photos=None, equipment={})
     regions = result["per_angle"][0]["regions"]
     assert all(r["noise_floor"] is not None for r in regions)
@@ -126,7 +133,7 @@ def test_a_changed_region_is_named_first_against_its_own_floor() -> None:
     assert moved[0]["region"] == "upper_right" and moved[0]["angle"] == "front"
     assert moved[0]["text"].startswith("front, upper right region: ")
     assert moved[0]["text"].endswith("x its usual variation")
-    retake = [asdict(a) for a in analyze_history([*history, _session(70, rng)])]
+    retake = _results([*history, _session(70, rng)])
     calm = annotate(retake[-1], earlier=retake[:-1], photos=None, equipment={})
     assert max(r["relative_change"] for r in calm["per_angle"][0]["regions"]) < 2
 

@@ -7,6 +7,7 @@ history). Vectors cross the connection as bytea (vectors). Callers use ``store.<
 the names below are the whole interface.
 """
 
+from . import outbox
 from .analyses import (
     Target,
     Write,
@@ -33,7 +34,7 @@ from .comparisons import (
 from .deletions import Deleted, delete_session
 from .jobs import Superseded, deleted_or, fail_job, reject_message, start_job
 from .models import ModelNotActive, active_model, register_model
-from .people import FORGOTTEN, admit
+from .people import FORGOTTEN, admit, enroll
 from .vectors import decode_vector, encode_vector
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "delete_session",
     "deleted_or",
     "encode_vector",
+    "enroll",
     "fail_job",
     "finish_backfill",
     "finish_comparison",
@@ -60,6 +62,7 @@ __all__ = [
     "load_for_comparison",
     "load_totals",
     "load_windows",
+    "outbox",
     "rebuild_totals",
     "register_model",
     "reject_message",

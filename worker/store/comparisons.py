@@ -12,12 +12,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from ...schema import notification
 from ...schema.contract import ANGLES, CompareJob, check_compared
 from ...schema.errors import Code, JobError
 from ...schema.evidence import NOISE_WINDOW
 from ...schema.status import Status
 from .. import score
 from ..score import ComparedSession, StoredSession
+from . import outbox
 from .jobs import check_not_deleted
 from .people import check_user
 from .vectors import decode_vector
@@ -53,12 +55,14 @@ def finish_comparison(
     result: dict[str, Any] | None,
     error: JobError | None = None,
     inputs: tuple[ComparedSession, ComparedSession] | None = None,
+    notify: tuple[str, str | None] = ("", None),
 ) -> None:
     """Record the outcome, with the analysis revisions it was computed from: when either
     changes later, readers see the stored numbers as stale and have them recomputed.
-    A comparison whose session was deleted meanwhile ends ``session_deleted``."""
+    A comparison whose session was deleted meanwhile ends ``session_deleted``.
+    ``notify``: (queue, task id): the comparison's notification commits with it."""
     current, previous = inputs if inputs else (None, None)
-    with pool.connection() as conn:
+    with pool.connection() as conn, conn.transaction():
         written = conn.execute(
             """
             UPDATE comparisons
@@ -82,6 +86,23 @@ def finish_comparison(
         if not written.rowcount and result is not None:  # its row went with a session
             check_not_deleted(conn, job.current_session_id)
             check_not_deleted(conn, job.previous_session_id)
+        queue, task_id = notify
+        if queue and task_id:
+            outbox.tell_if_enrolled(conn, queue, _told(job, task_id, result, error))
+
+
+def _told(
+    job: CompareJob, task_id: str, result: dict[str, Any] | None, error: JobError | None
+) -> dict[str, Any]:
+    return notification.body(
+        session_id=job.current_session_id,
+        user_id=job.user_id,
+        request_task_id=task_id,
+        status=Status.FAILED if error else Status.SUCCEEDED,
+        result=result,
+        error={"code": error.code, "message": error.message} if error else None,
+        kind=notification.KIND_COMPARISON,
+    )
 
 
 def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -> ComparedSession:

@@ -16,8 +16,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from ...schema.contract import AnalyzeJob, other_users_session, payload_size
+from ...schema.contract import ANALYZE_TASK, AnalyzeJob, other_users_session, payload_size
 from ...schema.errors import Code, JobError
+from ...schema.status import Status
+from . import outbox
 from .people import FORGOTTEN, admit
 from .vectors import Conn
 
@@ -154,6 +156,7 @@ def reject_message(
     payload: dict[str, Any],
     error: JobError,
     mark_job: bool = True,
+    notify_queue: str = "",
 ) -> None:
     """Record a message that is not a valid job; mark its session failed if one exists.
 
@@ -166,6 +169,8 @@ def reject_message(
         session_id = UUID(str(payload.get("session_id")))
     with contextlib.suppress(ValueError, TypeError, AttributeError):
         user_id = UUID(str(payload.get("user_id")))
+    # A destructive task's token is a credential, kept nowhere (schema.authority).
+    payload = {k: v for k, v in payload.items() if k != "token"}
     if error.code == FORGOTTEN:
         payload, session_id, mark_job = {"withheld": "the person was forgotten"}, None, False
     elif error.code == Code.SESSION_DELETED:
@@ -185,7 +190,12 @@ def reject_message(
             """,
             (task_name, task_id, session_id, Jsonb(payload), error.code, error.message[:2000]),
         )
-    if mark_job and session_id and user_id and task_name.endswith("analyze_session"):
+        if mark_job and session_id and user_id and task_name == ANALYZE_TASK and task_id:
+            # Its sender learns of the refusal as of any ending (when notifications are on).
+            why = {"code": error.code, "message": error.message[:2000]}
+            if notify_queue:
+                outbox.tell_refused(conn, notify_queue, task_id, session_id, user_id, why)
+    if mark_job and session_id and user_id and task_name == ANALYZE_TASK:
         fail_job(pool, session_id, user_id, error.code, error.message)
 
 
@@ -196,10 +206,12 @@ def fail_job(
     code: str,
     message: str,
     task_id: str | None = None,
+    notify_queue: str = "",
 ) -> None:
     """Mark the attempt failed: only the job's own user's session, and only while this
-    request (``task_id``, when given) is the session's newest. Its good analysis stays."""
-    with pool.connection() as conn:
+    request (``task_id``, when given) is the session's newest. Its good analysis stays.
+    With ``notify_queue``, the request's notification commits with it (``outbox``)."""
+    with pool.connection() as conn, conn.transaction():
         conn.execute(
             """
             UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,
@@ -208,3 +220,7 @@ def fail_job(
             """,
             (code, message[:2000], session_id, user_id, task_id, task_id),
         )
+        if notify_queue and task_id:
+            error = {"code": code, "message": message[:2000]}
+            ending = outbox.Ending(session_id, user_id, Status.FAILED, error=error)
+            outbox.tell(conn, notify_queue, ending, task_id=task_id)

@@ -44,3 +44,12 @@ def admit(pool: ConnectionPool, user_id: UUID) -> None:
     """Refuse a job for a person who is not enrolled, or was forgotten: ``JobError``."""
     with pool.connection() as conn:
         check_user(conn, user_id)
+
+
+def enroll(pool: ConnectionPool, user_id: UUID) -> None:
+    """Enroll the person (idempotent, under their lock); a forgotten one is refused."""
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute("SELECT enroll_user(%s)", (user_id,)).fetchone()
+    refusal = _refusal(str(row[0]) if row else "unknown")
+    if refusal is not None:
+        raise refusal

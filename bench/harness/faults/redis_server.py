@@ -26,6 +26,7 @@ class RedisServer:
     dir: Path
     port: int = field(default_factory=free_port)
     binary: str = "redis-server"
+    extra: tuple[str, ...] = ()  # more arguments, e.g. ("--replicaof", host, port)
     process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
@@ -51,6 +52,7 @@ class RedisServer:
                 "--save", "",
                 "--daemonize", "no",
                 "--protected-mode", "no",
+                *self.extra,
             ],
             log=self.dir / "redis.log",
         )  # fmt: skip

@@ -11,18 +11,24 @@ import psycopg
 from celery import Celery
 
 from bench.harness.faults.postgres_cluster import PostgresCluster
+from bench.harness.faults.rabbitmq import RabbitVhost
 from bench.harness.faults.redis_server import RedisServer
+from bench.harness.faults.sentinel import MASTER_NAME, SentinelCluster
 from bench.harness.faults.series import BUCKET
 from bench.harness.faults.storage import TcpProxy
 from bench.harness.faults.workers import resume
 from bench.harness.services import S3Server, Worker
 from changewatch.producer.api import celery_app as producer_celery
+from changewatch.schema import brokers
 from changewatch.settings import Settings
 
 
-def celery_app(broker_url: str, backend_url: str) -> Celery:
+def celery_app(broker_url: str, backend_url: str, master_name: str = "") -> Celery:
     """A producer-side Celery app for a private broker."""
-    app = producer_celery(Settings(broker_url=broker_url, result_backend=backend_url))
+    settings = Settings(
+        broker_url=broker_url, result_backend=backend_url, redis_master_name=master_name
+    )
+    app = producer_celery(settings)
     app.conf.update(
         # Celery prefers $CELERY_BROKER_URL and $CELERY_RESULT_BACKEND over any setting
         # (celery.app.utils.Settings), and the test session sets both for the machine's
@@ -31,7 +37,7 @@ def celery_app(broker_url: str, backend_url: str) -> Celery:
         broker_write_url=broker_url,
         result_backend=backend_url,
     )
-    app.backend_cls = backend_url
+    app.backend_cls = brokers.producer_backend(settings)
     return app
 
 
@@ -45,7 +51,11 @@ class FaultStack:
 
     root: Path
     dbname: str = "changewatch_faults"
-    redis: RedisServer = field(init=False)
+    # "redis" (one server), "sentinel" (primary, replica, three sentinels) or "amqp" (a
+    # vhost of the machine's RabbitMQ; results in a private Redis).
+    broker: str = "redis"
+    redis: RedisServer | SentinelCluster = field(init=False)
+    rabbit: RabbitVhost | None = None
     postgres: PostgresCluster = field(init=False)
     s3: S3Server = field(init=False)
     proxy: TcpProxy = field(init=False)
@@ -56,7 +66,12 @@ class FaultStack:
         from changewatch.schema.migrate import migrate  # keeps importing the harness light
 
         self.root.mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(self.root / "redis").start()
+        if self.broker == "sentinel":
+            self.redis = SentinelCluster(self.root / "sentinel").start()
+        else:
+            self.redis = RedisServer(self.root / "redis").start()
+        if self.broker == "amqp":
+            self.rabbit = RabbitVhost().start()
         self.postgres = PostgresCluster.create()
         self.postgres.init().start()
         with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
@@ -64,7 +79,7 @@ class FaultStack:
         migrate(self.database_url)
         self.s3 = S3Server().start()
         self.proxy = TcpProxy(self.s3.port).start()
-        self.app = celery_app(self.broker_url, self.backend_url)
+        self.app = celery_app(self.broker_url, self.backend_url, self.master_name)
         client = self.s3_client()
         client.create_bucket(Bucket=BUCKET)
         return self
@@ -74,8 +89,12 @@ class FaultStack:
         return self.postgres.url(self.dbname)
 
     @property
+    def master_name(self) -> str:
+        return MASTER_NAME if self.broker == "sentinel" else ""
+
+    @property
     def broker_url(self) -> str:
-        return self.redis.url(0)
+        return self.rabbit.url() if self.rabbit is not None else self.redis.url(0)
 
     @property
     def backend_url(self) -> str:
@@ -105,6 +124,7 @@ class FaultStack:
             "CHANGEWATCH_DEVICE": "cpu",
             "CHANGEWATCH_METRICS_PORT": "0",
             "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
+            "CHANGEWATCH_REDIS_MASTER_NAME": self.master_name,
         }
 
     def start_worker(self, name: str, concurrency: int = 2, wait: bool = True) -> Worker:
@@ -129,6 +149,7 @@ class FaultStack:
             lambda: self.s3.process is not None and resume(self.s3.process),
             lambda: self.s3.stop(),
             lambda: self.redis.stop(),
+            lambda: self.rabbit is not None and self.rabbit.stop(),
             lambda: self.postgres.destroy(),
         ):
             with contextlib.suppress(Exception):
