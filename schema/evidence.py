@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import trend
+from . import regions, trend
 
 __all__ = ["VariationLevels", "annotate", "confidence", "noise_floor", "relative_change"]
 
@@ -178,6 +178,7 @@ def annotate(
             if judged["flags"]:
                 low.append(angle)
     result["low_quality_angles"] = low
+    regions.annotate_regions(result, scored)
     result["equipment"] = dict(equipment)
     result["confidence"] = confidence(
         quality=quality,

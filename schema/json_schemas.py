@@ -31,6 +31,7 @@ from .contract import (
     VERSION_FIELD,
 )
 from .levels import Basis
+from .regions import MOVED_MAX, REGIONS
 
 FOLDER = Path(__file__).parent / "json"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -115,6 +116,27 @@ _CAMERA = {
 }
 
 
+_REGION_RESULT = {
+    "type": "object",
+    "properties": {
+        "region": {"enum": list(REGIONS)},
+        "change_score": {"type": "number", "minimum": 0},
+        "noise_floor": _NUMBER_OR_NULL,
+        "relative_change": _NUMBER_OR_NULL,
+    },
+    "required": ["region", "change_score", "noise_floor", "relative_change"],
+}
+_REGION_MOVED = {
+    "type": "object",
+    "properties": {
+        "angle": {"enum": list(ANGLES)},
+        "region": {"enum": list(REGIONS)},
+        "change_score": {"type": "number", "minimum": 0},
+        "relative_change": _NUMBER_OR_NULL,
+        "text": {"type": "string"},
+    },
+    "required": ["angle", "region", "change_score", "relative_change", "text"],
+}
 _ANGLE_RESULT = {
     "type": "object",
     "properties": {
@@ -131,6 +153,8 @@ _ANGLE_RESULT = {
                 "metrics": {"type": "object"},
             },
         },
+        # Nine, row-major over the 3x3 grid; empty while the angle has no region baseline.
+        "regions": {"type": "array", "items": _REGION_RESULT, "maxItems": len(REGIONS)},
     },
     "required": ["angle", "change_score", "baseline_session_count"],
 }
@@ -279,6 +303,7 @@ def analysis_result_schema() -> dict[str, Any]:
                 "type": ["boolean", "null"],
                 "description": "whether the score fell inside trend.expected; null without one",
             },
+            "regions_moved": {"type": "array", "items": _REGION_MOVED, "maxItems": MOVED_MAX},
         },
         "required": [
             "session_id",
@@ -300,6 +325,7 @@ def analysis_result_schema() -> dict[str, Any]:
             "level_basis",
             "trend",
             "within_expected",
+            "regions_moved",
         ],
     }
 

@@ -2,7 +2,8 @@
 
 Task threads call ``submit`` with one session's images and wait on a future; a single
 thread gathers requests until ``max_batch`` images or ``max_wait_s`` have passed (like
-Triton's dynamic batching), runs the model once and hands each session its rows back.
+Triton's dynamic batching), runs the model once and hands each session its rows back:
+its embeddings and its region vectors, both from that one forward pass.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
-from .embed import Embedder
+from .embed import Embedder, Features
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Request:
     images: np.ndarray
-    future: Future[np.ndarray] = field(default_factory=Future)
+    future: Future[Features] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
     waited: float = 0.0  # seconds in the batch stage: queued until its forward pass began
     ran: float = 0.0  # seconds of the forward pass it shared (the embed stage)
@@ -36,6 +37,7 @@ class Embedded:
     """One session's rows, and how long its batch and embed stages took."""
 
     vectors: np.ndarray
+    regions: np.ndarray  # (rows, 9, REGION_DIM)
     batch_seconds: float
     embed_seconds: float
 
@@ -59,7 +61,7 @@ class MicroBatcher:
             self._thread.join(timeout=30)
             self._thread = None
 
-    def submit(self, images: np.ndarray) -> Future[np.ndarray]:
+    def submit(self, images: np.ndarray) -> Future[Features]:
         return self._submit(images).future
 
     def _submit(self, images: np.ndarray) -> _Request:
@@ -74,8 +76,8 @@ class MicroBatcher:
 
     def embed_timed(self, images: np.ndarray, timeout: float | None = 300) -> Embedded:
         request = self._submit(images)
-        vectors = request.future.result(timeout=timeout)
-        return Embedded(vectors, request.waited, request.ran)
+        out = request.future.result(timeout=timeout)
+        return Embedded(out.vectors, out.regions, request.waited, request.ran)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         batch, count = [first], len(first.images)
@@ -105,7 +107,7 @@ class MicroBatcher:
             batch, stopping = self._gather(first)
             started = time.perf_counter()
             try:
-                out = self.embedder.predict(np.concatenate([r.images for r in batch]))
+                out = self.embedder.features(np.concatenate([r.images for r in batch]))
             except Exception as exc:  # a failed forward pass fails exactly its sessions
                 log.exception("forward pass of %d sessions failed", len(batch))
                 for request in batch:
@@ -120,5 +122,5 @@ class MicroBatcher:
                 request.waited, request.ran = started - request.queued_at, done - started
                 metrics.STAGE_SECONDS.labels("batch").observe(request.waited)
                 rows = len(request.images)
-                request.future.set_result(out[offset : offset + rows])
+                request.future.set_result(out.rows(offset, offset + rows))
                 offset += rows

@@ -21,6 +21,8 @@ from torch.fx.experimental.optimization import fuse as fold_conv_batchnorm
 from torchvision.models import ResNet50_Weights, resnet50
 
 from .decode import INPUT_SIZE, PREPROCESS_VERSION
+from .regions import RegionProjector
+from .trunk import REGION_CHANNELS, trunk
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,17 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+@dataclass(frozen=True)
+class Features:
+    """One forward pass's output: (N, dim) embeddings and (N, 9, region dim) regions."""
+
+    vectors: np.ndarray
+    regions: np.ndarray
+
+    def rows(self, start: int, stop: int) -> Features:
+        return Features(self.vectors[start:stop], self.regions[start:stop])
+
+
 class Embedder:
     """One warm ResNet50; thread-safe ``predict`` (calls are serialized on the model).
 
@@ -242,6 +255,7 @@ class Embedder:
             model = build_lite0(self.weights)
         else:
             model = build_backbone(self.weights)
+        model = trunk(model, self.architecture.name)
         if self.fold_batchnorm and self.architecture.name == "resnet50":
             # Inference never updates BatchNorm, so each one folds into the conv before it:
             # one pass less over every activation (10-20% faster on CPU, bench/), the same
@@ -252,6 +266,7 @@ class Embedder:
         mean, std = self.architecture.mean, self.architecture.std
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self._regions = RegionProjector(REGION_CHANNELS[self.architecture.name], self.device)
         self.model_id = model_id_for(self.weights, self.architecture.name)
         # Warm once so the first real job does not pay for lazy initialization.
         self.predict(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
@@ -282,15 +297,31 @@ class Embedder:
 
         ``fp32`` forces full precision (the seed-faithful reference path).
         """
+        return self.features(images, fp32).vectors
+
+    def features(self, images: np.ndarray, fp32: bool = False) -> Features:
+        """Embeddings and region vectors of (N, 224, 224, 3) uint8 RGB, one forward pass."""
+        with self._lock, torch.inference_mode():
+            middle, last = self._feature_maps(images, fp32)
+            vectors = last.mean(dim=(2, 3))
+            return Features(vectors.cpu().numpy(), self._regions(middle).cpu().numpy())
+
+    def feature_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The region map and the last map, float32 (benches: regions before projection)."""
+        with self._lock, torch.inference_mode():
+            middle, last = self._feature_maps(images, False)
+            return middle.cpu().numpy(), last.cpu().numpy()
+
+    def _feature_maps(self, images: np.ndarray, fp32: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's region map and last map in float32; the caller holds the lock."""
         if self._model is None:
             raise RuntimeError("Embedder.setup() has not run")
         if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
             raise ValueError(f"expected (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {images.shape}")
-        with self._lock, torch.inference_mode():
-            batch = self._to_device(torch.from_numpy(np.ascontiguousarray(images)))
-            batch = batch.permute(0, 3, 1, 2).float()
-            batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-            dtype = None if fp32 else self.autocast_dtype
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                out = self._model(batch)
-            return out.float().cpu().numpy()
+        batch = self._to_device(torch.from_numpy(np.ascontiguousarray(images)))
+        batch = batch.permute(0, 3, 1, 2).float()
+        batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        dtype = None if fp32 else self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            middle, last = self._model(batch)
+        return middle.float(), last.float()

@@ -17,6 +17,7 @@ from ..schema.contract import AnalyzeJob
 from ..schema.status import Status
 from . import metrics, score
 from .decode import DRAFT_SIDE, Photo, decode_session
+from .embed import Features
 from .fetch import fetch_images
 from .logs import job_event
 from .resources import Resources
@@ -39,42 +40,50 @@ def timed(stage: str) -> Iterator[None]:
     _log(stage, time.perf_counter() - started)
 
 
-def embed(res: Resources, photos: list[Photo]) -> np.ndarray:
-    """One vector per photo: micro-batched with other sessions (batch, then embed), or
-    one forward pass per image in the reference pipeline (the seed's way, kept as the
-    benchmark's and fidelity tests' yardstick)."""
+def embed(res: Resources, photos: list[Photo]) -> Features:
+    """One vector and nine region vectors per photo, from one forward pass each:
+    micro-batched with other sessions (batch, then embed), or one forward pass per image
+    in the reference pipeline (the seed's way, kept as the benchmark's and fidelity
+    tests' yardstick)."""
     arrays = [p.pixels for p in photos]
     if res.settings.pipeline == "reference":
         with timed("embed"):
-            return np.concatenate([res.embedder.predict(a[None], fp32=True) for a in arrays])
+            each = [res.embedder.features(a[None], fp32=True) for a in arrays]
+            return Features(
+                np.concatenate([f.vectors for f in each]), np.concatenate([f.regions for f in each])
+            )
     embedded = res.batcher.embed_timed(np.stack(arrays))  # it times both into the histograms
     _log("batch", embedded.batch_seconds)
     _log("embed", embedded.embed_seconds)
-    return embedded.vectors
+    return Features(embedded.vectors, embedded.regions)
+
+
+Vectors = dict[str, np.ndarray]
 
 
 def embeddings(
     res: Resources, job: AnalyzeJob
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """fetch -> decode -> batch -> embed: the job's embeddings by angle, and what each
-    photo says about itself (quality, camera)."""
+) -> tuple[Vectors, dict[str, dict[str, Any]], Vectors]:
+    """fetch -> decode -> batch -> embed: the job's embeddings by angle, what each photo
+    says about itself (quality, camera), and each angle's (9, REGION_DIM) regions."""
     with timed("fetch"):
         images = fetch_images(res.s3, job, res.settings, res.fetch_pool)
     side = None if res.settings.pipeline == "reference" else DRAFT_SIDE
     with timed("decode"):
         photos = decode_session(images, job.images, side, res.settings.quality)
-    vectors = embed(res, photos)
+    out = embed(res, photos)
     facts = {angle: p.facts() for angle, p in zip(images, photos, strict=True)}
-    return dict(zip(images, vectors, strict=True)), facts
+    regions = dict(zip(images, out.regions, strict=True))
+    return dict(zip(images, out.vectors, strict=True)), facts, regions
 
 
 def analyze(res: Resources, job: AnalyzeJob, request_seq: int) -> Analysis | Superseded:
     """The whole session, stage by stage: fetch -> decode -> batch -> embed, then score
     -> store in one transaction under the person's lock (``ModelNotActive`` when the
     model changed meanwhile)."""
-    vectors, photos = embeddings(res, job)
+    vectors, photos, regions = embeddings(res, job)
     with timed("store"), analysis_write(res.db, job, request_seq, res.model_id) as write:
-        analysis = score_and_save(write, vectors, photos)
+        analysis = score_and_save(write, vectors, photos, regions)
         if isinstance(write, Write) and res.settings.notify_queue:
             _tell(res, write, res.settings.notify_queue)
         return analysis
@@ -101,13 +110,14 @@ def _tell(res: Resources, write: Write, queue: str) -> None:
 
 def score_and_save(
     write: Write | Superseded,
-    embeddings: dict[str, np.ndarray],
+    embeddings: Vectors,
     photos: dict[str, dict[str, Any]] | None = None,
+    regions: Vectors | None = None,
 ) -> Analysis | Superseded:
-    """score -> store inside an open analysis write: the session's analysis and the later
-    sessions it rescores."""
+    """score -> store inside an open analysis write: the session's analysis (its
+    regions' scores included) and the later sessions it rescores."""
     if isinstance(write, Superseded):
         return write
     with timed("score"):
-        scored = score.rescore(write.history, write.session(embeddings))
+        scored = score.rescore(write.history, write.session(embeddings, regions))
     return save_analysis(write, scored, embeddings, photos)

@@ -9,6 +9,9 @@ cosine distance to the baseline.
 Baselines come from running sums in exact int64 fixed point (``to_fixed``): integer
 addition is associative, so sums kept incrementally in any order, with sessions added,
 removed and re-added, equal the sums of the history as it stands, bit for bit.
+
+Regions (worker/regions.py) follow the same rules per angle: nine region vectors, each
+scored against its own running sum and count (sessions stored before regions have none).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from uuid import UUID
 import numpy as np
 
 from ..schema.levels import Scale
+from ..schema.regions import REGIONS
 
 # 2^28: |embedding| up to ~2^34 / sessions fits int64; resolution 3.7e-9, far below
 # float32's own precision for typical activations (0.01-10).
@@ -50,27 +54,46 @@ def to_fixed(vector: np.ndarray) -> np.ndarray:
 class Totals:
     """Running sums of one person's analyzed sessions under one model.
 
-    ``sessions`` counts sessions; ``angles`` maps angle -> (sessions with it, int64 sum).
+    ``sessions`` counts sessions; ``angles`` maps angle -> (sessions with it, int64 sum);
+    ``regions`` maps angle -> (sessions with its regions, int64 (9, REGION_DIM) sum).
     """
 
     sessions: int = 0
     angles: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+    regions: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
 
     def copy(self) -> Totals:
-        return Totals(self.sessions, {a: (n, s.copy()) for a, (n, s) in self.angles.items()})
+        return Totals(
+            self.sessions,
+            {a: (n, s.copy()) for a, (n, s) in self.angles.items()},
+            {a: (n, s.copy()) for a, (n, s) in self.regions.items()},
+        )
 
-    def add(self, angles: dict[str, np.ndarray], sign: int = 1) -> None:
-        """Add (sign=1) or remove (sign=-1) one session's embeddings."""
+    def add(
+        self,
+        angles: dict[str, np.ndarray],
+        sign: int = 1,
+        regions: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Add (sign=1) or remove (sign=-1) one session's embeddings and region vectors."""
         self.sessions += sign
         for angle, vector in angles.items():
             count, total = self.angles.get(angle, (0, np.zeros(vector.shape[0], np.int64)))
             self.angles[angle] = (count + sign, total + sign * to_fixed(vector))
+        for angle, grid in (regions or {}).items():
+            count, total = self.regions.get(angle, (0, np.zeros(grid.shape, np.int64)))
+            self.regions[angle] = (count + sign, total + sign * to_fixed(grid))
 
     def mean(self, angle: str) -> np.ndarray | None:
-        count, total = self.angles.get(angle, (0, None))
-        if not count or total is None:
-            return None
-        return total.astype(np.float64) / (FIXED_SCALE * count)
+        return _mean(self.angles.get(angle))
+
+    def region_mean(self, angle: str) -> np.ndarray | None:
+        """(9, REGION_DIM) baseline of the angle's regions; None when none is stored."""
+        return _mean(self.regions.get(angle))
+
+
+def _mean(entry: tuple[int, np.ndarray] | None) -> np.ndarray | None:
+    return None if not entry or not entry[0] else entry[1] / (FIXED_SCALE * entry[0])
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,8 @@ class StoredSession:
     angles: dict[str, np.ndarray]
     # The mean of the angles; kept for callers that have it, never needed for scoring.
     session: np.ndarray | None = None
+    # angle -> (9, REGION_DIM) region vectors; empty for sessions stored before regions.
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,11 +135,27 @@ def like_with_like(angles: dict[str, np.ndarray], reference: dict[str, np.ndarra
     )
 
 
-def score_against(session_id: UUID, angles: dict[str, np.ndarray], baseline: Totals) -> Analysis:
+def region_scores(grid: np.ndarray | None, base: np.ndarray | None) -> list[dict[str, Any]]:
+    """Each region's cosine distance to its baseline, row-major; [] without a baseline."""
+    if grid is None or base is None:
+        return []
+    return [
+        {"region": name, "change_score": cosine_distance(grid[i], base[i])}
+        for i, name in enumerate(REGIONS)
+    ]
+
+
+def score_against(
+    session_id: UUID,
+    angles: dict[str, np.ndarray],
+    baseline: Totals,
+    regions: dict[str, np.ndarray] | None = None,
+) -> Analysis:
     """One session against the sums of its strictly earlier sessions.
 
     An angle with no earlier photo scores 0.0 with no baseline; the session score uses
-    only the angles that have one (0.0 when none has).
+    only the angles that have one (0.0 when none has). Each angle's ``regions`` lists its
+    nine region scores when both the session and an earlier one have region vectors.
     """
     per_angle = []
     bases: dict[str, np.ndarray] = {}
@@ -125,7 +166,15 @@ def score_against(session_id: UUID, angles: dict[str, np.ndarray], baseline: Tot
         if base is not None:
             score = cosine_distance(embedding, base)
             bases[angle] = base
-        per_angle.append({"angle": angle, "change_score": score, "baseline_session_count": count})
+        row: dict[str, Any] = {
+            "angle": angle,
+            "change_score": score,
+            "baseline_session_count": count,
+        }
+        scored = region_scores((regions or {}).get(angle), baseline.region_mean(angle))
+        if scored:  # absent, as in rows stored before regions, until a region baseline
+            row["regions"] = scored
+        per_angle.append(row)
     change = like_with_like(angles, bases)
     return Analysis(
         session_id=session_id,
@@ -158,8 +207,10 @@ def rescore_suffix(totals: Totals, suffix: Sequence[StoredSession]) -> list[Anal
     results: list[Analysis] = []
     for group in reversed(_by_capture_time(suffix)):
         for item in group:
-            running.add(item.angles, sign=-1)
-        results.extend(score_against(item.session_id, item.angles, running) for item in group)
+            running.add(item.angles, sign=-1, regions=item.regions)
+        results.extend(
+            score_against(item.session_id, item.angles, running, item.regions) for item in group
+        )
     return results
 
 
@@ -190,6 +241,7 @@ class Rescore:
     totals: Totals
     angles: list[str]  # the angles whose sums changed
     replaces: bool  # the session had embeddings under this model, now replaced
+    session: StoredSession | None = None  # what the write stores (regions included)
 
 
 def stored_values(analysis: Analysis) -> tuple[Any, ...]:
@@ -208,8 +260,8 @@ def rescore(history: History, session: StoredSession) -> Rescore:
     suffix = dict(history.suffix)
     old = suffix.pop(session.session_id, None)
     if old is not None:
-        totals.add(old.session.angles, sign=-1)
-    totals.add(session.angles)
+        totals.add(old.session.angles, sign=-1, regions=old.session.regions)
+    totals.add(session.angles, regions=session.regions)
     analyses = rescore_suffix(totals, [*(item.session for item in suffix.values()), session])
     mine = next(a for a in analyses if a.session_id == session.session_id)
     changed = [
@@ -218,7 +270,7 @@ def rescore(history: History, session: StoredSession) -> Rescore:
         if a.session_id != session.session_id and stored_values(a) != suffix[a.session_id].stored
     ]
     angles = sorted(set(session.angles) | set(old.session.angles if old else ()))
-    return Rescore(mine, changed, totals, angles, old is not None)
+    return Rescore(mine, changed, totals, angles, old is not None, session)
 
 
 @dataclass(frozen=True)
@@ -238,7 +290,7 @@ def remove(history: History, session_id: UUID) -> Removal:
     totals = history.totals.copy()
     suffix = dict(history.suffix)
     gone = suffix.pop(session_id)
-    totals.add(gone.session.angles, sign=-1)
+    totals.add(gone.session.angles, sign=-1, regions=gone.session.regions)
     analyses = rescore_suffix(totals, [item.session for item in suffix.values()])
     changed = [a for a in analyses if stored_values(a) != suffix[a.session_id].stored]
     return Removal(changed, totals, sorted(gone.session.angles))
@@ -248,7 +300,7 @@ def analyze_history(history: Sequence[StoredSession]) -> list[Analysis]:
     """Analyses for every session of one user's history (one model), in capture order."""
     totals = Totals()
     for item in history:
-        totals.add(item.angles)
+        totals.add(item.angles, regions=item.regions)
     by_id = {a.session_id: a for a in rescore_suffix(totals, history)}
     return [by_id[item.session_id] for group in _by_capture_time(history) for item in group]
 

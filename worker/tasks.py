@@ -221,11 +221,11 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
     analyze = AnalyzeJob(
         source.user_id, source.session_id, source.captured_at, parse_images(source.images)
     )
-    embeddings, _ = pipeline.embeddings(res, analyze)
+    embeddings, _, regions = pipeline.embeddings(res, analyze)
     with timed("store"), store.backfill_write(res.db, source, job.model_id) as w:
         if not isinstance(w, store.Superseded):
             with timed("score"):
-                scored = score.rescore(w.history, w.session(embeddings))
+                scored = score.rescore(w.history, w.session(embeddings, regions))
             store.save_backfill(w, scored, embeddings)
             return done
     # A newer good analysis landed meanwhile: the next backfill pass takes it.

@@ -1,7 +1,8 @@
 """``python -m bench.store``: the score store alone (no model, no broker), Postgres included.
 
 Each "session" is what a worker writes for one job: ``start_job``, then ``score_and_save``
-in an ``analysis_write``, with six 2048-d embeddings, appended after the person's history.
+in an ``analysis_write``, with six 2048-d embeddings and their 9 x 128 region vectors,
+appended after the person's history.
 People are pre-filled with 0, 100 and 1,000 earlier sessions; 1, 4 and 16 writer
 processes each take their own people. Reported: sessions/s per (history, writers), and
 the single-writer time of the write transaction against history length. Writes JSON,
@@ -26,6 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
 from changewatch.worker import pipeline, store
+from changewatch.worker.regions import REGION_DIM
 from changewatch.worker.score import Totals
 
 DATABASE_URL = os.environ.get(
@@ -40,6 +42,11 @@ T0 = datetime(2020, 1, 1, tzinfo=UTC)
 def _vectors(rng: np.random.Generator, angles: tuple[str, ...] = ANGLES) -> dict[str, np.ndarray]:
     # Pooled ReLU features: non-negative, random-looking (they do not compress).
     return {a: rng.gamma(1.0, 0.5, DIM).astype(np.float32) for a in angles}
+
+
+def _regions(rng: np.random.Generator, angles: tuple[str, ...] = ANGLES) -> dict[str, np.ndarray]:
+    """Each angle's nine region vectors, as ResNet50's projected ones: (9, 128)."""
+    return {a: rng.normal(0.0, 1.0, (9, REGION_DIM)).astype(np.float32) for a in angles}
 
 
 def _job(user: uuid.UUID, index: int) -> AnalyzeJob:
@@ -65,16 +72,17 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
         rows_s, rows_r, rows_e, rows_a = [], [], [], []
         for i in range(sessions):
             job = _job(user, i)
-            vectors = _vectors(rng)
-            totals.add(vectors)
+            vectors, regions = _vectors(rng), _regions(rng)
+            totals.add(vectors, regions=regions)
             task = f"prefill-{job.session_id}"
             images = Jsonb(job.to_payload()["images"])
             rows_s.append((job.session_id, user, job.captured_at, images, task))
             rows_r.append((task, job.session_id))
             rows_e += [
-                (job.session_id, a, MODEL, store.encode_vector(v)) for a, v in vectors.items()
+                (job.session_id, a, model, store.encode_vector(v), store.encode_vector(regions[a]))
+                for a, v in vectors.items()
             ]
-            rows_a.append((job.session_id, MODEL, user, job.captured_at, DIM))
+            rows_a.append((job.session_id, model, user, job.captured_at, DIM))
         cur.executemany(
             "INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id,"
             " good_task_id, good_captured_at, good_images)"
@@ -91,7 +99,7 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
             (user,),
         )
         with cur.copy(
-            "COPY angle_embeddings (session_id, angle, model_id, embedding) FROM STDIN"
+            "COPY angle_embeddings (session_id, angle, model_id, embedding, regions) FROM STDIN"
         ) as copy:
             for row in rows_e:
                 copy.write_row(row)
@@ -101,13 +109,21 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
             " VALUES (%s, %s, %s, %s, %s, 0.1, false, 1, '[]')",
             rows_a,
         )
-        sums = [(user, MODEL, "session", totals.sessions, None)] + [
-            (user, MODEL, a, n, np.asarray(t, ">i8").tobytes())
+        sums = [(user, model, "session", totals.sessions, None, 0, None)] + [
+            (
+                user,
+                model,
+                a,
+                n,
+                np.asarray(t, ">i8").tobytes(),
+                totals.regions[a][0],
+                np.asarray(totals.regions[a][1], ">i8").tobytes(),
+            )
             for a, (n, t) in totals.angles.items()
         ]
         cur.executemany(
-            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+            " region_sessions, region_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             sums,
         )
 
@@ -117,17 +133,19 @@ def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, 
     rng = np.random.default_rng(seed)
     pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
     jobs = [
-        (_job(uuid.UUID(u), history + k), _vectors(rng)) for k in range(per_user) for u in users
+        (_job(uuid.UUID(u), history + k), _vectors(rng), _regions(rng))
+        for k in range(per_user)
+        for u in users
     ]
     write_s = []
     cpu = time.process_time()
     started = time.perf_counter()
-    for job, vectors in jobs:
+    for job, vectors, regions in jobs:
         seq = store.start_job(pool, job, f"bench-{job.session_id}")
         assert isinstance(seq, int)
         t = time.perf_counter()
         with store.analysis_write(pool, job, seq, MODEL) as write:
-            result = pipeline.score_and_save(write, vectors)
+            result = pipeline.score_and_save(write, vectors, None, regions)
         write_s.append(time.perf_counter() - t)
         assert not isinstance(result, store.Superseded)
     out.put(

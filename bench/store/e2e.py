@@ -20,8 +20,9 @@ from bench.harness.services import Worker, flush_redis, free_port, s3_bucket
 from bench.store import DIM, T0, prefill
 from changewatch.schema.contract import ANGLES
 
-BROKER = "redis://127.0.0.1:6379/6"
-BACKEND = "redis://127.0.0.1:6379/7"
+# Redis databases of their own (override where 6 and 7 are taken).
+BROKER = os.environ.get("CHANGEWATCH_BENCH_STORE_BROKER_URL", "redis://127.0.0.1:6379/6")
+BACKEND = os.environ.get("CHANGEWATCH_BENCH_STORE_RESULT_BACKEND", "redis://127.0.0.1:6379/7")
 BUCKET = "bench"
 
 

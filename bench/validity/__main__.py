@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     from bench.report import git_commit
+    from bench.validity.regions_report import regions_section, write_section
     from bench.validity.report import markdown, notes, plot, summarize
 
     parser = argparse.ArgumentParser(
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(summaries, missing, meta)
+    kept = regions_section(args.out / "validity.md")  # python -m bench.validity.regions_report's
     (args.out / "validity.md").write_text(text)
+    if kept:
+        write_section(args.out / "validity.md", kept)
     plot(summaries, args.out / "validity.png")
     print(text)
 

@@ -75,6 +75,7 @@ def _delete_under_two_models(database_url: str, user: uuid.UUID, rng: np.random.
                 sid,
                 T0 + timedelta(days=3 * i),
                 {a: rng.normal(size=dim).astype(np.float32) for a in ANGLE_SETS[i % 3]},
+                regions={a: rng.normal(size=(9, 8)).astype(np.float32) for a in ANGLE_SETS[i % 3]},
             )
             for i, sid in enumerate(ids)
         ]
@@ -100,6 +101,9 @@ def _delete_under_two_models(database_url: str, user: uuid.UUID, rng: np.random.
             for angle, (count, total) in sums.angles.items():
                 assert count == rebuilt.angles[angle][0]
                 assert np.array_equal(total, rebuilt.angles[angle][1])
+            for angle, (count, total) in sums.regions.items():  # region sums likewise
+                assert count == rebuilt.regions[angle][0]
+                assert np.array_equal(total, rebuilt.regions[angle][1])
 
         assert store.delete_session(pool, DeleteJob(user, gone)).already  # sent again
         late = histories["delete-test/a"][2]

@@ -26,3 +26,15 @@ def test_cuda_embeddings_match_the_cpu_path() -> None:
     for rows in (8, 40, 6):
         got, want = gpu.predict(batch[:rows]), cpu.predict(batch[:rows])
         assert max(cosine_distance(a, b) for a, b in zip(got, want, strict=True)) < 1e-4
+
+
+def test_cuda_region_vectors_match_the_cpu_path() -> None:
+    """Region vectors (pooling and projection on the GPU) agree with a CPU worker's."""
+    batch = np.random.default_rng(5).integers(0, 255, (6, 224, 224, 3), dtype=np.uint8)
+    gpu, cpu = Embedder("random"), Embedder("random", precision="fp32")
+    gpu.setup("cuda")
+    cpu.setup("cpu")
+    got, want = gpu.features(batch).regions, cpu.features(batch).regions
+    assert got.shape == want.shape == (6, 9, 128)
+    pairs = zip(got.reshape(-1, 128), want.reshape(-1, 128), strict=True)
+    assert max(cosine_distance(a, b) for a, b in pairs) < 1e-3

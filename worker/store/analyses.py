@@ -34,6 +34,8 @@ from .models import ModelNotActive
 from .people import check_user, lock_user
 from .vectors import (
     Conn,
+    decode_grid,
+    decode_grid_sum,
     decode_sum,
     decode_vector,
     encode_sum,
@@ -41,12 +43,12 @@ from .vectors import (
 )
 
 _TOTALS_SQL = """
-    SELECT angle, sessions, total FROM baseline_sums
+    SELECT angle, sessions, total, region_sessions, region_total FROM baseline_sums
      WHERE user_id = %(uid)s AND model_id = %(model)s
 """
 _SESSIONS_SQL = """
     SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
-           a.baseline_session_count, a.per_angle, e.angle, e.embedding
+           a.baseline_session_count, a.per_angle, e.angle, e.embedding, e.regions
       FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s
 """
@@ -91,43 +93,58 @@ _RESCORED_SQL = """
 """
 # One statement per table (unnest), not one per row: the bound is CPU, not I/O.
 _EMBEDDINGS_SQL = (
-    "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
-    " SELECT %s, angle, %s, embedding FROM unnest(%s::text[], %b::bytea[])"
-    "   AS u(angle, embedding)"
+    "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding, regions)"
+    " SELECT %s, angle, %s, embedding, regions"
+    "   FROM unnest(%s::text[], %b::bytea[], %b::bytea[]) AS u(angle, embedding, regions)"
 )
 _SUMS_SQL = (
-    "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total)"
-    " SELECT %s, %s, angle, n, total FROM unnest(%s::text[], %s::int[], %b::bytea[])"
-    "   AS u(angle, n, total)"
+    "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+    "                           region_sessions, region_total)"
+    " SELECT %s, %s, angle, n, total, rn, rtotal"
+    "   FROM unnest(%s::text[], %s::int[], %b::bytea[], %s::int[], %b::bytea[])"
+    "     AS u(angle, n, total, rn, rtotal)"
     " ON CONFLICT (user_id, model_id, angle) DO UPDATE"
-    "    SET sessions = EXCLUDED.sessions, total = EXCLUDED.total"
+    "    SET sessions = EXCLUDED.sessions, total = EXCLUDED.total,"
+    "        region_sessions = EXCLUDED.region_sessions, region_total = EXCLUDED.region_total"
 )
 
 Statement = tuple[str, Any]
+Grids = dict[str, np.ndarray]
 
 
 def _totals_from(rows: list[Any]) -> Totals | None:
     if not rows:
         return None
     totals = Totals()
-    for angle, count, total in rows:
+    for angle, count, total, region_count, region_total in rows:
         if angle == "session":
             totals.sessions = int(count)
-        else:
-            totals.angles[angle] = (int(count), decode_sum(total))
+            continue
+        totals.angles[angle] = (int(count), decode_sum(total))
+        grid = decode_grid_sum(region_total)
+        if grid is not None:
+            totals.regions[angle] = (int(region_count), grid)
     return totals
 
 
 def _sessions_from(rows: Any) -> dict[UUID, Scored]:
-    """Embeddings and stored analyses by session id, angles in the contract's order."""
-    found: dict[UUID, tuple[datetime, tuple[Any, ...], dict[str, np.ndarray]]] = {}
-    for sid, at, change, first, count, per_angle, angle, embedding in rows:
-        item = found.setdefault(sid, (at, (change, first, count, per_angle), {}))
+    """Embeddings, region vectors and stored analyses by session id, angles in the
+    contract's order."""
+    found: dict[UUID, tuple[datetime, tuple[Any, ...], dict[str, np.ndarray], Grids]] = {}
+    for sid, at, change, first, count, per_angle, angle, embedding, regions in rows:
+        item = found.setdefault(sid, (at, (change, first, count, per_angle), {}, {}))
         item[2][angle] = decode_vector(embedding)
+        grid = decode_grid(regions)
+        if grid is not None:
+            item[3][angle] = grid
     return {  # angles in the contract's order, whatever the heap order
-        sid: Scored(StoredSession(sid, at, {a: v[a] for a in ANGLES if a in v}), stored)
-        for sid, (at, stored, v) in found.items()
+        sid: Scored(StoredSession(sid, at, _ordered(v), regions=_ordered(r)), stored)
+        for sid, (at, stored, v, r) in found.items()
     }
+
+
+def _ordered(by_angle: Grids) -> Grids:
+    return {a: by_angle[a] for a in ANGLES if a in by_angle}
 
 
 def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
@@ -142,7 +159,7 @@ def rebuild_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals:
     with conn.cursor(binary=True) as cur:
         cur.execute(_SESSIONS_SQL, {"uid": user_id, "model": model_id})
         for item in _sessions_from(cur).values():
-            totals.add(item.session.angles)
+            totals.add(item.session.angles, regions=item.session.regions)
     return totals
 
 
@@ -175,18 +192,23 @@ class Write:
     target: Target
     history: History
 
-    def session(self, embeddings: dict[str, np.ndarray]) -> StoredSession:
-        return StoredSession(self.target.session_id, self.target.captured_at, embeddings)
+    def session(
+        self, embeddings: dict[str, np.ndarray], regions: Grids | None = None
+    ) -> StoredSession:
+        t = self.target
+        return StoredSession(t.session_id, t.captured_at, embeddings, regions=regions or {})
 
     def save(
         self, scored: Rescore, embeddings: dict[str, np.ndarray], then: tuple[Statement, ...]
     ) -> Analysis:
-        """Replace the session's embeddings, its analysis and the rescored ones, keep the
-        sums, then run ``then`` (the caller's own updates), all in one pipeline."""
+        """Replace the session's embeddings (region vectors from ``scored.session``), its
+        analysis and the rescored ones, keep the sums, then run ``then`` (the caller's own
+        updates), all in one pipeline."""
         t, mine = self.target, scored.analysis
         dim = int(next(iter(embeddings.values())).shape[0])
-        counts = [scored.totals.sessions] + [scored.totals.angles[a][0] for a in scored.angles]
-        sums = [None] + [encode_sum(scored.totals.angles[a][1]) for a in scored.angles]
+        regions = scored.session.regions if scored.session is not None else {}
+        grids = [encode_vector(regions[a]) if a in regions else None for a in embeddings]
+        sums = _sum_rows(scored.totals, scored.angles)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if scored.replaces:
                 cur.execute(
@@ -194,7 +216,9 @@ class Write:
                     (t.session_id, t.model_id),
                 )
             vectors = [encode_vector(e) for e in embeddings.values()]
-            cur.execute(_EMBEDDINGS_SQL, (t.session_id, t.model_id, list(embeddings), vectors))
+            cur.execute(
+                _EMBEDDINGS_SQL, (t.session_id, t.model_id, list(embeddings), vectors, grids)
+            )
             cur.execute(
                 _ANALYSIS_SQL,
                 {
@@ -209,9 +233,7 @@ class Write:
             )
             if scored.changed:
                 cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in scored.changed])
-            cur.execute(
-                _SUMS_SQL, (t.user_id, t.model_id, ["session", *scored.angles], counts, sums)
-            )
+            cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *scored.angles], *sums))
             for statement, params in then:
                 cur.execute(statement, params)
         return mine
@@ -220,19 +242,27 @@ class Write:
         """Take the session out of this model's history: the later sessions' new numbers
         and the sums without it (a sum left counting nothing goes), in one pipeline. Its
         own rows go with its ``sessions`` row (``deletions``), in the same transaction."""
-        t, totals = self.target, removal.totals
-        counts = [totals.sessions] + [totals.angles[a][0] for a in removal.angles]
-        sums = [None] + [encode_sum(totals.angles[a][1]) for a in removal.angles]
+        t = self.target
+        sums = _sum_rows(removal.totals, removal.angles)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if removal.changed:
                 cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in removal.changed])
-            cur.execute(
-                _SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], counts, sums)
-            )
+            cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], *sums))
             cur.execute(
                 "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
                 (t.user_id, t.model_id),
             )
+
+
+def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
+    """The sums rows' columns: counts, angle sums, region counts, region sums."""
+    regions = [totals.regions.get(a) for a in angles]
+    return (
+        [totals.sessions] + [totals.angles[a][0] for a in angles],
+        [None] + [encode_sum(totals.angles[a][1]) for a in angles],
+        [0] + [r[0] if r else 0 for r in regions],
+        [None] + [encode_sum(r[1]) if r else None for r in regions],
+    )
 
 
 def _rescored(a: Analysis, model_id: str) -> tuple[Any, ...]:
