@@ -34,12 +34,19 @@ TOLERANCE = 1e-9
 NAMES = {"session_id", "user_id", "request_task_id", "captured_at"}
 
 
-def _send(producer: Producer, user: uuid.UUID, images: list[dict[str, str]]) -> list[uuid.UUID]:
-    """The person's sessions, a week apart, each analyzed before the next is sent."""
+def _send(
+    producer: Producer,
+    user: uuid.UUID,
+    images: list[dict[str, str]],
+    weeks: list[int] | None = None,
+) -> list[uuid.UUID]:
+    """The person's sessions, in the given weeks (a week apart by default), each
+    analyzed before the next is sent."""
     ids = []
     for i, files in enumerate(images):
         sid = uuid.uuid4()
-        producer.analyze(user, sid, T0 + timedelta(days=7 * i), files)
+        week = weeks[i] if weeks else i
+        producer.analyze(user, sid, T0 + timedelta(days=7 * week), files)
         producer.wait(sid, timeout=240)
         ids.append(sid)
     return ids
@@ -113,7 +120,9 @@ def test_delete_session_leaves_the_history_of_a_person_who_never_sent_it(
     files = [six(photos, shift) for shift in range(SESSIONS)]
     images = [uploader.session(user, f) for f in files]
     ids = _send(producer, user, images)
-    _send(producer, reference, [uploader.session(reference, f) for f in files[:2] + files[3:]])
+    # The reference person sent the same sessions at the same times, but for the third.
+    kept = files[:2] + files[3:]
+    _send(producer, reference, [uploader.session(reference, f) for f in kept], [0, 1, 3, 4])
     gone = ids[2]
     producer.compare(user, ids[3], gone)
     producer.wait_comparison(ids[3], gone, timeout=240)
@@ -190,7 +199,8 @@ def test_delete_session_with_a_job_in_flight(
     images = [uploader.session(user, f) for f in files]
     later = job == "of a later session"
     ids = _send(producer, user, images[:3] if later else images)
-    _send(producer, reference, [uploader.session(reference, f) for f in files[:1] + files[2:]])
+    kept = files[:1] + files[2:]
+    _send(producer, reference, [uploader.session(reference, f) for f in kept], [0, 2, 3])
     gone, report, sent = ids[1], {}, {}
 
     def send() -> uuid.UUID:
