@@ -43,6 +43,21 @@ def format_comparison(current: int, previous: int, result: dict[str, Any]) -> st
     return "\n".join(lines)
 
 
+def regions_lines(result: dict[str, Any]) -> str:
+    """Where the last session's photos changed most: its ``regions_moved``, one a line."""
+    moved = result.get("regions_moved") or []
+    if not moved:
+        mapped = any(row.get("regions") for row in result.get("per_angle", []))
+        return (
+            "regions: every region inside its usual variation"
+            if mapped
+            else "regions: no region map yet (no earlier session to compare with)"
+        )
+    lines = ["regions that moved most in the last session:"]
+    lines += [f"  {item['text']}" for item in moved]
+    return "\n".join(lines)
+
+
 def print_report(
     sessions: list[dict[str, Any]],
     comparisons: list[tuple[int, int, dict[str, Any]]],
@@ -72,6 +87,8 @@ def print_report(
     print(history.table(sessions))
     print()
     print(history.trend_line(sessions[-1]))
+    print()
+    print(regions_lines(sessions[-1]))
     print()
     for current, previous, result in comparisons:
         print(format_comparison(current, previous, result))

@@ -78,6 +78,7 @@ def test_demo_prints_analyses_and_a_comparison(broker: str, database_url: str) -
     assert set(retake["layers"].values()) <= {"stable", "mild"}
     assert set(drifted["layers"]) == {"immediate", "rolling", "monthly", "lifetime"}
     assert "levels read against: noise_floor" in out
+    assert "regions that moved most in the last session:" in out and "region: " in out
     assert (ROOT / "artifacts" / "demo-history.png").stat().st_size > 10_000
     # The trend, in its neutral words, and the report a person can open.
     trend = next(line for line in out.splitlines() if line.startswith("trend"))
