@@ -99,6 +99,18 @@ def _latest(session: dict[str, Any]) -> str:
         f" change {_num(session['change_score'])}, noise floor {_num(session.get('noise_floor'))},"
         f" {_num(session.get('relative_change'), 1)} x floor.</p>",
     ]
+    if session.get("variation_level"):
+        basis = str(session.get("level_basis") or "").replace("_", " ")
+        lines.append(
+            f"<p>Level: <b>{escape(str(session['variation_level']))}</b>"
+            f" (read against the {escape(basis)}).</p>"
+        )
+    symmetry = session.get("symmetry") or {}
+    if symmetry.get("relative_change") is not None:
+        lines.append(
+            f"<p>Left/right: the two sides are {symmetry['distance']:.3g} apart,"
+            f" {symmetry['relative_change']:.1f} x their usual variation.</p>"
+        )
     if expected:
         verdict = "inside" if inside else "outside"
         lines.append(

@@ -88,3 +88,21 @@ def test_a_region_map_is_drawn_from_the_regions_fields() -> None:
 
 def test_the_page_is_neutral() -> None:
     assert found(page()) == []
+
+
+def test_the_latest_session_says_its_level_and_symmetry() -> None:
+    """The level with what it was read against, and the left/right symmetry."""
+    history_ = sessions()
+    history_[-1] |= {
+        "variation_level": "strong",
+        "level_basis": "noise_floor",
+        "symmetry": {"distance": 0.0123, "relative_change": 4.2},
+    }
+    html = report_html.render(
+        user_id="0b5d2c54-0000-4000-8000-000000000001",
+        sessions=history_,
+        plot="data:image/png;base64,iVBORw0KGgo=",
+        photos={},
+    )
+    assert "Level: <b>strong</b> (read against the noise floor)" in html
+    assert "0.0123 apart, 4.2 x their usual variation" in html
