@@ -79,9 +79,11 @@ def _recovery(s: Settings) -> dict[str, Any]:
             "visibility_timeout": s.visibility_timeout,
             "unacked_restore_interval": s.unacked_restore_interval,
             "unacked_restore_throttle": 1,
-            # An idle worker's BRPOP waits 5 s, not kombu's 1 s, before it is sent again
-            # (a message still wakes it at once): 4 of 5 idle commands served nobody.
-            "polling_interval": 5,
+            # No longer BRPOP timeout (polling_interval): kombu uses it for every reply
+            # queue too, and a 5 s BRPOP left from one broadcast swallows the replies of
+            # the next (inspect, ping, the recovery sweep's query_task), measured by
+            # tests/e2e/test_launch.py. The idle command it would save is about one a
+            # session.
         },
         "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout},
         # Keep retrying the broker at start-up (compose starts everything at once).

@@ -49,3 +49,18 @@ def test_the_producer_and_the_worker_never_import_each_other() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """A subpackage missing from pyproject's list installs nowhere: the thin producer
+    then fails at import (schema/forgetting did, once)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("changewatch", *init.parent.relative_to(ROOT).parts))
+        for folder in ("worker", "producer", "schema")
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert found - listed == set()
