@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import regions, trend
+from .floor import NOISE_K, NOISE_MIN_SCORES, NOISE_WINDOW, noise_floor, relative_change
 
-__all__ = ["VariationLevels", "annotate", "confidence", "noise_floor", "relative_change"]
+__all__ = [
+    "NOISE_K",
+    "NOISE_MIN_SCORES",
+    "NOISE_WINDOW",
+    "VariationLevels",
+    "annotate",
+    "confidence",
+    "noise_floor",
+    "relative_change",
+]
 
 
 @dataclass(frozen=True)
@@ -53,36 +63,9 @@ class VariationLevels:
         }
 
 
-# The noise floor uses the person's most recent earlier scores, at most this many...
-NOISE_WINDOW = 20
-# ...and exists only once this many earlier sessions had a baseline of their own: the
-# person's 4th session is the first measured against one (sessions 2, 3, 4 scored).
-NOISE_MIN_SCORES = 3
-# A robust upper edge of usual variation: median + K * 1.4826 * MAD (1.4826 * MAD
-# estimates a standard deviation without letting one odd session dominate).
-NOISE_K = 2.0
 # Sessions of history for full confidence, and the angles a full session has.
 FULL_HISTORY = 5
 FULL_ANGLES = 6
-
-
-def noise_floor(earlier_scores: Sequence[float]) -> float | None:
-    """median + 2 x 1.4826 x MAD of the most recent earlier scores; None until there are
-    ``NOISE_MIN_SCORES`` of them. ``earlier_scores`` are oldest first, first sessions
-    (scored 0.0 against nothing) left out by the caller."""
-    recent = list(earlier_scores)[-NOISE_WINDOW:]
-    if len(recent) < NOISE_MIN_SCORES:
-        return None
-    median = statistics.median(recent)
-    mad = statistics.median(abs(s - median) for s in recent)
-    return median + NOISE_K * 1.4826 * mad
-
-
-def relative_change(change: float, floor: float | None) -> float | None:
-    """change / noise floor: below 1 inside this person's usual variation."""
-    if floor is None or floor <= 0:
-        return None
-    return change / floor
 
 
 def confidence(

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .evidence import NOISE_WINDOW, VariationLevels, noise_floor
+from .evidence import VariationLevels
+from .floor import NOISE_WINDOW, noise_floor
 
 __all__ = [
     "CALIBRATED",

@@ -3,7 +3,7 @@
 Each angle row of an analysis carries its nine region scores (``regions``, row-major over
 a 3x3 grid of the upright, centre-cropped square the model saw; worker/regions.py makes
 them). A region's score is read like an angle's: against that region's own noise floor,
-from the person's earlier scores of the same angle and region (``evidence.noise_floor``).
+from the person's earlier scores of the same angle and region (``floor.noise_floor``).
 ``regions_moved`` names the few regions most outside their usual variation, in neutral
 words. Pure functions over stored numbers, shared by producer and worker.
 """
@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import evidence  # evidence.annotate calls back in: refer to it at call time
+from .floor import noise_floor, relative_change
 
 # Row-major, as every angle row lists them.
 REGIONS: tuple[str, ...] = (
@@ -58,9 +58,9 @@ def annotate_regions(
     for row in result["per_angle"]:
         regions = row.get("regions") or []
         for region in regions:
-            floor = evidence.noise_floor(history.get((row["angle"], region["region"]), []))
+            floor = noise_floor(history.get((row["angle"], region["region"]), []))
             region["noise_floor"] = floor
-            region["relative_change"] = evidence.relative_change(region["change_score"], floor)
+            region["relative_change"] = relative_change(region["change_score"], floor)
         row["regions"] = regions
     result["regions_moved"] = regions_moved(result["per_angle"])
     return result

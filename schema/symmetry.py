@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .evidence import noise_floor, relative_change
+from .floor import noise_floor, relative_change
 
 __all__ = ["SIDES", "distance", "symmetry"]
 
