@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from ...schema.contract import AnalyzeJob, other_users_session
 from ...schema.errors import Code, JobError
+from ...schema.forgetting import rows
 from . import Conn, Row
 from .people import enroll
 
@@ -101,24 +102,12 @@ def rejected_task(conn: Conn, task_id: str) -> Row | None:
     ).fetchone()
 
 
-# Rows naming one session, to prove delete-session left none.
-SESSION_LEFT = {
-    "sessions": "SELECT count(*) FROM sessions WHERE session_id = %(s)s",
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = %(s)s",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = %(s)s",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = %(s)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = %(s)s",
-    "comparisons": "SELECT count(*) FROM comparisons"
-    " WHERE current_session_id = %(s)s OR previous_session_id = %(s)s",
-    "rejected_messages": "SELECT count(*) FROM rejected_messages WHERE session_id = %(s)s",
-}
-
-
 def session_left(conn: Conn, session_id: UUID) -> dict[str, int]:
-    return {
-        table: int(conn.execute(query, {"s": session_id}).fetchone()["count"])  # type: ignore[index]
-        for table, query in SESSION_LEFT.items()
-    }
+    """Rows naming one session, to prove delete-session left none."""
+    row = conn.execute(
+        "SELECT count(*) FROM sessions WHERE session_id = %s", (session_id,)
+    ).fetchone()
+    return {"sessions": int(row["count"]) if row else 0} | rows.session_rows(conn, session_id)
 
 
 def enqueue_failed(conn: Conn, session_id: UUID, task_id: str, message: str) -> None:

@@ -94,3 +94,27 @@ def forget(conn: Conn, user_id: UUID) -> Forgotten:
             (found.sessions, user_id),
         )
     return found
+
+
+# The rows that name one session, as delete-session counts them: before it deletes them
+# (what it did) and after (what is left, all zeros). Its ``sessions`` row is counted by
+# each side, which knows whether it is there.
+SESSION_ROWS = {
+    "analyses": "SELECT count(*) FROM analyses WHERE session_id = %(s)s",
+    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = %(s)s",
+    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = %(s)s",
+    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = %(s)s",
+    "comparisons": "SELECT count(*) FROM comparisons"
+    " WHERE current_session_id = %(s)s OR previous_session_id = %(s)s",
+    "rejected_messages": "SELECT count(*) FROM rejected_messages WHERE session_id = %(s)s",
+}
+
+
+def session_rows(conn: Conn, session_id: UUID) -> dict[str, int]:
+    """How many rows of each table name the session."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        counts = {}
+        for table, query in SESSION_ROWS.items():
+            row = cur.execute(query, {"s": session_id}).fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return counts

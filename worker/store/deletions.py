@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from ...schema.contract import DeleteJob, other_users_session
 from ...schema.errors import Code, JobError
+from ...schema.forgetting.rows import session_rows
 from ...schema.status import Status
 from .. import score
 from .analyses import Target, open_write
@@ -27,16 +28,6 @@ from .vectors import Conn
 
 # The analysis a removal starts from (the session row is already locked).
 _ANALYSIS_GUARD = "SELECT 1 FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s"
-# Rows that go with the session, counted before they go (the report says what was done).
-_COUNTS = {
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = %(s)s",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = %(s)s",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = %(s)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = %(s)s",
-    "comparisons": "SELECT count(*) FROM comparisons"
-    " WHERE current_session_id = %(s)s OR previous_session_id = %(s)s",
-    "rejected_messages": "SELECT count(*) FROM rejected_messages WHERE session_id = %(s)s",
-}
 _TASKS_SQL = """
     SELECT task_id FROM analysis_requests WHERE session_id = %(s)s
     UNION SELECT task_id FROM comparisons
@@ -122,7 +113,7 @@ def delete_session(pool: ConnectionPool, job: DeleteJob) -> Deleted:
         for images in (row["images"], row["good_images"]):
             done.objects.update((images or {}).values())
         params = {"s": job.session_id}
-        done.counts = {t: int(conn.execute(q, params).fetchone()[0]) for t, q in _COUNTS.items()}  # type: ignore[index]
+        done.counts = session_rows(conn, job.session_id)  # counted before they go
         done.task_ids = {r[0] for r in conn.execute(_TASKS_SQL, params) if r[0]}
         done.rescored = _rescore_without(conn, job)
         conn.execute("SELECT delete_session(%s, %s)", (job.user_id, job.session_id))
