@@ -24,15 +24,16 @@ deliveries, so the sweep does not run there (schema/brokers.py).
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery
 
 from ..schema import brokers
 from ..schema.broker import Broker, Delivered, broker
+from .loops import LoopStep
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class Sweep:
     min_age_s: float = 5.0
     confirm_s: float = 10.0
     stuck_after_s: float = 120.0
+
+    def connect(self) -> AbstractContextManager[Broker]:
+        """One broker connection serves every pass (redis-py reconnects by itself)."""
+        return broker(self.app)
 
     def held_by_live_workers(self, task_ids: list[str]) -> tuple[set[str], set[str]]:
         """The task ids some live worker holds (reserved, waiting out a countdown, or
@@ -149,28 +154,23 @@ def _one_copy_each(due: list[Delivered], queued: set[str]) -> tuple[list[str], l
     return restored, dropped
 
 
-class Recovery(bootsteps.StartStopStep):
+class Recovery(LoopStep):
     """Consumer step: the sweep runs in its own thread, so this worker's own event loop
-    keeps answering the broadcast while it waits for replies."""
+    keeps answering the broadcast while it waits for replies. A worker started after a
+    crash is often the first to look: it looks at once."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    label = "recovery sweep"
+    thread_name = "changewatch-recovery"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.thread: threading.Thread | None = None
-        self.stopping = threading.Event()
-
-    def start(self, parent: Any) -> None:
-        if self.thread is not None and self.thread.is_alive():
-            return  # the consumer restarts after a lost connection; one sweeper is enough
+    def passes(self, parent: Any) -> Sweep | None:
         app: Celery = parent.app
         every = float(app.conf.get("changewatch_recovery_every", 5.0))
         if every <= 0:
-            return
+            return None
         if not brokers.app_keeps_jobs_in_redis(app):
             log.info("recovery sweep not needed: the broker requeues a lost worker's jobs")
-            return
-        sweep = Sweep(
+            return None
+        return Sweep(
             app,
             parent.hostname,
             every,
@@ -178,25 +178,3 @@ class Recovery(bootsteps.StartStopStep):
             float(app.conf.get("changewatch_recovery_confirm", 10.0)),
             float(app.conf.get("changewatch_recovery_stuck_after", 120.0)),
         )
-        self.stopping.clear()
-        self.thread = threading.Thread(
-            target=self._run, args=(sweep,), name="changewatch-recovery", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, sweep: Sweep) -> None:
-        # A worker started after a crash is often the first to look: look at once. One
-        # connection serves every pass (redis-py reconnects by itself); a pass that fails
-        # (the broker may be down) is tried again on a fresh one next interval.
-        while not self.stopping.is_set():
-            try:
-                with broker(sweep.app) as held:
-                    while not self.stopping.is_set():
-                        sweep.once(held)
-                        self.stopping.wait(sweep.every_s)
-            except Exception as exc:
-                log.warning("recovery sweep failed: %s: %s", type(exc).__name__, exc)
-                self.stopping.wait(sweep.every_s)
-
-    def shutdown(self, parent: Any) -> None:
-        self.stopping.set()

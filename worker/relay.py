@@ -15,14 +15,14 @@ refuses: so each session's notifications arrive in the order they were written.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from celery import Celery, bootsteps
+from celery import Celery
 
 from ..schema.contract import NOTIFY_TASK
+from .loops import LoopStep
 from .store import outbox
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Relay:
     app: Celery
     database_url: str
     every_s: float = 0.5
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.database_url, autocommit=True)
 
     def publish(self, row: outbox.Pending) -> None:
         self.app.send_task(
@@ -73,43 +76,16 @@ class Relay:
         return sent
 
 
-class RelayStep(bootsteps.StartStopStep):
+class RelayStep(LoopStep):
     """Runs the relay in a thread of every worker that has a notify queue set."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    label = "outbox relay"
+    thread_name = "changewatch-relay"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.thread: threading.Thread | None = None
-        self.stopping = threading.Event()
-
-    def start(self, parent: Any) -> None:
-        if self.thread is not None and self.thread.is_alive():
-            return  # the consumer restarts after a lost connection; one relay is enough
+    def passes(self, parent: Any) -> Relay | None:
         from .app import settings  # worker.app adds this step: imported once it runs
 
         s = settings()
         if not s.notify_queue:
-            return
-        relay = Relay(parent.app, s.database_url, s.notify_every)
-        self.stopping.clear()
-        self.thread = threading.Thread(
-            target=self._run, args=(relay,), name="changewatch-relay", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, relay: Relay) -> None:
-        # One connection serves every pass; a pass that fails (Postgres may be down) is
-        # tried again on a fresh one next interval.
-        while not self.stopping.is_set():
-            try:
-                with psycopg.connect(relay.database_url, autocommit=True) as conn:
-                    while not self.stopping.is_set():
-                        relay.once(conn)
-                        self.stopping.wait(relay.every_s)
-            except Exception as exc:
-                log.warning("outbox relay failed: %s: %s", type(exc).__name__, exc)
-                self.stopping.wait(relay.every_s)
-
-    def shutdown(self, parent: Any) -> None:
-        self.stopping.set()
+            return None
+        return Relay(parent.app, s.database_url, s.notify_every)
