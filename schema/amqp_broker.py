@@ -8,10 +8,14 @@ Why each choice (Celery 5.7, kombu 5.7, py-amqp 5.4):
   ``x-queue-type=quorum``; the per-model backfill queues are created on demand as
   quorum queues too (``task_create_missing_queue_type``).
 - ``x-delivery-limit``: a message delivered that many times (each worker that took it
-  died) is dropped instead of killing workers forever; the reaper is not needed to find
-  it (RabbitMQ keeps no ``unacked`` table to read) and its session stays ``running``
-  until ``producer retry`` or a new request. Backfill queues get the broker's default
-  (20 from RabbitMQ 4.0; none before: set a policy there).
+  died) is taken out of the queue instead of killing workers forever. It is
+  dead-lettered, at least once (``x-dead-letter-strategy``, which needs
+  ``x-overflow=reject-publish``), to the ``changewatch.dead`` queue, declared with the
+  jobs queue so that it exists before the first message reaches it; every worker's
+  dead-letter pass (worker/dead_letters.py) records the job failed,
+  ``delivery_limit_exceeded``, so its session ends instead of staying ``running``.
+  Backfill queues get the broker's default (20 from RabbitMQ 4.0; none before: set a
+  policy there).
 - ``confirm_publish``: ``send_task`` returns only after the broker (a quorum of
   replicas) accepted the message; Celery's docs say quorum queues require it.
 - A topic exchange: Celery 5.5+ turns on native delayed delivery for quorum queues (a
@@ -33,12 +37,43 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
+DEAD_QUEUE = f"{QUEUE}.dead"
+
+
+def dead_letter_queue() -> Queue:
+    """Where the jobs queue puts a message past its delivery limit (a quorum queue too)."""
+    return Queue(
+        DEAD_QUEUE,
+        Exchange(DEAD_QUEUE, type="fanout"),
+        routing_key=DEAD_QUEUE,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+class JobsQueue(Queue):
+    """Declares its dead-letter queue first: RabbitMQ drops a message dead-lettered to
+    an exchange that does not exist, and a poison message can reach its limit before
+    any worker started."""
+
+    def declare(self, nowait: bool = False, channel: Any = None) -> str | None:
+        if self.queue_arguments and "x-dead-letter-exchange" in self.queue_arguments:
+            dead_letter_queue()(channel or self.channel).declare()
+        return super().declare(nowait=nowait, channel=channel)
+
+
 def jobs_queue(delivery_limit: int) -> Queue:
     """The jobs queue as every producer and worker declares it (they must agree)."""
     arguments: dict[str, Any] = {"x-queue-type": "quorum"}
     if delivery_limit >= 0:
-        arguments["x-delivery-limit"] = delivery_limit
-    return Queue(
+        arguments.update(
+            {
+                "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": DEAD_QUEUE,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
+        )
+    return JobsQueue(
         QUEUE,
         Exchange(QUEUE, type="topic"),
         routing_key=QUEUE,

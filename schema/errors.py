@@ -74,6 +74,11 @@ class Code(StrEnum):
         "storage or the database stayed unreachable through 8 retries (3 to 6 minutes)",
     )
     INTERNAL_ERROR = "internal_error", "a bug or a missing grant; the message says which"
+    DELIVERY_LIMIT_EXCEEDED = (
+        "delivery_limit_exceeded",
+        "RabbitMQ gave the job to a worker that many times and none finished it (each one"
+        " stopped while running it); it is not tried again",
+    )
     ENQUEUE_FAILED = "enqueue_failed", "the producer recorded the job but the broker refused it"
     # -- a backfill or a model change ----------------------------------------------------
     WRONG_MODEL = "wrong_model", "an embed job sent to another model's queue"

@@ -20,6 +20,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from ..celeryconfig import celery_config
 from ..settings import Settings
+from .dead_letters import DeadLetterStep
 from .logs import use_json
 from .metrics import serve as metrics_server
 from .recovery import Recovery
@@ -53,6 +54,7 @@ app = _App("changewatch", include=["changewatch.worker.tasks", "changewatch.work
 app.add_defaults(lambda: celery_config(settings()))
 app.steps["consumer"].add(Recovery)
 app.steps["consumer"].add(RelayStep)
+app.steps["consumer"].add(DeadLetterStep)
 
 
 def _setup() -> None:

@@ -208,3 +208,55 @@ def test_rabbitmq_forget_user_with_jobs_queued(
     assert ended == {key: {"status": "forgotten"} for key in tasks}, ended
     ids = [j.session_id for j in jobs]
     assert finished_count(stack.database_url, ids) == {}, "the person's sessions came back"
+
+
+def test_rabbitmq_poison_message_ends_failed(
+    make_stack: Callable[[str], FaultStack], photos: Path
+) -> None:
+    """A job whose worker dies each time it takes it (the shipped delivery limit, 10):
+    RabbitMQ dead-letters it, a worker's dead-letter pass records it and ends its
+    session ``failed`` with ``delivery_limit_exceeded``; the next job runs as usual."""
+    from kombu import Connection
+
+    from changewatch.schema.amqp_broker import jobs_queue
+
+    stack = make_stack("amqp")
+    producer = Producer(dsn=stack.database_url, celery=stack.app)
+    poison, fine = series_jobs(stack.s3_client(), photos, uuid.uuid4())[:2]
+    task_id = producer.analyze(
+        poison.user_id, poison.session_id, poison.captured_at, poison.images
+    )
+    limit = Settings.from_env({}).amqp_delivery_limit
+    # A worker that takes the message and dies before acknowledging it: its channel goes.
+    taken = 0
+    with Connection(stack.broker_url) as conn:
+        while taken <= limit + 2:
+            channel = conn.channel()
+            message = jobs_queue(limit)(channel).get(no_ack=False)
+            channel.close()
+            if message is None:
+                break
+            assert message.headers["id"] == task_id["task_id"]
+            taken += 1
+    # Once, then again after each of ``limit`` deaths; then never again.
+    assert taken == limit + 1, f"the broker handed the message out {taken} times"
+    producer.analyze(fine.user_id, fine.session_id, fine.captured_at, fine.images)
+    stack.start_worker("p0", concurrency=2)
+    ids = [poison.session_id, fine.session_id]
+    deadline = time.monotonic() + 120
+    while finished_count(stack.database_url, ids) != {"failed": 1, "succeeded": 1}:
+        assert time.monotonic() < deadline, finished_count(stack.database_url, ids)
+        time.sleep(0.5)
+    ((status, code, message),) = query(
+        stack.database_url,
+        "SELECT status, error_code, error_message FROM sessions WHERE session_id = %s",
+        (poison.session_id,),
+    )
+    assert (status, code) == ("failed", "delivery_limit_exceeded"), message
+    assert f"{limit + 1} times" in message
+    rejected = query(
+        stack.database_url,
+        "SELECT task_id, error_code FROM rejected_messages WHERE task_id = %s",
+        (task_id["task_id"],),
+    )
+    assert rejected == [(task_id["task_id"], "delivery_limit_exceeded")]

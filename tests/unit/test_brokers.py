@@ -53,7 +53,15 @@ def test_rabbitmq_declares_a_quorum_queue_with_a_delivery_limit() -> None:
     )
     config = celery_config(settings)
     (queue,) = config["task_queues"]
-    assert queue.queue_arguments == {"x-queue-type": "quorum", "x-delivery-limit": 7}
+    # Past the limit a message is dead-lettered, at least once, to where a worker ends its
+    # job failed (worker/dead_letters.py), not dropped with its session left running.
+    assert queue.queue_arguments == {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 7,
+        "x-dead-letter-exchange": "changewatch.dead",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
     assert queue.exchange.type == "topic"  # native delayed delivery needs topic
     assert config["broker_transport_options"] == {"confirm_publish": True}
     assert "broker_transport" not in config

@@ -25,6 +25,7 @@ from .backfills import (
     start_backfill,
 )
 from .comparisons import (
+    fail_unfinished_comparison,
     finish_comparison,
     load_earlier_scores,
     load_for_comparison,
@@ -32,7 +33,14 @@ from .comparisons import (
     start_comparison,
 )
 from .deletions import Deleted, delete_session
-from .jobs import Superseded, deleted_or, fail_job, reject_message, start_job
+from .jobs import (
+    Superseded,
+    deleted_or,
+    fail_job,
+    fail_unfinished,
+    reject_message,
+    start_job,
+)
 from .models import ModelNotActive, active_model, register_model
 from .people import FORGOTTEN, admit, enroll
 from .vectors import decode_vector, encode_vector
@@ -55,6 +63,8 @@ __all__ = [
     "encode_vector",
     "enroll",
     "fail_job",
+    "fail_unfinished",
+    "fail_unfinished_comparison",
     "finish_backfill",
     "finish_comparison",
     "history_scores",

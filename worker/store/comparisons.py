@@ -208,3 +208,29 @@ def load_earlier_scores(
         rows = cur.execute(_EARLIER_SQL, params).fetchall()
     rows.reverse()
     return rows
+
+
+def fail_unfinished_comparison(
+    pool: ConnectionPool, job: CompareJob, task_id: str, error: JobError, notify_queue: str = ""
+) -> bool:
+    """End a comparison request that no worker will finish (dead-lettered): failed, only
+    while this request is the pair's newest and nothing finished it."""
+    with pool.connection() as conn, conn.transaction():
+        marked = conn.execute(
+            """
+            UPDATE comparisons
+               SET status = 'failed', error_code = %s, error_message = %s, updated_at = now()
+             WHERE current_session_id = %s AND previous_session_id = %s AND task_id = %s
+               AND status IN ('queued', 'running')
+            """,
+            (
+                error.code,
+                error.message[:2000],
+                job.current_session_id,
+                job.previous_session_id,
+                task_id,
+            ),
+        ).rowcount
+        if marked and notify_queue:
+            outbox.tell_if_enrolled(conn, notify_queue, _told(job, task_id, None, error))
+    return bool(marked)

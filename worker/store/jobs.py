@@ -224,3 +224,26 @@ def fail_job(
             error = {"code": code, "message": message[:2000]}
             ending = outbox.Ending(session_id, user_id, Status.FAILED, error=error)
             outbox.tell(conn, notify_queue, ending, task_id=task_id)
+
+
+def fail_unfinished(
+    pool: ConnectionPool, job: AnalyzeJob, task_id: str, error: JobError, notify_queue: str = ""
+) -> bool:
+    """End a request that no worker will finish (its message dead-lettered): failed, only
+    while it is still the session's newest and not ended by a run that did finish.
+    Returns whether it was marked; its notification commits with it."""
+    with pool.connection() as conn, conn.transaction():
+        marked = conn.execute(
+            """
+            UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,
+                   finished_at = clock_timestamp(), updated_at = clock_timestamp()
+             WHERE session_id = %s AND user_id = %s AND task_id = %s
+               AND status IN ('queued', 'running')
+            """,
+            (error.code, error.message[:2000], job.session_id, job.user_id, task_id),
+        ).rowcount
+        if marked and notify_queue:
+            why = {"code": error.code, "message": error.message[:2000]}
+            ending = outbox.Ending(job.session_id, job.user_id, Status.FAILED, error=why)
+            outbox.tell(conn, notify_queue, ending, task_id=task_id)
+    return bool(marked)
