@@ -53,9 +53,36 @@ POSES: dict[str, Pose] = {
     "down": Pose(0, 30, 105, 118, -0.1),
     "raised": Pose(0, 35, 92, 122, 0.2, arms=True),
 }
-# How far each session has drifted from the first: six near re-takes (enough history for
-# the person's noise floor from the fifth on), then one that drifts more.
-DRIFT = (0.0, 0.01, 0.02, 0.01, 0.03, 0.02, 0.22)
+# How far each session has drifted from the first: six re-takes (enough history for the
+# person's noise floor from the fifth on), then one that drifts. A re-take changes nothing
+# of the person: each photo is framed and lit a little differently (``Take``), drawn
+# independently, as bench.validity re-takes real photos. (The re-takes used to carry a
+# small drift of their own, 0.01-0.03 in head position, size and colours, one way: not
+# re-takes, and the previous session then read at 1.0x the floor.)
+DRIFT = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.22)
+# A take's framing and light: shift in pixels, size and brightness, each within +-.
+TAKE_SHIFT_PX = 4.0
+TAKE_SCALE = 0.015
+TAKE_LIGHT = 0.03
+
+
+@dataclass(frozen=True)
+class Take:
+    """How one photo of a session was taken: where the camera stood, how bright it was."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    light: float = 1.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Take:
+        return cls(
+            dx=rng.uniform(-TAKE_SHIFT_PX, TAKE_SHIFT_PX),
+            dy=rng.uniform(-TAKE_SHIFT_PX, TAKE_SHIFT_PX),
+            scale=1.0 + rng.uniform(-TAKE_SCALE, TAKE_SCALE),
+            light=1.0 + rng.uniform(-TAKE_LIGHT, TAKE_LIGHT),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,7 @@ class Face:
 
     pose: Pose
     drift: float
+    take: Take
     cx: float
     cy: float
     rx: float
@@ -73,13 +101,15 @@ class Face:
     shirt: Colour
 
     @classmethod
-    def at(cls, pose: Pose, drift: float) -> Face:
-        scale = 1.0 + 0.4 * drift
+    def at(cls, pose: Pose, drift: float, take: Take | None = None) -> Face:
+        take = take or Take()
+        scale = (1.0 + 0.4 * drift) * take.scale
         return cls(
             pose,
             drift,
-            cx=WIDTH / 2 + pose.dx + 120 * drift,
-            cy=HEIGHT / 2 - 10 + pose.dy + 60 * drift,
+            take,
+            cx=WIDTH / 2 + pose.dx + 120 * drift + take.dx,
+            cy=HEIGHT / 2 - 10 + pose.dy + 60 * drift + take.dy,
             rx=pose.rx * scale,
             ry=pose.ry * scale,
             skin=tuple(int(c * (1.0 - 0.5 * drift)) for c in (222, 178, 148)),
@@ -143,7 +173,7 @@ def _light_and_noise(image: Image.Image, f: Face, rng: np.random.Generator) -> b
     # Side light for turned heads, top light for up/down: the angle changes the shading.
     shade = 1.0 + f.pose.light * 0.35 * np.clip((xs - f.cx) / (2 * f.rx), -1, 1)
     shade += 0.15 * np.clip((f.cy - ys) / (2 * f.ry), -1, 1) * np.sign(f.pose.dy)
-    pixels = pixels * shade[..., None] + rng.normal(0.0, 6.0, pixels.shape)
+    pixels = pixels * (shade * f.take.light)[..., None] + rng.normal(0.0, 6.0, pixels.shape)
     out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     buffer = io.BytesIO()
     out.save(buffer, "JPEG", quality=90)
@@ -151,12 +181,13 @@ def _light_and_noise(image: Image.Image, f: Face, rng: np.random.Generator) -> b
 
 
 def draw_photo(angle: str, session: int, rng: np.random.Generator) -> bytes:
-    """One 640x480 JPEG of a made-up face at ``angle``, drifted for ``session``.
+    """One 640x480 JPEG of a made-up face at ``angle``, drifted for ``session``, framed
+    and lit as one take.
 
     Simple shapes, angle-specific shading and camera noise: enough for the pipeline to
     see differences between sessions, without any real person's photo.
     """
-    face = Face.at(POSES[angle], DRIFT[min(session, len(DRIFT) - 1)])
+    face = Face.at(POSES[angle], DRIFT[min(session, len(DRIFT) - 1)], Take.draw(rng))
     image = _background()
     draw = ImageDraw.Draw(image)
     _draw_head(draw, face)

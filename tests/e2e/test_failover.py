@@ -223,9 +223,7 @@ def test_rabbitmq_poison_message_ends_failed(
     stack = make_stack("amqp")
     producer = Producer(dsn=stack.database_url, celery=stack.app)
     poison, fine = series_jobs(stack.s3_client(), photos, uuid.uuid4())[:2]
-    task_id = producer.analyze(
-        poison.user_id, poison.session_id, poison.captured_at, poison.images
-    )
+    task_id = producer.analyze(poison.user_id, poison.session_id, poison.captured_at, poison.images)
     limit = Settings.from_env({}).amqp_delivery_limit
     # A worker that takes the message and dies before acknowledging it: its channel goes.
     taken = 0
