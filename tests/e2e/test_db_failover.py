@@ -6,10 +6,11 @@ one SIGKILL of the primary's postmaster mid-run. Patroni promotes the sync stand
 worker's pool, the producer, the reaper and migrate are given one multi-host
 ``DATABASE_URL`` with ``target_session_attrs=read-write`` and find the new primary by
 themselves; a job whose transaction died with the old primary is retried (the
-transient-error policy) and succeeds. Afterwards: every session that had succeeded
-before the kill is still succeeded on the new primary, every session is final and
-stored once, jobs completed again within 45 s of the kill, and the same worker process
-ran throughout.
+transient-error policy) and succeeds, and the pool replaces a connection the kill broke
+before a job gets it. Afterwards: every session that had succeeded before the kill is
+still succeeded on the new primary, a session sent after it goes through, a reaper pass
+and migrate run, every session is final and stored once, jobs completed again within
+45 s of the kill, and the same worker process ran throughout.
 
 Skips locally when Patroni, etcd or Postgres is missing; fails in CI.
 """
@@ -148,7 +149,13 @@ def test_patroni_failover_mid_run(stack: FaultStack, photos: Path) -> None:
         f"primary streaming again after {times['healthy']}s; jobs completed again "
         f"{back:.1f}s after the kill; {_retries(stack)} transient retries"
     )
-    assert migrate(stack.database_url) == []  # migrate reaches the new primary too
+    # The producer, the reaper and migrate reach the new primary by the same URL.
+    late = series_jobs(stack.s3_client(), photos, uuid.uuid4(), 1)[0]
+    producer.analyze(late.user_id, late.session_id, late.captured_at, late.images)
+    expected[late.session_id] = len(late.images)
+    ids.append(late.session_id)
+    print(f"reaper after the failover: {reaper.reap(producer).report()}")
+    assert migrate(stack.database_url) == []
     counts = _wait_final(stack, producer, ids)
     report = audit(stack.database_url, expected)
     assert counts == {"succeeded": len(ids)}, (counts, report)
