@@ -105,14 +105,6 @@ class PatroniNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def status(self) -> dict[str, Any]:
-        """Patroni's own view (``GET /patroni``): role, state, timeline; {} if it is down."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.rest}/patroni", timeout=2) as r:
-                return dict(json.loads(r.read()))
-        except (OSError, ValueError, urllib.error.URLError):
-            return {}
-
     def is_primary(self) -> bool:
         """``GET /primary`` answers 200 only on the leader running as a primary."""
         try:
@@ -295,21 +287,14 @@ class PatroniCluster:
 
     def healthy(self) -> bool:
         """A primary, and the other node streaming as its synchronous standby."""
-        views = [n.status() for n in self.nodes]
-        if sum(v.get("role") == "master" for v in views) != 1:
-            return False
-        primary = next(n for n, v in zip(self.nodes, views, strict=True) if v["role"] == "master")
-        return self._sync_standby(primary) is not None
-
-    def _sync_standby(self, primary: PatroniNode) -> str | None:
-        """The name of the node the primary waits for on commit, if one streams."""
-        for member in self._cluster().get("members", []):
-            if member.get("role") == "sync_standby" and member.get("state") in (
-                "running",
-                "streaming",
-            ):
-                return str(member["name"])
-        return None
+        members = self._cluster().get("members", [])
+        roles = [m.get("role") for m in members]
+        synced = [
+            m
+            for m in members
+            if m.get("role") == "sync_standby" and m.get("state") in ("running", "streaming")
+        ]
+        return roles.count("leader") == 1 and len(synced) == 1 and self.primary() is not None
 
     def _cluster(self) -> dict[str, Any]:
         for node in self.nodes:
