@@ -195,11 +195,33 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    """``DATABASE_URL``; one that names several hosts (a Patroni cluster) must say
+    ``target_session_attrs=read-write`` (or ``primary``), else libpq keeps the first host
+    that answers, a standby as readily as the primary, and every write fails."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        info = conninfo_to_dict(url)
+    except ProgrammingError:
+        return url  # connecting reports what is wrong with it
+    hosts = str(info.get("host") or info.get("hostaddr") or "").split(",")
+    if len(hosts) > 1 and info.get("target_session_attrs") not in ("read-write", "primary"):
+        raise ValueError(
+            f"DATABASE_URL names {len(hosts)} hosts; add target_session_attrs=read-write so"
+            " changewatch connects to the primary only (e.g. postgresql://h1:5432,h2:5432/"
+            "changewatch?target_session_attrs=read-write)"
+        )
+    return url
+
+
 def _services(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
-        "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "database_url": _database_url(env),
         "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),
         "redis_sentinel_password": env.get("CHANGEWATCH_REDIS_SENTINEL_PASSWORD", ""),
         "amqp_delivery_limit": _env_int(

@@ -20,11 +20,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   fi
 fi
 # The broker failover tests start their own Redis primary, replica and sentinels, and use
-# RabbitMQ (tests/e2e/test_failover.py): Debian's packages, installed when missing.
+# RabbitMQ (tests/e2e/test_failover.py); the database failover test starts its own etcd
+# and two Postgres nodes under Patroni (tests/e2e/test_db_failover.py): Debian's
+# packages, installed when missing. Their services are not started here: the tests'
+# harness runs private ones on free ports (the packages' own units stay unused).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -33,7 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     && $SUDO "${apt[@]}" update >/dev/null \
     && $SUDO "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null; }; then
     echo "warning: could not install ${missing[*]} with apt-get;" \
-      "the broker failover tests will skip (and fail in CI)" >&2
+      "the failover tests will skip (and fail in CI)" >&2
   fi
 fi
 PY=${PYTHON:-python3}

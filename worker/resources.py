@@ -72,12 +72,16 @@ class Resources:
         max_batch = settings.max_batch or (64 if embedder.device.type == "cuda" else 8)
         batcher = MicroBatcher(embedder, max_batch, settings.max_wait_ms / 1000)
         batcher.start()
+        # check: an empty query before a connection is handed out, so one left broken by
+        # a database failover (Patroni) or restart is replaced (DATABASE_URL's
+        # target_session_attrs finds the new primary) instead of failing a job's attempt.
         db = ConnectionPool(
             settings.database_url,
             min_size=1,
             max_size=settings.db_pool_max,
             open=True,
             name="changewatch-worker",
+            check=ConnectionPool.check_connection,
         )
         return cls(
             settings=settings,

@@ -15,7 +15,13 @@ client should. Every ``--fault-every`` seconds one fault is injected, in turn:
 - ``s3_hang``: moto SIGSTOPped for 5 s (requests hang, then complete);
 - ``s3_unreachable``: the proxy in front of S3 down for 5 s (connections refused/reset);
 - ``primary_kill`` (with ``--broker sentinel --faults primary_kill``): SIGKILL of the Redis
-  primary; a sentinel promotes the replica, the killed server comes back as a replica.
+  primary; a sentinel promotes the replica, the killed server comes back as a replica;
+- ``pg_primary_kill`` / ``pg_node_kill`` (with ``--database patroni``: one etcd and two
+  Postgres nodes under Patroni, synchronous replication, a multi-host ``DATABASE_URL``):
+  SIGKILL of the primary's postmaster, or of its Patroni and postmaster (a lost host,
+  started again once the standby is promoted); ``db_failovers`` gives the promotion
+  time, when jobs finished again (``back_s``) and ``committed_lost``: sessions the old
+  primary showed succeeded that the new one does not. ``--max-faults`` caps the faults.
 
 Afterwards it counts, from Postgres and the workers' logs:
 

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.harness.faults.audit import committed_lost, succeeded_attempts
+from bench.harness.faults.patroni import PatroniCluster
+from bench.harness.faults.postgres_cluster import PostgresCluster
 from bench.harness.faults.sentinel import SentinelCluster
 from bench.harness.faults.series import Job
 from bench.harness.faults.stack import FaultStack
 from bench.harness.faults.workers import kill9, paused
 from bench.harness.services import Worker
-from bench.soak.readout import in_state
+from bench.soak.readout import in_state, restarted_after
 from changewatch.producer import Producer, reaper
 
 FAULTS = (
@@ -89,6 +92,9 @@ class Soak:
     reaped: list[str] = field(default_factory=list)
     # per kill -9: when, and the sessions running at that moment
     kills: list[tuple[datetime, list[uuid.UUID]]] = field(default_factory=list)
+    # per database primary SIGKILL (--database patroni): the promotion, and the sessions
+    # succeeded before it that the new primary no longer has as succeeded
+    failovers: list[dict[str, Any]] = field(default_factory=list)
 
     def start_workers(self) -> None:
         started = [self._start(i, wait=False) for i in range(self.workers)]
@@ -165,14 +171,16 @@ class Soak:
         elif fault == "primary_kill":  # --broker sentinel: a sentinel promotes the replica
             assert isinstance(stack.redis, SentinelCluster)
             detail = f"promoted after {stack.redis.kill_primary():.1f}s"
+        elif fault in ("pg_primary_kill", "pg_node_kill"):  # --database patroni
+            detail = self._db_failover("postgres" if fault == "pg_primary_kill" else "node")
         elif fault == "redis_restart":
             stack.redis.restart(down_s=3.0)
         elif fault == "redis_crash":
             stack.redis.restart(down_s=3.0, hard=True)
-        elif fault == "postgres_restart":
-            stack.postgres.restart(down_s=4.0, mode="fast")
-        elif fault == "postgres_crash":
-            stack.postgres.restart(down_s=4.0, mode="immediate")
+        elif fault in ("postgres_restart", "postgres_crash"):
+            assert isinstance(stack.postgres, PostgresCluster), "one cluster only"
+            mode = "fast" if fault == "postgres_restart" else "immediate"
+            stack.postgres.restart(down_s=4.0, mode=mode)
         elif fault == "s3_hang":
             assert stack.s3.process is not None
             with paused(stack.s3.process, 5.0):
@@ -185,3 +193,43 @@ class Soak:
         event = {"fault": fault, "detail": detail, "seconds": round(time.monotonic() - began, 2)}
         self.events.append(event)
         return event
+
+    def _db_failover(self, kind: str) -> str:
+        """SIGKILL the database primary (``postgres``: its postmaster; ``node``: Patroni
+        too) and wait until Patroni promoted the sync standby and the old one rejoined.
+
+        What the old primary showed as succeeded just before must still be succeeded on
+        the new one (or run again): a commit the sync standby had not confirmed was never
+        visible.
+        """
+        cluster = self.stack.postgres
+        assert isinstance(cluster, PatroniCluster), "pg_*_kill needs --database patroni"
+        dsn = self.stack.database_url
+        committed = succeeded_attempts(dsn)
+        killed_at = datetime.now(UTC)
+        times = cluster.kill_primary(kind)
+        self.failovers.append(
+            {
+                "kind": kind,
+                "killed_at": killed_at,
+                **times,
+                "committed": len(committed),
+                "committed_lost": len(committed_lost(dsn, committed)),
+            }
+        )
+        return f"{kind}: promoted after {times['promoted']}s, standby again {times['healthy']}s"
+
+    def failover_report(self) -> list[dict[str, Any]]:
+        """Per failover, with ``back_s``: seconds from the kill until the first job started
+        after it had finished (the database serving jobs again)."""
+        out = []
+        for failover in self.failovers:
+            killed_at = failover["killed_at"]
+            out.append(
+                {
+                    **{k: v for k, v in failover.items() if k != "killed_at"},
+                    "killed_at": killed_at.isoformat(timespec="seconds"),
+                    "back_s": restarted_after(self.stack.database_url, killed_at),
+                }
+            )
+        return out

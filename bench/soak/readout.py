@@ -42,6 +42,17 @@ def recovery_seconds(dsn: str, kills: list[tuple[datetime, list[uuid.UUID]]]) ->
     return out
 
 
+def restarted_after(dsn: str, when: datetime) -> float | None:
+    """Seconds from ``when`` until the first session started after it had finished (a
+    later attempt overwrites ``started_at``, so this can only be later than the truth)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT min(finished_at) FROM sessions WHERE started_at > %s AND status = 'succeeded'",
+            (when,),
+        ).fetchone()
+    return round((row[0] - when).total_seconds(), 1) if row and row[0] else None
+
+
 def embeddings(dsn: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, np.ndarray]]:
     """Each session's stored angle embeddings."""
     out: dict[uuid.UUID, dict[str, np.ndarray]] = collections.defaultdict(dict)

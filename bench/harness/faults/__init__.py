@@ -9,6 +9,9 @@ shared Redis (6379) or Postgres cluster (5432). One module per part of the stack
 - ``postgres_cluster.PostgresCluster``: a throwaway cluster made with the Debian
   ``initdb``/``pg_ctl`` (run as the ``postgres`` user when we are root), stopped and
   started with ``pg_ctl``;
+- ``patroni.PatroniCluster``: one etcd and two Postgres nodes under Patroni, synchronous
+  replication, reached through a multi-host URL; ``kill_primary`` SIGKILLs the primary
+  (its postmaster, or the whole node) and waits for the promotion;
 - ``storage.TcpProxy``: a loopback TCP relay; stopping it makes the service behind it
   (moto's S3) refuse connections (and resets open ones) while its data stays intact;
 - ``workers``: ``pause``/``resume``/``paused``/``kill9``, SIGSTOP/SIGCONT/SIGKILL for a
@@ -28,12 +31,15 @@ from bench.harness.faults.audit import (
     Audit,
     Scores,
     audit,
+    committed_lost,
     finished_count,
     same_scores,
     scores,
+    succeeded_attempts,
     sums_mismatched,
     whereabouts,
 )
+from bench.harness.faults.patroni import PatroniCluster, patroni_available
 from bench.harness.faults.postgres_cluster import PostgresCluster, postgres_bindir
 from bench.harness.faults.redis_server import RedisServer
 from bench.harness.faults.series import (
@@ -58,15 +64,18 @@ __all__ = [
     "Audit",
     "FaultStack",
     "Job",
+    "PatroniCluster",
     "PostgresCluster",
     "RedisServer",
     "Scores",
     "TcpProxy",
     "audit",
     "celery_app",
+    "committed_lost",
     "finished_count",
     "have",
     "kill9",
+    "patroni_available",
     "pause",
     "paused",
     "postgres_bindir",
@@ -74,6 +83,7 @@ __all__ = [
     "same_scores",
     "scores",
     "series_jobs",
+    "succeeded_attempts",
     "sums_mismatched",
     "upload_series",
     "whereabouts",

@@ -157,6 +157,35 @@ def finished_count(dsn: str, ids: Sequence[uuid.UUID]) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
+def succeeded_attempts(dsn: str) -> dict[uuid.UUID, int]:
+    """Every succeeded session and its attempts, as the database shows them now."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+        rows = conn.execute(
+            "SELECT session_id, attempts FROM sessions WHERE status = 'succeeded'"
+        ).fetchall()
+    return {sid: int(n) for sid, n in rows}
+
+
+def committed_lost(dsn: str, before: Mapping[uuid.UUID, int]) -> list[uuid.UUID]:
+    """Sessions ``before`` (``succeeded_attempts`` then) that are no longer succeeded with
+    no attempt since: their success was rolled back, not run again.
+
+    A job whose COMMIT reached the standby while its connection died gets an error and
+    runs again (a new attempt, the same numbers); that is not a lost result.
+    """
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+        rows = conn.execute(
+            "SELECT session_id, status, attempts FROM sessions WHERE session_id = ANY(%s)",
+            (list(before),),
+        ).fetchall()
+    now = {sid: (status, int(n)) for sid, status, n in rows}
+    return [
+        sid
+        for sid, attempts in before.items()
+        if sid not in now or (now[sid][0] != "succeeded" and now[sid][1] == attempts)
+    ]
+
+
 Scores = tuple[float, int, dict[str, float]]
 
 

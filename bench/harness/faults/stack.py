@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from celery import Celery
 
+from bench.harness.faults.patroni import PatroniCluster
 from bench.harness.faults.postgres_cluster import PostgresCluster
 from bench.harness.faults.rabbitmq import RabbitVhost
 from bench.harness.faults.redis_server import RedisServer
@@ -45,6 +46,9 @@ def celery_app(broker_url: str, backend_url: str, master_name: str = "") -> Cele
 class FaultStack:
     """Private Redis, Postgres and S3 (behind a proxy), and real workers that use them.
 
+    With ``database="patroni"`` Postgres is a Patroni pair and ``database_url`` the
+    multi-host URL every part of changewatch is given.
+
     Workers reach S3 through ``proxy`` so that an S3 outage can be a refusal (proxy
     down) as well as a hang (moto paused), without moto losing its in-memory objects.
     """
@@ -56,7 +60,10 @@ class FaultStack:
     broker: str = "redis"
     redis: RedisServer | SentinelCluster = field(init=False)
     rabbit: RabbitVhost | None = None
-    postgres: PostgresCluster = field(init=False)
+    # "postgres" (one throwaway cluster) or "patroni" (one etcd, two Postgres nodes under
+    # Patroni, synchronous replication; DATABASE_URL names both, target_session_attrs).
+    database: str = "postgres"
+    postgres: PostgresCluster | PatroniCluster = field(init=False)
     s3: S3Server = field(init=False)
     proxy: TcpProxy = field(init=False)
     workers: list[Worker] = field(default_factory=list)
@@ -72,8 +79,10 @@ class FaultStack:
             self.redis = RedisServer(self.root / "redis").start()
         if self.broker == "amqp":
             self.rabbit = RabbitVhost().start()
-        self.postgres = PostgresCluster.create()
-        self.postgres.init().start()
+        if self.database == "patroni":
+            self.postgres = PatroniCluster.create().start()
+        else:
+            self.postgres = PostgresCluster.create().init().start()
         with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         migrate(self.database_url)
