@@ -32,21 +32,9 @@ from ..schema.contract import (
 from ..schema.errors import Code
 from ..schema.status import FINISHED, Status
 from ..settings import Settings
+from .deletion import delete_session
+from .errors import JobFailed, NotFound
 from .store import comparisons, people, sessions
-
-
-class JobFailed(RuntimeError):
-    """The job ran and failed; ``status`` holds the recorded code and message."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        error = status.get("error") or {}
-        super().__init__(f"{error.get('code', 'failed')}: {error.get('message', '')}")
-        self.status = status
-
-
-class NotFound(LookupError):
-    pass
-
 
 # What status says of a session delete-session removed (its tombstone is all that is left).
 _DELETED = {"code": Code.SESSION_DELETED, "message": "the session was deleted (delete-session)"}
@@ -203,8 +191,6 @@ class Producer:
     ) -> dict[str, Any]:
         """Remove one session as if it had never been analyzed, and count what is left
         (``producer.deletion``): a worker rescores the person's later sessions."""
-        from .deletion import delete_session
-
         return delete_session(self, session_id, timeout, delete_objects=delete_objects, s3=s3)
 
     def wait(self, session_id: str | uuid.UUID, timeout: float = 300.0) -> dict[str, Any]:

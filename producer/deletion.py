@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from celery import states
@@ -29,8 +29,11 @@ from ..schema.broker import broker
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
 from ..schema.errors import Code, JobError
 from ..schema.status import Status
-from .api import JobFailed, NotFound, Producer
+from .errors import JobFailed, NotFound
 from .store import sessions
+
+if TYPE_CHECKING:
+    from .api import Producer
 
 
 def _outcome(producer: Producer, job: DeleteJob, task_id: str, timeout: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from ..schema.contract import parse_uuid
 from . import history, report_html
-from .api import NotFound
+from .errors import NotFound
 from .store import sessions as sessions_store
 
 if TYPE_CHECKING:

@@ -7,7 +7,6 @@ it starts consuming, so the first job never waits for a cold model.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from functools import cached_property
@@ -19,7 +18,7 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from ..celeryconfig import celery_config
-from ..settings import Settings
+from .config import settings
 from .dead_letters import DeadLetterStep
 from .logs import use_json
 from .metrics import serve as metrics_server
@@ -27,12 +26,6 @@ from .recovery import Recovery
 from .relay import RelayStep
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def settings() -> Settings:
-    """This worker's settings: read from the environment once, when first needed."""
-    return Settings.from_env()
 
 
 class _Worker(CeleryWorker):

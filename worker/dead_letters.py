@@ -36,6 +36,7 @@ from ..schema.amqp_broker import dead_letter_queue
 from ..schema.contract import ANALYZE_TASK, COMPARE_TASK, parse_analyze, parse_compare
 from ..schema.errors import Code, JobError
 from . import store
+from .config import settings
 from .loops import LoopStep
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,6 @@ class DeadLetterStep(LoopStep):
     thread_name = "changewatch-dead-letters"
 
     def passes(self, parent: Any) -> DeadLetters | None:
-        from .app import settings  # worker.app adds this step: imported once it runs
-
         app: Celery = parent.app
         s = settings()
         if brokers.app_keeps_jobs_in_redis(app) or s.amqp_delivery_limit < 0:

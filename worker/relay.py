@@ -22,6 +22,7 @@ import psycopg
 from celery import Celery
 
 from ..schema.contract import NOTIFY_TASK
+from .config import settings
 from .loops import LoopStep
 from .store import outbox
 
@@ -83,8 +84,6 @@ class RelayStep(LoopStep):
     thread_name = "changewatch-relay"
 
     def passes(self, parent: Any) -> Relay | None:
-        from .app import settings  # worker.app adds this step: imported once it runs
-
         s = settings()
         if not s.notify_queue:
             return None
