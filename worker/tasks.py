@@ -36,7 +36,7 @@ from ..schema.contract import (
 )
 from ..schema.errors import Code, JobError
 from ..schema.status import Status
-from . import metrics, pipeline, score, store
+from . import compare, metrics, pipeline, score, store
 from .outcome import (
     TRANSIENT_ERRORS,
     Policy,
@@ -170,8 +170,8 @@ def compare_sessions(task: Task, res: Resources, job: CompareJob) -> dict[str, A
     scale = levels.scale_for(current.model_id, earlier, res.settings.variation, res.settings.trend)
     result = {
         "user_id": str(job.user_id),
-        **score.compare(current, previous, scale),
-        "layers": score.layers(current, windows, scale),
+        **compare.compare(current, previous, scale),
+        "layers": compare.layers(current, windows, scale),
         "variation_levels": scale.as_json(),
     }
     store.finish_comparison(

@@ -44,8 +44,9 @@ from bench.validity import (
 )
 from changewatch.schema.evidence import noise_floor
 from changewatch.schema.levels import Basis, Scale
+from changewatch.worker.compare import window_delta
 from changewatch.worker.embed import Embedder, WeightsUnavailable
-from changewatch.worker.score import analyze_history, window_delta
+from changewatch.worker.score import analyze_history
 
 
 def _history(embedder: Embedder, scenes: dict[str, Scene], seed: int) -> dict[str, Any]:

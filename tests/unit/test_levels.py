@@ -14,14 +14,8 @@ import pytest
 
 from changewatch.schema.evidence import VariationLevels, noise_floor
 from changewatch.schema.levels import CALIBRATED, Basis, Scale, annotate_level, scale_for
-from changewatch.worker.score import (
-    Analysis,
-    ComparedSession,
-    StoredSession,
-    analyze_history,
-    compare,
-    layers,
-)
+from changewatch.worker.compare import ComparedSession, compare, layers
+from changewatch.worker.score import Analysis, StoredSession, analyze_history
 
 LITE0 = "efficientnet_lite0/imagenet-579344248a93/prep1"
 UNCALIBRATED = "resnet50/imagenet-0123456789ab/prep1"

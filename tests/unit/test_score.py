@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from changewatch.schema.levels import Basis, Scale, TrendThresholds
-from changewatch.worker.score import (
-    ComparedSession,
-    StoredSession,
-    analyze_history,
-    compare,
-    cosine_distance,
-)
+from changewatch.worker.compare import ComparedSession, compare
+from changewatch.worker.score import StoredSession, analyze_history, cosine_distance
 
 FIXED = Scale(Basis.FIXED, None)
 

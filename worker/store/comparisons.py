@@ -18,7 +18,8 @@ from ...schema.errors import Code, JobError
 from ...schema.evidence import NOISE_WINDOW
 from ...schema.status import Status
 from .. import score
-from ..score import ComparedSession, StoredSession
+from ..compare import ComparedSession
+from ..score import StoredSession
 from . import outbox
 from .jobs import check_not_deleted
 from .people import check_user
