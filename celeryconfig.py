@@ -31,6 +31,14 @@ def _messages(s: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
+        # A result the backend cannot take yet (its Redis restarting) waits for it, with
+        # Celery's backoff (10 ms doubling to 10 s), instead of raising out of the task:
+        # that raise left the message neither acknowledged nor rejected, and a worker on
+        # RabbitMQ whose prefetch window filled with such messages got no more jobs
+        # (tests/e2e/test_failover.py), for good: even after Redis came back. No limit on
+        # the retries (Celery's default): the job is stored in Postgres already, and its
+        # message is acknowledged as soon as Redis answers again.
+        "result_backend_always_retry": True,
         # One named queue so operators and other producers know where jobs go.
         "task_default_queue": QUEUE,
         # Ack after the task ran so a crashed worker's job is redelivered; effects are

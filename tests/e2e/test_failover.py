@@ -184,6 +184,38 @@ def test_rabbitmq_worker_killed_and_a_comparison(
     assert producer.wait_comparison(ids[1], ids[0], timeout=120)["status"] == "succeeded"
 
 
+def test_rabbitmq_results_redis_crash_stalls_no_worker(
+    make_stack: Callable[[str], FaultStack], photos: Path
+) -> None:
+    """On RabbitMQ the results live in Redis: a crash of that Redis while jobs run must
+    not leave a worker holding messages it never acknowledges (it would get no more: its
+    prefetch window full). Every job ends, the same worker process throughout."""
+    from bench.harness.faults.redis_server import RedisServer
+
+    stack = make_stack("amqp")
+    worker = stack.start_worker("r0", concurrency=2)
+    producer = Producer(dsn=stack.database_url, celery=stack.app)
+    expected = _send(stack, producer, photos, users=2)
+    ids = list(expected)
+    deadline = time.monotonic() + 120
+    while len(_running(stack, ids)) < 2 or _succeeded(stack, ids) < 1:
+        assert time.monotonic() < deadline, finished_count(stack.database_url, ids)
+        time.sleep(0.02)
+    assert isinstance(stack.redis, RedisServer)
+    stack.redis.stop(hard=True)  # SIGKILL: the jobs running now cannot store their results
+    time.sleep(3.0)
+    stack.redis.start()
+    back = time.monotonic()
+    counts = _wait_final(stack, producer, ids)
+    took = time.monotonic() - back
+    print(f"every job final {took:.1f}s after Redis was back: {counts}")
+    assert counts == {"succeeded": len(ids)}, counts
+    assert took < 60, took
+    assert worker.process is not None and worker.process.poll() is None
+    report = audit(stack.database_url, expected)
+    assert report.missing == 0 and report.clean, report
+
+
 def test_rabbitmq_forget_user_with_jobs_queued(
     make_stack: Callable[[str], FaultStack], photos: Path
 ) -> None:
