@@ -4,8 +4,9 @@ The store keeps numbers true without reading a person's history:
 
 - Baselines come from running sums per person, model and angle (``baseline_sums``, exact
   int64 fixed point), updated in the analysis's own transaction under the person's
-  advisory lock. An appended session reads those sums and nothing else; one captured
-  before others rescales only the sessions captured at or after it.
+  lock (a row lock on their ``users`` row). An appended session reads those sums and
+  nothing else; one captured before others rescales only the sessions captured at or
+  after it.
 - A write is opened (lock, guard, history read in one round trip), scored by
   ``score.rescore`` while the lock is held, then saved: the caller sees each step.
 - Embeddings and analyses are keyed by model. Only workers of the active model write
@@ -49,7 +50,7 @@ _TOTALS_SQL = """
 _SESSIONS_SQL = """
     SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
            a.baseline_session_count, a.per_angle, e.angle, e.embedding, e.regions
-      FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)
+      FROM analyses a JOIN angle_embeddings e USING (user_id, session_id, model_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s
 """
 # The sessions a write rescores: captured at or after the earlier of the session's new
@@ -58,7 +59,8 @@ _SUFFIX_SQL = (
     _SESSIONS_SQL
     + """
        AND a.captured_at >= LEAST(%(at)s, COALESCE(
-           (SELECT captured_at FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s),
+           (SELECT captured_at FROM analyses
+             WHERE user_id = %(uid)s AND session_id = %(sid)s AND model_id = %(model)s),
            %(at)s))
 """
 )
@@ -68,8 +70,8 @@ _ANALYSIS_SQL = """
                           baseline_session_count, per_angle)
     VALUES (%(sid)s, %(model)s, %(uid)s, %(at)s, %(seq)s, %(dim)s, %(change)s,
             %(first)s, %(count)s, %(per_angle)s)
-    ON CONFLICT (session_id, model_id) DO UPDATE
-       SET user_id = EXCLUDED.user_id, captured_at = EXCLUDED.captured_at,
+    ON CONFLICT (user_id, session_id, model_id) DO UPDATE
+       SET captured_at = EXCLUDED.captured_at,
            request_seq = EXCLUDED.request_seq, embedding_dim = EXCLUDED.embedding_dim,
            change_score = EXCLUDED.change_score,
            is_first_session = EXCLUDED.is_first_session,
@@ -89,12 +91,12 @@ _RESCORED_SQL = """
     UPDATE analyses SET change_score = %s, is_first_session = %s,
            baseline_session_count = %s, per_angle = %s, computed_at = now(),
            revision = nextval('analysis_revision')
-     WHERE session_id = %s AND model_id = %s
+     WHERE user_id = %s AND session_id = %s AND model_id = %s
 """
 # One statement per table (unnest), not one per row: the bound is CPU, not I/O.
 _EMBEDDINGS_SQL = (
-    "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding, regions)"
-    " SELECT %s, angle, %s, embedding, regions"
+    "INSERT INTO angle_embeddings (user_id, session_id, angle, model_id, embedding, regions)"
+    " SELECT %s, %s, angle, %s, embedding, regions"
     "   FROM unnest(%s::text[], %b::bytea[], %b::bytea[]) AS u(angle, embedding, regions)"
 )
 _SUMS_SQL = (
@@ -212,12 +214,14 @@ class Write:
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if scored.replaces:
                 cur.execute(
-                    "DELETE FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
-                    (t.session_id, t.model_id),
+                    "DELETE FROM angle_embeddings"
+                    " WHERE user_id = %s AND session_id = %s AND model_id = %s",
+                    (t.user_id, t.session_id, t.model_id),
                 )
             vectors = [encode_vector(e) for e in embeddings.values()]
             cur.execute(
-                _EMBEDDINGS_SQL, (t.session_id, t.model_id, list(embeddings), vectors, grids)
+                _EMBEDDINGS_SQL,
+                (t.user_id, t.session_id, t.model_id, list(embeddings), vectors, grids),
             )
             cur.execute(
                 _ANALYSIS_SQL,
@@ -232,7 +236,7 @@ class Write:
                 },
             )
             if scored.changed:
-                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in scored.changed])
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t) for a in scored.changed])
             cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *scored.angles], *sums))
             for statement, params in then:
                 cur.execute(statement, params)
@@ -246,7 +250,7 @@ class Write:
         sums = _sum_rows(removal.totals, removal.angles)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if removal.changed:
-                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in removal.changed])
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t) for a in removal.changed])
             cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], *sums))
             cur.execute(
                 "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
@@ -265,8 +269,9 @@ def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
     )
 
 
-def _rescored(a: Analysis, model_id: str) -> tuple[Any, ...]:
-    return (*score.stored_values(a)[:3], Jsonb(a.per_angle), a.session_id, model_id)
+def _rescored(a: Analysis, t: Target) -> tuple[Any, ...]:
+    values = score.stored_values(a)[:3]
+    return (*values, Jsonb(a.per_angle), t.user_id, a.session_id, t.model_id)
 
 
 def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, ...] | None, Write]:
@@ -299,7 +304,7 @@ def analysis_write(
         guard, write = open_write(conn, NEWEST_REQUEST, target)
         if guard is None:
             check_user(conn, job.user_id)  # forgotten while the photos were embedded
-            check_not_deleted(conn, job.session_id)  # or the session deleted
+            check_not_deleted(conn, job.user_id, job.session_id)  # or deleted
             raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} is gone")
         newest_seq, newest_task, active = guard
         if newest_seq != request_seq:
@@ -317,7 +322,8 @@ def save_analysis(
     photos: dict[str, dict[str, Any]] | None = None,
 ) -> Analysis:
     """Store the scored analysis and mark the request the session's good one."""
-    return write.save(scored, embeddings, (succeeded(write.target.session_id, photos),))
+    t = write.target
+    return write.save(scored, embeddings, (succeeded(t.user_id, t.session_id, photos),))
 
 
 def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:
