@@ -51,19 +51,15 @@ CREATE INDEX sessions_session_idx ON sessions (session_id);
 ALTER TABLE analysis_requests DROP CONSTRAINT analysis_requests_pkey;
 ALTER TABLE analysis_requests DROP CONSTRAINT analysis_requests_seq_key;
 ALTER TABLE analysis_requests ADD PRIMARY KEY (user_id, task_id);
-ALTER TABLE analysis_requests ADD UNIQUE (user_id, seq);
+-- seq is an identity: unique without an index of its own; a session's are found here.
 DROP INDEX analysis_requests_session_idx;
 CREATE INDEX analysis_requests_session_idx ON analysis_requests (user_id, session_id, seq);
--- forget-user and delete-session find a request's task by its id.
-CREATE INDEX analysis_requests_task_idx ON analysis_requests (task_id);
 
 ALTER TABLE angle_embeddings DROP CONSTRAINT angle_embeddings_pkey;
 ALTER TABLE angle_embeddings ADD PRIMARY KEY (user_id, session_id, model_id, angle);
 
 ALTER TABLE analyses DROP CONSTRAINT analyses_pkey;
 ALTER TABLE analyses ADD PRIMARY KEY (user_id, session_id, model_id);
--- The sessions a model still lacks (backfills) join by session id.
-CREATE INDEX analyses_session_idx ON analyses (session_id, model_id);
 
 ALTER TABLE comparisons DROP CONSTRAINT comparisons_pkey;
 ALTER TABLE comparisons ADD PRIMARY KEY (user_id, current_session_id, previous_session_id);
