@@ -98,6 +98,17 @@ def postgres_counters(stack: FaultStack) -> dict[str, float]:
     }
 
 
+def statement_calls(stack: FaultStack) -> dict[str, int]:
+    """Calls per statement text (pg_stat_statements), to see which ones a session costs."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), sum(calls)::bigint"
+            "  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database() GROUP BY 1"
+        ).fetchall()
+    return {str(q): int(n) for q, n in rows}
+
+
 def s3_counters(stack: FaultStack) -> dict[str, float]:
     proxy = stack.proxy
     return {"requests": proxy.requests, "bytes": proxy.bytes_up + proxy.bytes_down}
@@ -177,11 +188,12 @@ def measure(
         start_workers(stack, workers, concurrency)
         producer = Producer(dsn=stack.database_url, celery=stack.app)
         _wait(stack, _send(stack, producer, warmup))
-        before, began = snapshot(stack), time.monotonic()
+        before, began, calls = snapshot(stack), time.monotonic(), statement_calls(stack)
         ids = _send(stack, producer, sessions)
         statuses = _wait(stack, ids)
         took = time.monotonic() - began
         after = snapshot(stack)
+        calls = {q: n - calls.get(q, 0) for q, n in statement_calls(stack).items()}
     finally:
         stack.close()
     per_session = {
@@ -204,4 +216,9 @@ def measure(
             for tier, costs in per_session.items()
         },
         "saturation": saturation(per_session, cores),
+        "statements_per_session": {
+            q: round(n / sessions, 2)
+            for q, n in sorted(calls.items(), key=lambda kv: -kv[1])[:25]
+            if n
+        },
     }

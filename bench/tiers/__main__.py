@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{tier:9s} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
     for tier, limit in out["saturation"].items():
         print(f"{tier:9s} saturates near: " + ", ".join(f"{k} {v}" for k, v in limit.items()))
+    print("Postgres statements per session, most called first:")
+    for query, n in out["statements_per_session"].items():
+        print(f"  {n:6.2f}  {query}")
     print(json.dumps(out))
 
 

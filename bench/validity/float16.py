@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.validity import ANGLE_PHOTOS, MODELS, UNUSED_PHOTOS, load_scenes, run_seed
+from bench.validity import ANGLE_PHOTOS, UNUSED_PHOTOS, load_scenes, run_seed
 from bench.validity.report import summarize
 from changewatch.worker.embed import Embedder
 
@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--retakes", type=int, default=4)
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="imagenet", help="'imagenet', 'random' or a file")
     args = parser.parse_args(argv)
-    label, weights, model = next(m for m in MODELS if m[2] == args.model)
+    label, weights, model = f"{args.model}, {args.weights}", args.weights, args.model
     started = time.perf_counter()
     scenes = load_scenes([*ANGLE_PHOTOS.values(), *UNUSED_PHOTOS])
     embedder = Embedder(weights, model=model)
