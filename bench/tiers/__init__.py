@@ -1,12 +1,13 @@
 """``python -m bench.tiers``: what one session costs each shared tier, and where each
 tier saturates.
 
-A private stack (bench.harness.faults.FaultStack: its own redis-server, Postgres cluster
-with full_page_writes on and pg_stat_statements, moto's S3 server behind a counting
-proxy), the shipped Celery settings, migrations and producer, and ``--workers`` real
-worker processes whose model costs nothing (bench/tiers/zero_model: the forward pass is
-replaced, everything else is the product's). After a warm-up, ``--sessions`` sessions of
-six photos are sent and waited for; each tier's counters are read before and after:
+A private stack (bench.harness.faults.FaultStack: its own redis-server on ``--redis-port``
+or a free port, a Postgres cluster with full_page_writes on and pg_stat_statements,
+moto's S3 server behind a counting proxy), the shipped Celery settings, migrations and
+producer, and ``--workers`` real worker processes whose model costs nothing
+(bench/tiers/zero_model: the forward pass is replaced, everything else is the product's).
+After a warm-up, ``--sessions`` sessions of six photos are sent and waited for; each
+tier's counters are read before and after:
 
 - Redis: commands (INFO commandstats) and CPU seconds (INFO cpu, main thread and
   children), over every client (producer, workers, results).
@@ -43,7 +44,6 @@ from changewatch.producer import Producer
 ZERO_MODEL = Path(__file__).parent / "zero_model"
 PHOTOS_PER_GPU_S = 1000.0
 PHOTOS_PER_SESSION = 6
-REDIS_PORT = 6392  # this engineer's private Redis port on the shared machine
 _UNCOUNTED = {"info", "config|resetstat"}  # this bench's own reads
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -174,11 +174,11 @@ def saturation(per_session: dict[str, dict[str, float]], cores: float) -> dict[s
 
 
 def measure(
-    root: Path, workers: int, concurrency: int, sessions: int, warmup: int
+    root: Path, workers: int, concurrency: int, sessions: int, warmup: int, redis_port: int = 0
 ) -> dict[str, Any]:
     stack = FaultStack(
         root,
-        redis_port=REDIS_PORT,
+        redis_port=redis_port,
         postgres_options="-c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
         " -c pg_stat_statements.track=all",
     ).start()

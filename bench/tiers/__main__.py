@@ -20,12 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="per worker")
     parser.add_argument("--sessions", type=int, default=120)
     parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--redis-port", type=int, default=0, help="the private Redis (0: free)")
     args = parser.parse_args(argv)
     if not have("redis-server") or postgres_bindir() is None:
         sys.exit("needs redis-server and the PostgreSQL server binaries (initdb, pg_ctl)")
     root = Path(tempfile.mkdtemp(prefix="changewatch-tiers-"))
     try:
-        out = tiers.measure(root, args.workers, args.concurrency, args.sessions, args.warmup)
+        out = tiers.measure(
+            root, args.workers, args.concurrency, args.sessions, args.warmup, args.redis_port
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{args.sessions} sessions, {out['sessions_per_s_reached']} sessions/s reached,")
