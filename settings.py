@@ -112,6 +112,10 @@ class Settings:
     device: Device = "auto"
     # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32.
     precision: str = "auto"
+    # "float16": embeddings and region vectors rounded to float16, scored and stored so:
+    # half their storage and WAL; scores move by < 1e-3 (bench.validity.float16,
+    # docs/benchmarks.md). "float32" keeps them as the model gives them.
+    embedding_dtype: str = "float32"
     # -- what a job may read -----------------------------------------------------------------
     # A job may only read s3://<bucket>/<user_id>/... ; empty allowed_buckets means any bucket.
     allowed_buckets: tuple[str, ...] = ()
@@ -237,6 +241,9 @@ def _model(env: Mapping[str, str]) -> dict[str, Any]:
         "model_weights": env.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip() or "imagenet",
         "device": _choice(env, "CHANGEWATCH_DEVICE", "auto", ("auto", "cpu", "cuda")),
         "precision": env.get("CHANGEWATCH_PRECISION", "auto").strip() or "auto",
+        "embedding_dtype": _choice(
+            env, "CHANGEWATCH_EMBEDDING_DTYPE", "float32", ("float32", "float16")
+        ),
         "pipeline": _choice(env, "CHANGEWATCH_PIPELINE", "fast", ("fast", "reference")),
         "trend": TrendThresholds(
             stable=_env_float("CHANGEWATCH_TREND_STABLE_BELOW", 0.10, env),

@@ -125,7 +125,7 @@ class Producer:
                 self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
             except Exception as exc:
                 why = f"could not send the task: {type(exc).__name__}: {exc}"
-                sessions.enqueue_failed(conn, job.session_id, task_id, why)
+                sessions.enqueue_failed(conn, job.user_id, job.session_id, task_id, why)
                 raise
         return {"session_id": str(job.session_id), "status": Status.QUEUED, "task_id": task_id}
 
@@ -237,7 +237,7 @@ class Producer:
             row = comparisons.find(conn, cur, prev)
             if row is not None and row["status"] == Status.SUCCEEDED and row["stale"]:
                 task_id = str(uuid.uuid4())
-                comparisons.requeue_succeeded(conn, cur, prev, task_id)
+                comparisons.requeue_succeeded(conn, row["user_id"], cur, prev, task_id)
                 job = CompareJob(row["user_id"], cur, prev)
                 self.celery.send_task(
                     COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id

@@ -168,7 +168,7 @@ def delete_session(
     for dropped_id in dropped_ids:  # whoever waits on one sees it end, as a running one does
         producer.celery.backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
-        remaining |= sessions.session_left(conn, sid)
+        remaining |= sessions.session_left(conn, user_id, sid)
     if brokers.app_keeps_jobs_in_redis(producer.celery):
         with broker(producer.celery) as held:
             remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))

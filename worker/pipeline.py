@@ -15,6 +15,7 @@ import numpy as np
 from ..schema import results
 from ..schema.contract import AnalyzeJob
 from ..schema.status import Status
+from ..schema.vectors import to_half
 from . import metrics, score
 from .decode import DRAFT_SIDE, Photo, decode_session
 from .embed import Features
@@ -49,13 +50,19 @@ def embed(res: Resources, photos: list[Photo]) -> Features:
     if res.settings.pipeline == "reference":
         with timed("embed"):
             each = [res.embedder.features(a[None], fp32=True) for a in arrays]
-            return Features(
-                np.concatenate([f.vectors for f in each]), np.concatenate([f.regions for f in each])
-            )
+            vectors = np.concatenate([f.vectors for f in each])
+            return _stored_as(res, Features(vectors, np.concatenate([f.regions for f in each])))
     embedded = res.batcher.embed_timed(np.stack(arrays))  # it times both into the histograms
     _log("batch", embedded.batch_seconds)
     _log("embed", embedded.embed_seconds)
-    return Features(embedded.vectors, embedded.regions)
+    return _stored_as(res, Features(embedded.vectors, embedded.regions))
+
+
+def _stored_as(res: Resources, features: Features) -> Features:
+    """float16 storage: round here, so scores and sums use what is stored."""
+    if res.settings.embedding_dtype != "float16":
+        return features
+    return Features(to_half(features.vectors), to_half(features.regions))
 
 
 Vectors = dict[str, np.ndarray]

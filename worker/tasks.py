@@ -117,7 +117,7 @@ def analyze_session(task: Task, res: Resources, job: AnalyzeJob) -> dict[str, An
     except store.ModelNotActive as exc:
         raise _hand_back(task, res, str(exc)) from exc
     except JobError as err:  # its photos may be missing because the session was deleted
-        deleted = store.deleted_or(res.db, job.session_id, err)
+        deleted = store.deleted_or(res.db, job.user_id, job.session_id, err)
         if deleted is err:
             raise
         raise deleted from err
@@ -213,7 +213,7 @@ def embed_session(task: Task, res: Resources, job: EmbedJob) -> dict[str, Any]:
         none = JobError(
             Code.SESSION_NOT_ANALYZED, f"session {job.session_id} has no good analysis to re-embed"
         )
-        raise store.deleted_or(res.db, job.session_id, none)
+        raise store.deleted_or(res.db, None, job.session_id, none)
     done = {"session_id": str(job.session_id), "model_id": job.model_id, "status": Status.SUCCEEDED}
     if source.done:
         store.finish_backfill(res.db, job.session_id, job.model_id)

@@ -77,9 +77,16 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
             task = f"prefill-{job.session_id}"
             images = Jsonb(job.to_payload()["images"])
             rows_s.append((job.session_id, user, job.captured_at, images, task))
-            rows_r.append((task, job.session_id))
+            rows_r.append((user, task, job.session_id))
             rows_e += [
-                (job.session_id, a, model, store.encode_vector(v), store.encode_vector(regions[a]))
+                (
+                    user,
+                    job.session_id,
+                    a,
+                    model,
+                    store.encode_vector(v),
+                    store.encode_vector(regions[a]),
+                )
                 for a, v in vectors.items()
             ]
             rows_a.append((job.session_id, model, user, job.captured_at, DIM))
@@ -90,16 +97,19 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
             rows_s,
         )
         cur.executemany(
-            "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)", rows_r
+            "INSERT INTO analysis_requests (user_id, task_id, session_id) VALUES (%s, %s, %s)",
+            rows_r,
         )
         cur.execute(
             "UPDATE sessions s SET request_seq = r.seq, good_request_seq = r.seq,"
             " good_task_id = r.task_id, good_captured_at = s.captured_at, good_images = s.images"
-            " FROM analysis_requests r WHERE r.session_id = s.session_id AND s.user_id = %s",
+            " FROM analysis_requests r WHERE r.user_id = s.user_id"
+            " AND r.session_id = s.session_id AND s.user_id = %s",
             (user,),
         )
         with cur.copy(
-            "COPY angle_embeddings (session_id, angle, model_id, embedding, regions) FROM STDIN"
+            "COPY angle_embeddings (user_id, session_id, angle, model_id, embedding, regions)"
+            " FROM STDIN"
         ) as copy:
             for row in rows_e:
                 copy.write_row(row)

@@ -15,7 +15,7 @@ def record(conn: Conn, job: CompareJob, task_id: str) -> None:
         """
         INSERT INTO comparisons (current_session_id, previous_session_id, user_id, task_id)
         VALUES (%s, %s, %s, %s)
-        ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
+        ON CONFLICT (user_id, current_session_id, previous_session_id) DO UPDATE
            SET status = 'queued', result = NULL, error_code = NULL,
                error_message = NULL, task_id = EXCLUDED.task_id, updated_at = now()
         """,
@@ -34,9 +34,11 @@ def find(conn: Conn, current: UUID, previous: UUID) -> Row | None:
                    IS DISTINCT FROM (m.model_id, ac.revision, ap.revision) AS stale
           FROM comparisons c
           LEFT JOIN models m ON m.active
-          LEFT JOIN analyses ac ON ac.session_id = c.current_session_id
+          LEFT JOIN analyses ac ON ac.user_id = c.user_id
+                               AND ac.session_id = c.current_session_id
                                AND ac.model_id = m.model_id
-          LEFT JOIN analyses ap ON ap.session_id = c.previous_session_id
+          LEFT JOIN analyses ap ON ap.user_id = c.user_id
+                               AND ap.session_id = c.previous_session_id
                                AND ap.model_id = m.model_id
          WHERE c.current_session_id = %s AND c.previous_session_id = %s
         """,
@@ -44,10 +46,12 @@ def find(conn: Conn, current: UUID, previous: UUID) -> Row | None:
     ).fetchone()
 
 
-def requeue_succeeded(conn: Conn, current: UUID, previous: UUID, task_id: str) -> None:
+def requeue_succeeded(
+    conn: Conn, user_id: UUID, current: UUID, previous: UUID, task_id: str
+) -> None:
     conn.execute(
         "UPDATE comparisons SET status = 'queued', task_id = %s, updated_at = now()"
-        " WHERE current_session_id = %s AND previous_session_id = %s"
+        " WHERE user_id = %s AND current_session_id = %s AND previous_session_id = %s"
         " AND status = 'succeeded'",
-        (task_id, current, previous),
+        (task_id, user_id, current, previous),
     )

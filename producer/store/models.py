@@ -10,14 +10,16 @@ from . import Conn, Row
 
 # The stored sessions that lack the model's analysis of their good request, oldest first.
 _PENDING = """
-    SELECT s.session_id, s.good_request_seq
+    SELECT s.user_id, s.session_id, s.good_request_seq
       FROM sessions s
-      LEFT JOIN analyses a ON a.session_id = s.session_id AND a.model_id = %(model)s
+      LEFT JOIN analyses a ON a.user_id = s.user_id AND a.session_id = s.session_id
+                          AND a.model_id = %(model)s
      WHERE s.good_request_seq IS NOT NULL
        AND a.request_seq IS DISTINCT FROM s.good_request_seq
        AND (%(user)s::uuid IS NULL OR s.user_id = %(user)s::uuid)
      ORDER BY s.good_captured_at, s.session_id
 """
+_MISSING = f"SELECT count(*) AS n FROM ({_PENDING}) pending"
 
 
 def pending(conn: Conn, model_id: str, user_id: UUID | None = None) -> list[Row]:
@@ -26,10 +28,7 @@ def pending(conn: Conn, model_id: str, user_id: UUID | None = None) -> list[Row]
 
 def missing(conn: Conn, model_id: str) -> int:
     """How many stored sessions lack ``model_id``'s analysis of their good request."""
-    row = conn.execute(
-        f"SELECT count(*) AS n FROM ({_PENDING}) pending",  # a constant query
-        {"model": model_id, "user": None},
-    ).fetchone()
+    row = conn.execute(_MISSING, {"model": model_id, "user": None}).fetchone()
     return int(row["n"]) if row else 0
 
 
@@ -64,9 +63,9 @@ def claim_backfill(conn: Conn, row: Row, model_id: str, in_flight_s: float) -> b
     queued or running and younger than ``in_flight_s`` (its message is still coming)."""
     claimed = conn.execute(
         """
-        INSERT INTO backfill_jobs (session_id, model_id, request_seq)
-        VALUES (%(sid)s, %(model)s, %(seq)s)
-        ON CONFLICT (session_id, model_id) DO UPDATE
+        INSERT INTO backfill_jobs (user_id, session_id, model_id, request_seq)
+        VALUES (%(uid)s, %(sid)s, %(model)s, %(seq)s)
+        ON CONFLICT (user_id, session_id, model_id) DO UPDATE
            SET status = 'queued', request_seq = EXCLUDED.request_seq,
                error_code = NULL, error_message = NULL, updated_at = now()
          WHERE backfill_jobs.status NOT IN ('queued', 'running')
@@ -75,6 +74,7 @@ def claim_backfill(conn: Conn, row: Row, model_id: str, in_flight_s: float) -> b
         RETURNING 1
         """,
         {
+            "uid": row["user_id"],
             "sid": row["session_id"],
             "model": model_id,
             "seq": row["good_request_seq"],
@@ -90,7 +90,7 @@ def backfill_outcomes(
     """(sessions now re-embedded, failures recorded since ``since``, a Unix time)."""
     done = conn.execute(
         "SELECT count(*) AS n FROM sessions s JOIN analyses a"
-        " ON a.session_id = s.session_id AND a.model_id = %s"
+        " ON a.user_id = s.user_id AND a.session_id = s.session_id AND a.model_id = %s"
         " WHERE s.session_id = ANY(%s) AND a.request_seq = s.good_request_seq",
         (model_id, session_ids),
     ).fetchone()

@@ -1,7 +1,8 @@
 """The ``users`` table from the producer's side: enrolling a person, and forgetting one.
 
-forget-user takes the person's advisory lock (``lock_user``) first, as every worker write
-does, so a write for them either commits before the forget or finds them gone.
+forget-user takes the person's lock (``lock_user``, a row lock on their ``users`` row)
+first, as every worker write does, so a write for them either commits before the forget
+or finds them gone.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from ...schema.contract import AnalyzeJob, other_users_session
 from ...schema.errors import Code, JobError
 from ...schema.forgetting import rows
+from ...schema.forgetting.rows import OTHER_OWNER
 from . import Conn, Row
 from .people import enroll
 
@@ -21,44 +22,41 @@ from .people import enroll
 def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
     """The session as queued, and the request numbered: newer than every one recorded
     before it, whatever order the workers run them in."""
+    key = {"sid": job.session_id, "uid": job.user_id, "task": task_id}
     with conn.transaction():
         enroll(conn, job.user_id)
-        row = conn.execute(
+        conn.execute(
             """
             INSERT INTO sessions (session_id, user_id, captured_at, images, status, task_id)
             VALUES (%(sid)s, %(uid)s, %(at)s, %(images)s, 'queued', %(task)s)
-            ON CONFLICT (session_id) DO UPDATE
+            ON CONFLICT (user_id, session_id) DO UPDATE
                SET status = 'queued', captured_at = EXCLUDED.captured_at,
                    images = EXCLUDED.images, task_id = EXCLUDED.task_id,
                    error_code = NULL, error_message = NULL, finished_at = NULL,
                    updated_at = now()
-             WHERE sessions.user_id = EXCLUDED.user_id
-            RETURNING session_id
             """,
-            {
-                "sid": job.session_id,
-                "uid": job.user_id,
-                "at": job.captured_at,
-                "images": Jsonb(job.to_payload()["images"]),
-                "task": task_id,
-            },
-        ).fetchone()
-        if row is None:
+            {**key, "at": job.captured_at, "images": Jsonb(job.to_payload()["images"])},
+        )
+        # A session id is one person's (a read across people: docs/scaling.md).
+        taken = conn.execute(OTHER_OWNER + " AS taken", key).fetchone()
+        if taken is not None and taken["taken"]:
             raise other_users_session()
         # After the INSERT, which waits for a delete-session in progress: sees its tombstone.
-        if is_deleted(conn, job.session_id):
+        deleted = conn.execute("SELECT session_deleted(%(uid)s, %(sid)s) AS deleted", key)
+        if (deleted.fetchone() or {}).get("deleted"):
             raise JobError(
                 Code.SESSION_DELETED, f"session {job.session_id} was deleted; not enqueued"
             )
         conn.execute(
             """
             WITH request AS (
-                INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)
-                RETURNING seq, session_id)
+                INSERT INTO analysis_requests (user_id, task_id, session_id)
+                VALUES (%(uid)s, %(task)s, %(sid)s)
+                RETURNING seq)
             UPDATE sessions s SET request_seq = request.seq
-              FROM request WHERE s.session_id = request.session_id
+              FROM request WHERE s.user_id = %(uid)s AND s.session_id = %(sid)s
             """,
-            (task_id, job.session_id),
+            key,
         )
 
 
@@ -102,22 +100,24 @@ def rejected_task(conn: Conn, task_id: str) -> Row | None:
     ).fetchone()
 
 
-def session_left(conn: Conn, session_id: UUID) -> dict[str, int]:
-    """Rows naming one session, to prove delete-session left none."""
+def session_left(conn: Conn, user_id: UUID, session_id: UUID) -> dict[str, int]:
+    """Rows naming the person's session, to prove delete-session left none."""
     row = conn.execute(
-        "SELECT count(*) FROM sessions WHERE session_id = %s", (session_id,)
+        "SELECT count(*) FROM sessions WHERE user_id = %s AND session_id = %s",
+        (user_id, session_id),
     ).fetchone()
-    return {"sessions": int(row["count"]) if row else 0} | rows.session_rows(conn, session_id)
+    left = rows.session_rows(conn, user_id, session_id)
+    return {"sessions": int(row["count"]) if row else 0} | left
 
 
-def enqueue_failed(conn: Conn, session_id: UUID, task_id: str, message: str) -> None:
+def enqueue_failed(conn: Conn, user_id: UUID, session_id: UUID, task_id: str, message: str) -> None:
     """The broker refused the message: never leave a "queued" job that no message will
     pick up. Only this attempt's own row: never overwrite a result a worker stored."""
     conn.execute(
         "UPDATE sessions SET status = 'failed', error_code = 'enqueue_failed',"
         " error_message = %s, updated_at = now()"
-        " WHERE session_id = %s AND task_id = %s AND status = 'queued'",
-        (message, session_id, task_id),
+        " WHERE user_id = %s AND session_id = %s AND task_id = %s AND status = 'queued'",
+        (message, user_id, session_id, task_id),
     )
 
 
@@ -148,14 +148,11 @@ def owners(conn: Conn, session_ids: list[UUID]) -> dict[UUID, UUID]:
 
 def failed(conn: Conn, session_id: UUID | None = None) -> list[Row]:
     """Failed jobs (one, or all) with what they were sent with, oldest capture first."""
-    where, params = "status = 'failed'", {}
-    if session_id is not None:
-        where += " AND session_id = %(sid)s"
-        params["sid"] = session_id
     return conn.execute(
-        f"SELECT session_id, user_id, captured_at, images FROM sessions WHERE {where}"
+        "SELECT session_id, user_id, captured_at, images FROM sessions"
+        " WHERE status = 'failed' AND (%(sid)s::uuid IS NULL OR session_id = %(sid)s::uuid)"
         " ORDER BY captured_at",
-        params,
+        {"sid": session_id},
     ).fetchall()
 
 

@@ -1,8 +1,9 @@
 """A person's rows, forgotten in one transaction: the statements forget-user runs,
 from the producer's CLI or the worker's ``changewatch.forget_person`` task alike.
 
-It takes the person's advisory lock (``lock_user``) first, as every worker write does, so
-a write for them either commits before the forget or finds them gone. It runs as the
+It takes the person's lock (``lock_user``: a row lock on their ``users`` row) first, as
+every worker write does, so a write for them either commits before the forget or finds
+them gone. It runs as the
 producer's or the worker's database role (migrations 0006 and 0009 grant both).
 """
 
@@ -17,20 +18,27 @@ from psycopg.rows import tuple_row
 
 Conn = psycopg.Connection[Any]
 
+# Whether another person has a session of this id (the writers of a session check it:
+# a session id is one person's). The one read across people a write makes; no lock, as
+# Citus runs it on every shard (docs/scaling.md).
+OTHER_OWNER = (
+    "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = %(sid)s AND user_id <> %(uid)s)"
+)
+
 # Tables holding a person's data, and how to count what is left of it.
 LEFT = {
     "users": "SELECT count(*) FROM users WHERE user_id = %(u)s",
-    "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = ANY(%(s)s)",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = ANY(%(s)s)",
+    "sessions": "SELECT count(*) FROM sessions WHERE user_id = %(u)s",
+    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE user_id = %(u)s",
+    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE user_id = %(u)s",
     "baseline_sums": "SELECT count(*) FROM baseline_sums WHERE user_id = %(u)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = ANY(%(s)s)",
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = ANY(%(s)s) OR user_id = %(u)s",
-    "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s"
-    " OR current_session_id = ANY(%(s)s) OR previous_session_id = ANY(%(s)s)",
+    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE user_id = %(u)s",
+    "analyses": "SELECT count(*) FROM analyses WHERE user_id = %(u)s",
+    "comparisons": "SELECT count(*) FROM comparisons WHERE user_id = %(u)s",
+    # Kept on the coordinator (it may name no valid person): found by its sessions' ids.
     "rejected_messages": "SELECT count(*) FROM rejected_messages"
     " WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
-    "outbox": "SELECT count(*) FROM outbox WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
+    "outbox": "SELECT count(*) FROM outbox WHERE user_id = %(u)s",
 }
 
 
@@ -71,7 +79,7 @@ def forget(conn: Conn, user_id: UUID) -> Forgotten:
         found.task_ids.update(
             r["task_id"]
             for r in conn.execute(
-                "SELECT task_id FROM analysis_requests WHERE session_id = ANY(%(s)s)"
+                "SELECT task_id FROM analysis_requests WHERE user_id = %(u)s"
                 " UNION SELECT task_id FROM comparisons WHERE user_id = %(u)s"
                 " UNION SELECT task_id FROM rejected_messages"
                 "  WHERE session_id = ANY(%(s)s) OR payload->>'user_id' = %(u)s::text",
@@ -100,21 +108,24 @@ def forget(conn: Conn, user_id: UUID) -> Forgotten:
 # (what it did) and after (what is left, all zeros). Its ``sessions`` row is counted by
 # each side, which knows whether it is there.
 SESSION_ROWS = {
-    "analyses": "SELECT count(*) FROM analyses WHERE session_id = %(s)s",
-    "angle_embeddings": "SELECT count(*) FROM angle_embeddings WHERE session_id = %(s)s",
-    "analysis_requests": "SELECT count(*) FROM analysis_requests WHERE session_id = %(s)s",
-    "backfill_jobs": "SELECT count(*) FROM backfill_jobs WHERE session_id = %(s)s",
+    "analyses": "SELECT count(*) FROM analyses WHERE user_id = %(u)s AND session_id = %(s)s",
+    "angle_embeddings": "SELECT count(*) FROM angle_embeddings"
+    " WHERE user_id = %(u)s AND session_id = %(s)s",
+    "analysis_requests": "SELECT count(*) FROM analysis_requests"
+    " WHERE user_id = %(u)s AND session_id = %(s)s",
+    "backfill_jobs": "SELECT count(*) FROM backfill_jobs"
+    " WHERE user_id = %(u)s AND session_id = %(s)s",
     "comparisons": "SELECT count(*) FROM comparisons"
-    " WHERE current_session_id = %(s)s OR previous_session_id = %(s)s",
+    " WHERE user_id = %(u)s AND (current_session_id = %(s)s OR previous_session_id = %(s)s)",
     "rejected_messages": "SELECT count(*) FROM rejected_messages WHERE session_id = %(s)s",
 }
 
 
-def session_rows(conn: Conn, session_id: UUID) -> dict[str, int]:
-    """How many rows of each table name the session."""
+def session_rows(conn: Conn, user_id: UUID, session_id: UUID) -> dict[str, int]:
+    """How many rows of each table name the person's session."""
     with conn.cursor(row_factory=tuple_row) as cur:
         counts = {}
         for table, query in SESSION_ROWS.items():
-            row = cur.execute(query, {"s": session_id}).fetchone()
+            row = cur.execute(query, {"u": user_id, "s": session_id}).fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts

@@ -16,6 +16,7 @@ from PIL import Image
 from bench.validity.regions import replace_region
 from changewatch.producer import Producer
 from changewatch.schema.regions import REGIONS
+from changewatch.worker import store
 from tests.helpers import SERIES, T0, Uploader
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -93,10 +94,10 @@ def test_region_storage_per_angle_is_at_most_the_embedding(
             " WHERE session_id = %s",
             (person["ids"][-1],),
         ).fetchall()
-        counts = conn.execute(
-            "SELECT region_sessions FROM baseline_sums WHERE user_id = %s AND angle <> 'session'",
-            (person["user"],),
-        ).fetchall()
+        (model,) = conn.execute("SELECT model_id FROM models WHERE active").fetchone() or ("",)
+        # The sums the store keeps: the stored checkpoint and the sessions after it.
+        totals = store.load_totals(conn, person["user"], model)
     assert len(sizes) == 3
     assert all(regions == 9 * 128 * 4 and regions <= embedding for regions, embedding in sizes)
-    assert sorted(c for (c,) in counts) == [7, 7, 7]
+    assert totals is not None
+    assert sorted(count for count, _ in totals.regions.values()) == [7, 7, 7]

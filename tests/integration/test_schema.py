@@ -43,12 +43,12 @@ def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
             "INSERT INTO models (model_id, embedding_dim) VALUES ('m', 1) ON CONFLICT DO NOTHING"
         )
         insert = (
-            "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding)"
-            " VALUES (%s, 'front', 'm', float4send(1.0))"
+            "INSERT INTO angle_embeddings (user_id, session_id, angle, model_id, embedding)"
+            " VALUES (%s, %s, 'front', 'm', float4send(1.0))"
         )
-        conn.execute(insert, (sid,))
+        conn.execute(insert, (uid, sid))
         with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute(insert, (sid,))
+            conn.execute(insert, (uid, sid))
         conn.rollback()
     with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
@@ -59,17 +59,28 @@ def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
 
 
 def test_baseline_query_uses_the_user_time_index(database_url: str) -> None:
-    """'This user's sessions before T' is served by an index, not a scan."""
+    """'This user's sessions before T' is served by an index, not a scan (on a history
+    long enough that the primary key, which leads with user_id too, is not as good)."""
+    uid = uuid.uuid4()
     with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO users (user_id) VALUES (%s)", (uid,))
+        conn.execute(
+            "INSERT INTO sessions (session_id, user_id, captured_at, images)"
+            " SELECT gen_random_uuid(), %s, now() - make_interval(days => n), '{}'"
+            "   FROM generate_series(1, 2000) AS n",
+            (uid,),
+        )
+        conn.execute("ANALYZE sessions")
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(
             r[0]
             for r in conn.execute(
                 "EXPLAIN SELECT session_id FROM sessions"
-                " WHERE user_id = %s AND captured_at < now()",
-                (uuid.uuid4(),),
+                " WHERE user_id = %s AND captured_at < now() - interval '1990 days'",
+                (uid,),
             )
         )
+        conn.rollback()
     assert "sessions_user_captured_idx" in plan
 
 

@@ -4,8 +4,13 @@ The store keeps numbers true without reading a person's history:
 
 - Baselines come from running sums per person, model and angle (``baseline_sums``, exact
   int64 fixed point), updated in the analysis's own transaction under the person's
-  advisory lock. An appended session reads those sums and nothing else; one captured
-  before others rescales only the sessions captured at or after it.
+  lock (a row lock on their ``users`` row). An appended session reads those sums and
+  nothing else; one captured before others rescales only the sessions captured at or
+  after it.
+- The stored sums are a checkpoint, written every ``SUMS_EVERY`` sessions: they cover
+  the analyses marked ``summed``, and a write adds the embeddings of the few others (read
+  with the history) to get the exact sums. Rewriting ~150 KiB of sums on every session
+  was most of its WAL (bench.store.cost; migration 0011).
 - A write is opened (lock, guard, history read in one round trip), scored by
   ``score.rescore`` while the lock is held, then saved: the caller sees each step.
 - Embeddings and analyses are keyed by model. Only workers of the active model write
@@ -46,10 +51,23 @@ _TOTALS_SQL = """
     SELECT angle, sessions, total, region_sessions, region_total FROM baseline_sums
      WHERE user_id = %(uid)s AND model_id = %(model)s
 """
+# The sessions not in the stored sums yet (the checkpoint's tail), with their embeddings.
+_TAIL_SQL = """
+    SELECT a.session_id, e.angle, e.embedding, e.regions
+      FROM analyses a JOIN angle_embeddings e USING (user_id, session_id, model_id)
+     WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND NOT a.summed
+"""
+# Once this many sessions would be outside the stored sums, a write stores them again:
+# sums cost ~150 KiB of WAL (six angles, regions included) against ~75 KiB of embeddings
+# per session, and a write reads at most this many sessions' embeddings more.
+SUMS_EVERY = 8
+_SUMMED_SQL = (
+    "UPDATE analyses SET summed = true WHERE user_id = %s AND model_id = %s AND NOT summed"
+)
 _SESSIONS_SQL = """
     SELECT a.session_id, a.captured_at, a.change_score, a.is_first_session,
            a.baseline_session_count, a.per_angle, e.angle, e.embedding, e.regions
-      FROM analyses a JOIN angle_embeddings e USING (session_id, model_id)
+      FROM analyses a JOIN angle_embeddings e USING (user_id, session_id, model_id)
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s
 """
 # The sessions a write rescores: captured at or after the earlier of the session's new
@@ -58,23 +76,24 @@ _SUFFIX_SQL = (
     _SESSIONS_SQL
     + """
        AND a.captured_at >= LEAST(%(at)s, COALESCE(
-           (SELECT captured_at FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s),
+           (SELECT captured_at FROM analyses
+             WHERE user_id = %(uid)s AND session_id = %(sid)s AND model_id = %(model)s),
            %(at)s))
 """
 )
 _ANALYSIS_SQL = """
     INSERT INTO analyses (session_id, model_id, user_id, captured_at, request_seq,
                           embedding_dim, change_score, is_first_session,
-                          baseline_session_count, per_angle)
+                          baseline_session_count, per_angle, summed)
     VALUES (%(sid)s, %(model)s, %(uid)s, %(at)s, %(seq)s, %(dim)s, %(change)s,
-            %(first)s, %(count)s, %(per_angle)s)
-    ON CONFLICT (session_id, model_id) DO UPDATE
-       SET user_id = EXCLUDED.user_id, captured_at = EXCLUDED.captured_at,
+            %(first)s, %(count)s, %(per_angle)s, %(summed)s)
+    ON CONFLICT (user_id, session_id, model_id) DO UPDATE
+       SET captured_at = EXCLUDED.captured_at,
            request_seq = EXCLUDED.request_seq, embedding_dim = EXCLUDED.embedding_dim,
            change_score = EXCLUDED.change_score,
            is_first_session = EXCLUDED.is_first_session,
            baseline_session_count = EXCLUDED.baseline_session_count,
-           per_angle = EXCLUDED.per_angle, computed_at = now(),
+           per_angle = EXCLUDED.per_angle, summed = EXCLUDED.summed, computed_at = now(),
            revision = CASE
                WHEN (analyses.captured_at, analyses.change_score,
                      analyses.is_first_session, analyses.baseline_session_count,
@@ -89,12 +108,12 @@ _RESCORED_SQL = """
     UPDATE analyses SET change_score = %s, is_first_session = %s,
            baseline_session_count = %s, per_angle = %s, computed_at = now(),
            revision = nextval('analysis_revision')
-     WHERE session_id = %s AND model_id = %s
+     WHERE user_id = %s AND session_id = %s AND model_id = %s
 """
 # One statement per table (unnest), not one per row: the bound is CPU, not I/O.
 _EMBEDDINGS_SQL = (
-    "INSERT INTO angle_embeddings (session_id, angle, model_id, embedding, regions)"
-    " SELECT %s, angle, %s, embedding, regions"
+    "INSERT INTO angle_embeddings (user_id, session_id, angle, model_id, embedding, regions)"
+    " SELECT %s, %s, angle, %s, embedding, regions"
     "   FROM unnest(%s::text[], %b::bytea[], %b::bytea[]) AS u(angle, embedding, regions)"
 )
 _SUMS_SQL = (
@@ -148,9 +167,47 @@ def _ordered(by_angle: Grids) -> Grids:
 
 
 def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
+    """The person's sums as the store keeps them: the stored ones and the tail."""
+    params = {"uid": user_id, "model": model_id}
     with conn.cursor(binary=True) as cur:
-        cur.execute(_TOTALS_SQL, {"uid": user_id, "model": model_id})
-        return _totals_from(cur.fetchall())
+        cur.execute(_TOTALS_SQL, params)
+        totals = _totals_from(cur.fetchall())
+        cur.execute(_TAIL_SQL, params)
+        tail = _tail_from(cur.fetchall())
+    if totals is not None:
+        _add_tail(totals, tail)
+    return totals
+
+
+@dataclass
+class Tail:
+    """The sessions the stored sums leave out: their ids, and per angle their embeddings
+    and region vectors stacked, so they are added with one fixed-point pass per angle."""
+
+    sessions: set[UUID]
+    angles: dict[str, list[np.ndarray]]
+    regions: dict[str, list[np.ndarray]]
+
+
+def _tail_from(rows: list[Any]) -> Tail:
+    tail = Tail(set(), {}, {})
+    for sid, angle, embedding, regions in rows:
+        tail.sessions.add(sid)
+        tail.angles.setdefault(angle, []).append(decode_vector(embedding))
+        grid = decode_grid(regions)
+        if grid is not None:
+            tail.regions.setdefault(angle, []).append(grid)
+    return tail
+
+
+def _add_tail(totals: Totals, tail: Tail) -> None:
+    """``totals`` plus the tail's sessions (exact: int64 sums in any order)."""
+    totals.sessions += len(tail.sessions)
+    for into, stacks in ((totals.angles, tail.angles), (totals.regions, tail.regions)):
+        for angle, vectors in stacks.items():
+            added = score.to_fixed(np.stack(vectors)).sum(axis=0)
+            count, total = into.get(angle, (0, np.zeros(added.shape, np.int64)))
+            into[angle] = (count + len(vectors), total + added)
 
 
 def rebuild_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals:
@@ -191,6 +248,14 @@ class Write:
     conn: Conn
     target: Target
     history: History
+    # The sessions the stored sums leave out (added into ``history.totals``); False when
+    # no sums were stored (rebuilt from the embeddings): the next write stores them.
+    tail: tuple[UUID, ...] = ()
+    sums_stored: bool = True
+
+    def _checkpoint(self, replaces: bool) -> bool:
+        """Whether this write stores the sums (and marks every analysis summed)."""
+        return not self.sums_stored or replaces or len(self.tail) + 1 >= SUMS_EVERY
 
     def session(
         self, embeddings: dict[str, np.ndarray], regions: Grids | None = None
@@ -208,16 +273,18 @@ class Write:
         dim = int(next(iter(embeddings.values())).shape[0])
         regions = scored.session.regions if scored.session is not None else {}
         grids = [encode_vector(regions[a]) if a in regions else None for a in embeddings]
-        sums = _sum_rows(scored.totals, scored.angles)
+        checkpoint = self._checkpoint(scored.replaces)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if scored.replaces:
                 cur.execute(
-                    "DELETE FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
-                    (t.session_id, t.model_id),
+                    "DELETE FROM angle_embeddings"
+                    " WHERE user_id = %s AND session_id = %s AND model_id = %s",
+                    (t.user_id, t.session_id, t.model_id),
                 )
             vectors = [encode_vector(e) for e in embeddings.values()]
             cur.execute(
-                _EMBEDDINGS_SQL, (t.session_id, t.model_id, list(embeddings), vectors, grids)
+                _EMBEDDINGS_SQL,
+                (t.user_id, t.session_id, t.model_id, list(embeddings), vectors, grids),
             )
             cur.execute(
                 _ANALYSIS_SQL,
@@ -229,11 +296,13 @@ class Write:
                     "first": mine.is_first_session,
                     "count": mine.baseline_session_count,
                     "per_angle": Jsonb(mine.per_angle),
+                    "summed": checkpoint,
                 },
             )
             if scored.changed:
-                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in scored.changed])
-            cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *scored.angles], *sums))
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t) for a in scored.changed])
+            if checkpoint:
+                self._store_sums(cur, scored.totals)
             for statement, params in then:
                 cur.execute(statement, params)
         return mine
@@ -243,15 +312,22 @@ class Write:
         and the sums without it (a sum left counting nothing goes), in one pipeline. Its
         own rows go with its ``sessions`` row (``deletions``), in the same transaction."""
         t = self.target
-        sums = _sum_rows(removal.totals, removal.angles)
         with self.conn.pipeline(), self.conn.cursor() as cur:
             if removal.changed:
-                cur.executemany(_RESCORED_SQL, [_rescored(a, t.model_id) for a in removal.changed])
-            cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *removal.angles], *sums))
+                cur.executemany(_RESCORED_SQL, [_rescored(a, t) for a in removal.changed])
+            self._store_sums(cur, removal.totals)
             cur.execute(
                 "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
                 (t.user_id, t.model_id),
             )
+
+    def _store_sums(self, cur: Any, totals: Totals) -> None:
+        """Every angle's sums (the tail's angles changed too), then every analysis summed."""
+        t, angles = self.target, sorted(totals.angles)
+        sums = _sum_rows(totals, angles)
+        cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *angles], *sums))
+        if self.tail:
+            cur.execute(_SUMMED_SQL, (t.user_id, t.model_id))
 
 
 def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
@@ -265,8 +341,9 @@ def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
     )
 
 
-def _rescored(a: Analysis, model_id: str) -> tuple[Any, ...]:
-    return (*score.stored_values(a)[:3], Jsonb(a.per_angle), a.session_id, model_id)
+def _rescored(a: Analysis, t: Target) -> tuple[Any, ...]:
+    values = score.stored_values(a)[:3]
+    return (*values, Jsonb(a.per_angle), t.user_id, a.session_id, t.model_id)
 
 
 def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, ...] | None, Write]:
@@ -278,11 +355,18 @@ def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, .
         totals.execute(_TOTALS_SQL, target.params)
         suffix = conn.cursor(binary=True)
         suffix.execute(_SUFFIX_SQL, target.params)
+        tail_rows = conn.cursor(binary=True)
+        tail_rows.execute(_TAIL_SQL, target.params)
     found = _totals_from(totals.fetchall())
     sessions = _sessions_from(suffix)
-    if found is None:
+    tail = _tail_from(tail_rows.fetchall())
+    stored = found is not None
+    if found is None:  # every session's embeddings, the tail's too
         found = rebuild_totals(conn, target.user_id, target.model_id)
-    return guard.fetchone(), Write(conn, target, History(found, sessions))
+    else:
+        _add_tail(found, tail)
+    history = History(found, sessions)
+    return guard.fetchone(), Write(conn, target, history, tuple(tail.sessions), stored)
 
 
 @contextmanager
@@ -299,7 +383,7 @@ def analysis_write(
         guard, write = open_write(conn, NEWEST_REQUEST, target)
         if guard is None:
             check_user(conn, job.user_id)  # forgotten while the photos were embedded
-            check_not_deleted(conn, job.session_id)  # or the session deleted
+            check_not_deleted(conn, job.user_id, job.session_id)  # or deleted
             raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} is gone")
         newest_seq, newest_task, active = guard
         if newest_seq != request_seq:
@@ -317,7 +401,8 @@ def save_analysis(
     photos: dict[str, dict[str, Any]] | None = None,
 ) -> Analysis:
     """Store the scored analysis and mark the request the session's good one."""
-    return write.save(scored, embeddings, (succeeded(write.target.session_id, photos),))
+    t = write.target
+    return write.save(scored, embeddings, (succeeded(t.user_id, t.session_id, photos),))
 
 
 def history_scores(conn: Conn, user_id: UUID, model_id: str) -> list[Analysis]:

@@ -35,10 +35,10 @@ def start_comparison(pool: ConnectionPool, job: CompareJob, task_id: str | None)
             INSERT INTO comparisons (current_session_id, previous_session_id, user_id, status,
                                      task_id)
             SELECT %(cur)s, %(prev)s, %(uid)s, 'running', %(task)s
-             WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = %(cur)s)
-               AND EXISTS (SELECT 1 FROM sessions WHERE session_id = %(prev)s)
-            ON CONFLICT (current_session_id, previous_session_id) DO UPDATE
-               SET status = 'running', user_id = EXCLUDED.user_id, error_code = NULL,
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE user_id = %(uid)s AND session_id = %(cur)s)
+               AND EXISTS (SELECT 1 FROM sessions WHERE user_id = %(uid)s AND session_id = %(prev)s)
+            ON CONFLICT (user_id, current_session_id, previous_session_id) DO UPDATE
+               SET status = 'running', error_code = NULL,
                    error_message = NULL, task_id = EXCLUDED.task_id, updated_at = now()
             """,
             {
@@ -70,7 +70,7 @@ def finish_comparison(
                SET status = %s, result = %s, error_code = %s, error_message = %s,
                    model_id = %s, current_revision = %s, previous_revision = %s,
                    updated_at = now()
-             WHERE current_session_id = %s AND previous_session_id = %s
+             WHERE user_id = %s AND current_session_id = %s AND previous_session_id = %s
             """,
             (
                 Status.FAILED if error else Status.SUCCEEDED,
@@ -80,13 +80,14 @@ def finish_comparison(
                 current.model_id if current else None,
                 current.revision if current else None,
                 previous.revision if previous else None,
+                job.user_id,
                 job.current_session_id,
                 job.previous_session_id,
             ),
         )
         if not written.rowcount and result is not None:  # its row went with a session
-            check_not_deleted(conn, job.current_session_id)
-            check_not_deleted(conn, job.previous_session_id)
+            check_not_deleted(conn, job.user_id, job.current_session_id)
+            check_not_deleted(conn, job.user_id, job.previous_session_id)
         queue, task_id = notify
         if queue and task_id:
             outbox.tell_if_enrolled(conn, queue, _told(job, task_id, result, error))
@@ -114,16 +115,21 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
             SELECT s.user_id, s.status, a.model_id, a.change_score, a.per_angle, a.revision,
                    a.captured_at, a.baseline_session_count
               FROM sessions s
-              LEFT JOIN analyses a ON a.session_id = s.session_id
+              LEFT JOIN analyses a ON a.user_id = s.user_id AND a.session_id = s.session_id
                     AND a.model_id = (SELECT model_id FROM models WHERE active)
-             WHERE s.session_id = %s
+             WHERE s.user_id = %s AND s.session_id = %s
             """,
-            (session_id,),
+            (user_id, session_id),
         )
         row = cur.fetchone()
         if row is None:
-            check_not_deleted(conn, session_id)
-        check_compared(session_id, row[0] if row else None, user_id)
+            check_not_deleted(conn, user_id, session_id)
+            # Not theirs: someone else's (a read across people, on this refusal only)?
+            other = conn.execute(
+                "SELECT user_id FROM sessions WHERE session_id = %s AND user_id <> %s LIMIT 1",
+                (session_id, user_id),
+            ).fetchone()
+            check_compared(session_id, other[0] if other else None, user_id)
         assert row is not None
         _, status, model_id, change, per_angle, revision, at, earlier = row
         if model_id is None:
@@ -134,8 +140,9 @@ def load_for_comparison(pool: ConnectionPool, session_id: UUID, user_id: UUID) -
             )
             raise JobError(code, f"session {session_id} has no analysis yet (status {status})")
         cur.execute(
-            "SELECT angle, embedding FROM angle_embeddings WHERE session_id = %s AND model_id = %s",
-            (session_id, model_id),
+            "SELECT angle, embedding FROM angle_embeddings"
+            " WHERE user_id = %s AND session_id = %s AND model_id = %s",
+            (user_id, session_id, model_id),
         )
         by_angle = {angle: decode_vector(e) for angle, e in cur}
     angles = {a: by_angle[a] for a in ANGLES if a in by_angle}
@@ -164,7 +171,8 @@ _WINDOWS_SQL = """
          LIMIT 200)
     SELECT w.session_id, w.captured_at, w.rank, e.angle, e.embedding
       FROM earlier w
-      JOIN angle_embeddings e ON e.session_id = w.session_id AND e.model_id = %(model)s
+      JOIN angle_embeddings e ON e.user_id = %(uid)s AND e.session_id = w.session_id
+                              AND e.model_id = %(model)s
      WHERE w.rank <= %(rolling)s OR w.captured_at >= %(at)s - make_interval(days => %(days)s)
 """
 

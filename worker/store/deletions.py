@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from ...schema.contract import DeleteJob, other_users_session
 from ...schema.errors import Code, JobError
-from ...schema.forgetting.rows import session_rows
+from ...schema.forgetting.rows import OTHER_OWNER, session_rows
 from ...schema.status import Status
 from .. import score
 from .analyses import Target, open_write
@@ -27,11 +27,13 @@ from .people import check_user, lock_user
 from .vectors import Conn
 
 # The analysis a removal starts from (the session row is already locked).
-_ANALYSIS_GUARD = "SELECT 1 FROM analyses WHERE session_id = %(sid)s AND model_id = %(model)s"
+_ANALYSIS_GUARD = """
+    SELECT 1 FROM analyses WHERE user_id = %(uid)s AND session_id = %(sid)s AND model_id = %(model)s
+"""
 _TASKS_SQL = """
-    SELECT task_id FROM analysis_requests WHERE session_id = %(s)s
+    SELECT task_id FROM analysis_requests WHERE user_id = %(u)s AND session_id = %(s)s
     UNION SELECT task_id FROM comparisons
-     WHERE current_session_id = %(s)s OR previous_session_id = %(s)s
+     WHERE user_id = %(u)s AND (current_session_id = %(s)s OR previous_session_id = %(s)s)
     UNION SELECT task_id FROM rejected_messages WHERE session_id = %(s)s
 """
 
@@ -61,31 +63,29 @@ class Deleted:
 
 def _owner(conn: Conn, job: DeleteJob) -> dict[str, Any] | None:
     """The session's row, locked; None when it was deleted before (by this person)."""
+    key = {"u": job.user_id, "s": job.session_id}
     row = conn.execute(
-        "SELECT user_id, images, good_images FROM sessions WHERE session_id = %s FOR UPDATE",
-        (job.session_id,),
+        "SELECT images, good_images FROM sessions"
+        " WHERE user_id = %(u)s AND session_id = %(s)s FOR UPDATE",
+        key,
     ).fetchone()
     if row is not None:
-        if row[0] != job.user_id:
-            raise other_users_session()
-        return {"images": row[1], "good_images": row[2]}
-    tomb = conn.execute(
-        "SELECT user_id FROM deleted_sessions WHERE session_digest = session_digest(%s)",
-        (job.session_id,),
-    ).fetchone()
-    if tomb is None:
-        raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} does not exist")
-    if tomb[0] != job.user_id:
+        return {"images": row[0], "good_images": row[1]}
+    if conn.execute("SELECT session_deleted(%(u)s, %(s)s)", key).fetchone() == (True,):
+        return None
+    # Not theirs, now or before: someone else's (a read across people, on this refusal only)?
+    if conn.execute(OTHER_OWNER, {"uid": job.user_id, "sid": job.session_id}).fetchone() == (True,):
         raise other_users_session()
-    return None
+    raise JobError(Code.SESSION_NOT_FOUND, f"session {job.session_id} does not exist")
 
 
 def _rescore_without(conn: Conn, job: DeleteJob) -> dict[str, int]:
     """Every model's history without the session: model id -> later sessions rescored."""
     rescored = {}
     models = conn.execute(
-        "SELECT model_id, captured_at FROM analyses WHERE session_id = %s ORDER BY model_id",
-        (job.session_id,),
+        "SELECT model_id, captured_at FROM analyses"
+        " WHERE user_id = %s AND session_id = %s ORDER BY model_id",
+        (job.user_id, job.session_id),
     ).fetchall()
     for model_id, captured_at in models:
         target = Target(job.user_id, job.session_id, captured_at, model_id, 0)
@@ -112,8 +112,8 @@ def delete_session(pool: ConnectionPool, job: DeleteJob) -> Deleted:
             return done
         for images in (row["images"], row["good_images"]):
             done.objects.update((images or {}).values())
-        params = {"s": job.session_id}
-        done.counts = session_rows(conn, job.session_id)  # counted before they go
+        params = {"u": job.user_id, "s": job.session_id}
+        done.counts = session_rows(conn, job.user_id, job.session_id)  # counted before they go
         done.task_ids = {r[0] for r in conn.execute(_TASKS_SQL, params) if r[0]}
         done.rescored = _rescore_without(conn, job)
         conn.execute("SELECT delete_session(%s, %s)", (job.user_id, job.session_id))

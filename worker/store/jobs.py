@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ...schema.contract import ANALYZE_TASK, AnalyzeJob, other_users_session, payload_size
 from ...schema.errors import Code, JobError
+from ...schema.forgetting.rows import OTHER_OWNER
 from ...schema.status import Status
 from . import outbox
 from .people import FORGOTTEN, admit
@@ -51,36 +52,41 @@ def start_job(pool: ConnectionPool, job: AnalyzeJob, task_id: str | None) -> int
 
 def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Superseded:
     images = Jsonb(job.to_payload()["images"])
+    key = {"uid": job.user_id, "sid": job.session_id, "task": task}
     with pool.connection() as conn, conn.transaction():
-        with conn.pipeline():  # one round trip for the three statements
+        with conn.pipeline():  # one round trip for the four statements
             # A message sent straight to the broker has no row yet.
             conn.execute(
                 "INSERT INTO sessions (session_id, user_id, captured_at, images, task_id)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, session_id) DO NOTHING",
                 (job.session_id, job.user_id, job.captured_at, images, task),
             )
             current = conn.execute(
-                "SELECT user_id, request_seq, task_id FROM sessions"
-                " WHERE session_id = %s FOR UPDATE",
-                (job.session_id,),
+                "SELECT request_seq, task_id FROM sessions"
+                " WHERE user_id = %(uid)s AND session_id = %(sid)s FOR UPDATE",
+                key,
             )
+            others = conn.execute(OTHER_OWNER, key)
             request = conn.execute(
-                "INSERT INTO analysis_requests (task_id, session_id) VALUES (%s, %s)"
-                " ON CONFLICT (task_id) DO NOTHING RETURNING seq, session_id",
-                (task, job.session_id),
+                "INSERT INTO analysis_requests (user_id, task_id, session_id)"
+                " VALUES (%(uid)s, %(task)s, %(sid)s)"
+                " ON CONFLICT (user_id, task_id) DO NOTHING RETURNING seq, session_id",
+                key,
             )
             # After the INSERT, which waits for a delete-session in progress: sees its tombstone.
-            deleted = conn.execute("SELECT session_deleted(%s)", (job.session_id,))
+            deleted = conn.execute("SELECT session_deleted(%(uid)s, %(sid)s)", key)
+        if _first(others):
+            raise other_users_session()
         refuse_deleted(deleted.fetchone(), job.session_id)
-        owner, newest_seq, newest_task = current.fetchone() or (None, None, None)
+        newest_seq, newest_task = current.fetchone() or (None, None)
         row = (
             request.fetchone()
             or conn.execute(  # a retry: its request is recorded
-                "SELECT seq, session_id FROM analysis_requests WHERE task_id = %s", (task,)
+                "SELECT seq, session_id FROM analysis_requests"
+                " WHERE user_id = %(uid)s AND task_id = %(task)s",
+                key,
             ).fetchone()
         )
-        if owner != job.user_id:
-            raise other_users_session()
         assert row is not None
         seq, request_session = int(row[0]), row[1]
         if request_session != job.session_id:
@@ -94,11 +100,16 @@ def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Supers
                    captured_at = %s, images = %s, task_id = %s, error_code = NULL,
                    error_message = NULL, started_at = clock_timestamp(), finished_at = NULL,
                    updated_at = clock_timestamp()
-             WHERE session_id = %s
+             WHERE user_id = %s AND session_id = %s
             """,
-            (seq, job.captured_at, images, task, job.session_id),
+            (seq, job.captured_at, images, task, job.user_id, job.session_id),
         )
     return seq
+
+
+def _first(cursor: Any) -> bool:
+    row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def refuse_deleted(row: tuple[Any, ...] | None, session_id: UUID) -> None:
@@ -108,16 +119,24 @@ def refuse_deleted(row: tuple[Any, ...] | None, session_id: UUID) -> None:
         raise JobError(Code.SESSION_DELETED, f"session {session_id} was deleted (delete-session)")
 
 
-def check_not_deleted(conn: Conn, session_id: UUID) -> None:
-    refuse_deleted(conn.execute("SELECT session_deleted(%s)", (session_id,)).fetchone(), session_id)
+def check_not_deleted(conn: Conn, user_id: UUID | None, session_id: UUID) -> None:
+    """The person's tombstone; ``user_id`` None (a backfill message names the session
+    only): anyone's, a read across people."""
+    if user_id is None:
+        row = conn.execute("SELECT session_deleted(%s)", (session_id,)).fetchone()
+    else:
+        row = conn.execute("SELECT session_deleted(%s, %s)", (user_id, session_id)).fetchone()
+    refuse_deleted(row, session_id)
 
 
-def deleted_or(pool: ConnectionPool, session_id: UUID, error: JobError) -> JobError:
+def deleted_or(
+    pool: ConnectionPool, user_id: UUID | None, session_id: UUID, error: JobError
+) -> JobError:
     """How a job whose session may have been deleted while it ran ends: with
     ``session_deleted`` if so (its photos may be gone too), else with its own error."""
     with pool.connection() as conn:
         try:
-            check_not_deleted(conn, session_id)
+            check_not_deleted(conn, user_id, session_id)
         except JobError as deleted:
             return deleted
     return error
@@ -133,7 +152,9 @@ NEWEST_REQUEST = """
 """
 
 
-def succeeded(session_id: UUID, photos: dict[str, dict[str, Any]] | None) -> tuple[str, Any]:
+def succeeded(
+    user_id: UUID, session_id: UUID, photos: dict[str, dict[str, Any]] | None
+) -> tuple[str, Any]:
     """The statement that makes this request the session's good one, run inside the
     analysis write: ``photos`` (quality, camera per angle) are kept with it."""
     return (
@@ -143,9 +164,9 @@ def succeeded(session_id: UUID, photos: dict[str, dict[str, Any]] | None) -> tup
                updated_at = clock_timestamp(), good_task_id = task_id,
                good_request_seq = request_seq, good_captured_at = captured_at,
                good_images = images, good_at = clock_timestamp(), good_photos = %s
-         WHERE session_id = %s
+         WHERE user_id = %s AND session_id = %s
         """,
-        (Jsonb(photos) if photos is not None else None, session_id),
+        (Jsonb(photos) if photos is not None else None, user_id, session_id),
     )
 
 
@@ -216,9 +237,9 @@ def fail_job(
             """
             UPDATE sessions SET status = 'failed', error_code = %s, error_message = %s,
                    finished_at = clock_timestamp(), updated_at = clock_timestamp()
-             WHERE session_id = %s AND user_id = %s AND (%s::text IS NULL OR task_id = %s)
+             WHERE user_id = %s AND session_id = %s AND (%s::text IS NULL OR task_id = %s)
             """,
-            (code, message[:2000], session_id, user_id, task_id, task_id),
+            (code, message[:2000], user_id, session_id, task_id, task_id),
         )
         if notify_queue and task_id:
             error = {"code": code, "message": message[:2000]}

@@ -27,9 +27,10 @@ from .vectors import Conn
 # The requests of the session up to this one (by seq, or by its task id) not yet told.
 _OWED_SQL = """
     UPDATE analysis_requests SET notified = true
-     WHERE session_id = %(sid)s AND NOT notified
+     WHERE user_id = %(uid)s AND session_id = %(sid)s AND NOT notified
        AND seq <= COALESCE(%(seq)s::bigint,
-                           (SELECT seq FROM analysis_requests WHERE task_id = %(task)s))
+                           (SELECT seq FROM analysis_requests
+                             WHERE user_id = %(uid)s AND task_id = %(task)s))
     RETURNING task_id, seq
 """
 _INSERT_SQL = """
@@ -65,7 +66,7 @@ def tell(
     notification, after a ``superseded`` one for each older request not yet told.
     Returns the rows written (0 when it was told already)."""
     owed = conn.execute(
-        _OWED_SQL, {"sid": ending.session_id, "seq": seq, "task": task_id}
+        _OWED_SQL, {"uid": ending.user_id, "sid": ending.session_id, "seq": seq, "task": task_id}
     ).fetchall()
     owed.sort(key=lambda row: row[1])
     if not owed:
@@ -100,7 +101,10 @@ def tell_superseded(
     """A request that found a newer one recorded first ends ``superseded``, told now
     unless the newer one's ending told it already."""
     with pool.connection() as conn, conn.transaction():
-        conn.execute("SELECT 1 FROM sessions WHERE session_id = %s FOR UPDATE", (session_id,))
+        conn.execute(
+            "SELECT 1 FROM sessions WHERE user_id = %s AND session_id = %s FOR UPDATE",
+            (user_id, session_id),
+        )
         ending = Ending(session_id, user_id, Status.SUPERSEDED, superseded_by=newer)
         tell(conn, queue, ending, task_id=task_id)
 

@@ -1,7 +1,8 @@
 """The ``users`` table as the worker sees it: is this person enrolled, or forgotten?
 
-Every write for a person takes their advisory lock first (``lock_user``), so forget-user
-and a job's write never interleave.
+Every write for a person takes their lock first (``lock_user``: a row lock on their
+``users`` row, which holds on the shard that holds it), so forget-user and a job's write
+never interleave.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ class PostgresCluster:
     root: Path
     port: int = field(default_factory=free_port)
     bindir: Path | None = field(default_factory=postgres_bindir)
+    # More server options, after the defaults (a later -c wins), e.g. full_page_writes=on.
+    options: str = ""
 
     @classmethod
     def create(cls, prefix: str = "changewatch-pg-") -> PostgresCluster:
@@ -96,7 +98,7 @@ class PostgresCluster:
             f"-p {self.port} -c listen_addresses=127.0.0.1"
             f" -c unix_socket_directories={self.root} -c max_connections=100"
             # Throwaway data: no fsync to disk (a clean or crash *process* stop loses nothing).
-            " -c fsync=off -c full_page_writes=off"
+            " -c fsync=off -c full_page_writes=off " + self.options
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"),

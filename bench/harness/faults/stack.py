@@ -68,6 +68,10 @@ class FaultStack:
     proxy: TcpProxy = field(init=False)
     workers: list[Worker] = field(default_factory=list)
     app: Celery = field(init=False)
+    # bench.tiers: a fixed port for the private Redis (0: a free one), and more Postgres
+    # server options (e.g. full_page_writes=on, as deployments run).
+    redis_port: int = 0
+    postgres_options: str = ""
 
     def start(self) -> FaultStack:
         from changewatch.schema.migrate import migrate  # keeps importing the harness light
@@ -76,13 +80,17 @@ class FaultStack:
         if self.broker == "sentinel":
             self.redis = SentinelCluster(self.root / "sentinel").start()
         else:
-            self.redis = RedisServer(self.root / "redis").start()
+            redis_root = self.root / "redis"
+            port = {"port": self.redis_port} if self.redis_port else {}
+            self.redis = RedisServer(redis_root, **port).start()
         if self.broker == "amqp":
             self.rabbit = RabbitVhost().start()
         if self.database == "patroni":
             self.postgres = PatroniCluster.create().start()
         else:
-            self.postgres = PostgresCluster.create().init().start()
+            self.postgres = PostgresCluster.create()
+            self.postgres.options = self.postgres_options
+            self.postgres.init().start()
         with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         migrate(self.database_url)

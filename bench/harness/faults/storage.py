@@ -32,6 +32,10 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._accepting: threading.Thread | None = None
+        # What crossed it (bench.tiers): HTTP requests sent, bytes each way.
+        self.requests = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
 
     @property
     def endpoint(self) -> str:
@@ -109,6 +113,7 @@ class TcpProxy:
                 if not data:
                     break
                 dst.sendall(data)
+                self._count(src is pair.a, data)
         except OSError:
             pass
         with contextlib.suppress(OSError):
@@ -119,6 +124,14 @@ class TcpProxy:
             for sock in (pair.a, pair.b):
                 with contextlib.suppress(OSError):
                     sock.close()
+
+    def _count(self, up: bool, data: bytes) -> None:
+        with self._lock:
+            if up:
+                self.bytes_up += len(data)
+                self.requests += data.count(b" HTTP/1.1\r\n")
+            else:
+                self.bytes_down += len(data)
 
 
 class _Pair:

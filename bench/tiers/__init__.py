@@ -1,0 +1,224 @@
+"""``python -m bench.tiers``: what one session costs each shared tier, and where each
+tier saturates.
+
+A private stack (bench.harness.faults.FaultStack: its own redis-server on ``--redis-port``
+or a free port, a Postgres cluster with full_page_writes on and pg_stat_statements,
+moto's S3 server behind a counting proxy), the shipped Celery settings, migrations and
+producer, and ``--workers`` real worker processes whose model costs nothing
+(bench/tiers/zero_model: the forward pass is replaced, everything else is the product's).
+After a warm-up, ``--sessions`` sessions of six photos are sent and waited for; each
+tier's counters are read before and after:
+
+- Redis: commands (INFO commandstats) and CPU seconds (INFO cpu, main thread and
+  children), over every client (producer, workers, results).
+- Postgres: statements (pg_stat_statements calls), CPU seconds of the postmaster and
+  every backend (/proc), WAL bytes (pg_current_wal_lsn).
+- S3: HTTP requests and bytes through the proxy the workers use.
+
+Saturation, per tier, from the cost per session: Redis runs commands on one thread, so
+it saturates near 1 CPU-second / (its CPU per session); Postgres near the cores it is
+given / (its CPU per session); each is turned into GPUs at 1,000 photos/s (166.7
+sessions/s each). The machine is shared by every process here (workers included), so the
+sessions/s the run reached is a floor, not a tier's limit. Prints a table and one JSON
+line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from bench.harness.faults.audit import finished_count
+from bench.harness.faults.series import series_jobs
+from bench.harness.faults.stack import FaultStack
+from bench.harness.services import PHOTOS, ROOT, Worker
+from bench.report import git_commit
+from changewatch.producer import Producer
+
+ZERO_MODEL = Path(__file__).parent / "zero_model"
+PHOTOS_PER_GPU_S = 1000.0
+PHOTOS_PER_SESSION = 6
+_UNCOUNTED = {"info", "config|resetstat"}  # this bench's own reads
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def redis_counters(client: redis.Redis) -> dict[str, float]:
+    stats = client.info("commandstats")
+    calls = sum(
+        int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in _UNCOUNTED
+    )
+    cpu = client.info("cpu")
+    used = ("used_cpu_sys", "used_cpu_user", "used_cpu_sys_children", "used_cpu_user_children")
+    seconds = sum(float(cpu[k]) for k in used)
+    return {"commands": calls, "cpu_s": seconds}
+
+
+def _proc_cpu(pid: int, children_too: bool) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children_too:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: backends that exited
+    return ticks / _TICK
+
+
+def postgres_cpu(data: Path) -> float:
+    """CPU seconds of the cluster: the postmaster, its exited children, its live ones."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    total = _proc_cpu(postmaster, children_too=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                total += _proc_cpu(int(entry.name), children_too=False)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def postgres_counters(stack: FaultStack) -> dict[str, float]:
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s"
+            "         JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()),"
+            "       pg_current_wal_lsn() - '0/0'::pg_lsn"
+        ).fetchone()
+    assert row is not None
+    return {
+        "statements": float(row[0]),
+        "wal_bytes": float(row[1]),
+        "cpu_s": postgres_cpu(stack.postgres.data),
+    }
+
+
+def statement_calls(stack: FaultStack) -> dict[str, int]:
+    """Calls per statement text (pg_stat_statements), to see which ones a session costs."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), sum(calls)::bigint"
+            "  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database() GROUP BY 1"
+        ).fetchall()
+    return {str(q): int(n) for q, n in rows}
+
+
+def s3_counters(stack: FaultStack) -> dict[str, float]:
+    proxy = stack.proxy
+    return {"requests": proxy.requests, "bytes": proxy.bytes_up + proxy.bytes_down}
+
+
+def snapshot(stack: FaultStack) -> dict[str, dict[str, float]]:
+    return {
+        "redis": redis_counters(stack.redis.client()),  # type: ignore[union-attr]
+        "postgres": postgres_counters(stack),
+        "s3": s3_counters(stack),
+    }
+
+
+def _send(stack: FaultStack, producer: Producer, sessions: int) -> list[uuid.UUID]:
+    ids: list[uuid.UUID] = []
+    while len(ids) < sessions:
+        for job in series_jobs(stack.s3_client(), PHOTOS, uuid.uuid4()):
+            if len(ids) == sessions:
+                break
+            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
+            ids.append(job.session_id)
+    return ids
+
+
+def _wait(stack: FaultStack, ids: list[uuid.UUID], timeout: float = 900) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = finished_count(stack.database_url, ids)
+        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
+            return counts
+        time.sleep(0.2)
+    raise TimeoutError(f"sessions not final after {timeout}s: {counts}")
+
+
+def start_workers(stack: FaultStack, count: int, concurrency: int) -> None:
+    for i in range(count):
+        env = {
+            **stack.worker_env(concurrency),
+            "PYTHONPATH": os.pathsep.join([str(ZERO_MODEL), str(ROOT)]),
+        }
+        worker = Worker(env=env, name=f"tiers{i}", log_path=stack.root / f"worker-{i}.log")
+        stack.workers.append(worker.start())
+    for worker in stack.workers:
+        worker.wait_ready(stack.app)
+
+
+def saturation(per_session: dict[str, dict[str, float]], cores: float) -> dict[str, Any]:
+    """Sessions/s at which each tier runs out, and GPUs that is at 1,000 photos/s."""
+    gpu_sessions_s = PHOTOS_PER_GPU_S / PHOTOS_PER_SESSION
+    redis_s = 1.0 / per_session["redis"]["cpu_s"] if per_session["redis"]["cpu_s"] else None
+    pg_s = cores / per_session["postgres"]["cpu_s"] if per_session["postgres"]["cpu_s"] else None
+    out: dict[str, Any] = {}
+    for tier, sessions_s in (("redis", redis_s), ("postgres", pg_s)):
+        out[tier] = {
+            "sessions_per_s": round(sessions_s) if sessions_s else None,
+            "gpus": round(sessions_s / gpu_sessions_s, 1) if sessions_s else None,
+        }
+    out["postgres"]["wal_mb_per_s"] = (
+        round(pg_s * per_session["postgres"]["wal_bytes"] / 1e6, 1) if pg_s else None
+    )
+    return out
+
+
+def measure(
+    root: Path, workers: int, concurrency: int, sessions: int, warmup: int, redis_port: int = 0
+) -> dict[str, Any]:
+    stack = FaultStack(
+        root,
+        redis_port=redis_port,
+        postgres_options="-c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
+        " -c pg_stat_statements.track=all",
+    ).start()
+    try:
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        start_workers(stack, workers, concurrency)
+        producer = Producer(dsn=stack.database_url, celery=stack.app)
+        _wait(stack, _send(stack, producer, warmup))
+        before, began, calls = snapshot(stack), time.monotonic(), statement_calls(stack)
+        ids = _send(stack, producer, sessions)
+        statuses = _wait(stack, ids)
+        took = time.monotonic() - began
+        after = snapshot(stack)
+        calls = {q: n - calls.get(q, 0) for q, n in statement_calls(stack).items()}
+    finally:
+        stack.close()
+    per_session = {
+        tier: {k: (after[tier][k] - before[tier][k]) / sessions for k in after[tier]}
+        for tier in after
+    }
+    cores = float(os.cpu_count() or 1)
+    return {
+        "commit": git_commit(),
+        "workers": workers,
+        "concurrency": concurrency,
+        "sessions": sessions,
+        "statuses": statuses,
+        "seconds": round(took, 1),
+        "sessions_per_s_reached": round(sessions / took, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cores": cores,
+        "per_session": {
+            tier: {k: round(v, 6 if k == "cpu_s" else 1) for k, v in costs.items()}
+            for tier, costs in per_session.items()
+        },
+        "saturation": saturation(per_session, cores),
+        "statements_per_session": {
+            q: round(n / sessions, 2)
+            for q, n in sorted(calls.items(), key=lambda kv: -kv[1])[:25]
+            if n
+        },
+    }
