@@ -229,12 +229,13 @@ def fail_unfinished_comparison(
             """
             UPDATE comparisons
                SET status = 'failed', error_code = %s, error_message = %s, updated_at = now()
-             WHERE current_session_id = %s AND previous_session_id = %s AND task_id = %s
-               AND status IN ('queued', 'running')
+             WHERE user_id = %s AND current_session_id = %s AND previous_session_id = %s
+               AND task_id = %s AND status IN ('queued', 'running')
             """,
             (
                 error.code,
                 error.message[:2000],
+                job.user_id,
                 job.current_session_id,
                 job.previous_session_id,
                 task_id,
