@@ -18,15 +18,14 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import redis
 
 from bench.harness import process
-from bench.harness.faults.audit import finished_count
+from bench.harness.faults.audit import wait_final
 from bench.harness.faults.postgres_cluster import postgres_bindir
-from bench.harness.faults.series import series_jobs
+from bench.harness.faults.series import send_sessions
 from bench.harness.faults.stack import FaultStack
 from bench.harness.process import have
 from bench.harness.services import PHOTOS, ROOT, celery
@@ -44,27 +43,6 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
         for name, v in stats.items()
         if name.removeprefix("cmdstat_") not in _UNCOUNTED
     }
-
-
-def _send(stack: FaultStack, producer: Producer, photos: Path, sessions: int) -> list[uuid.UUID]:
-    ids: list[uuid.UUID] = []
-    while len(ids) < sessions:
-        for job in series_jobs(stack.s3_client(), photos, uuid.uuid4()):
-            if len(ids) == sessions:
-                break
-            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
-            ids.append(job.session_id)
-    return ids
-
-
-def _wait(stack: FaultStack, ids: list[uuid.UUID], timeout: float = 600) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counts = finished_count(stack.database_url, ids)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
-            return counts
-        time.sleep(0.5)
-    raise TimeoutError(f"sessions not final after {timeout}s: {counts}")
 
 
 def _flower(stack: FaultStack, root: Path) -> object:
@@ -88,12 +66,14 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, object]:
         if args.flower:
             flower = _flower(stack, root)
         producer = Producer(dsn=stack.database_url, celery=stack.app)
-        _wait(stack, _send(stack, producer, PHOTOS, 2))  # warm: first declares, first jobs
+        wait_final(
+            stack.database_url, send_sessions(stack.s3_client(), producer, PHOTOS, 2), 600, 0.5
+        )  # warm: first declares, first jobs
         time.sleep(args.settle)
         client = stack.redis.client()
         before, began = commandstats(client), time.monotonic()
-        ids = _send(stack, producer, PHOTOS, args.sessions)
-        counts = _wait(stack, ids)
+        ids = send_sessions(stack.s3_client(), producer, PHOTOS, args.sessions)
+        counts = wait_final(stack.database_url, ids, 600, 0.5)
         after, took = commandstats(client), time.monotonic() - began
     finally:
         if flower is not None:

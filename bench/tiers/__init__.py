@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
 
-from bench.harness.faults.audit import finished_count
-from bench.harness.faults.series import series_jobs
+from bench.harness.faults.audit import wait_final
+from bench.harness.faults.series import send_sessions
 from bench.harness.faults.stack import FaultStack
 from bench.harness.services import PHOTOS, ROOT, Worker
 from bench.report import git_commit
@@ -122,28 +121,6 @@ def snapshot(stack: FaultStack) -> dict[str, dict[str, float]]:
     }
 
 
-def _send(stack: FaultStack, producer: Producer, sessions: int) -> list[uuid.UUID]:
-    ids: list[uuid.UUID] = []
-    while len(ids) < sessions:
-        for job in series_jobs(stack.s3_client(), PHOTOS, uuid.uuid4()):
-            if len(ids) == sessions:
-                break
-            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
-            ids.append(job.session_id)
-    return ids
-
-
-def _wait(stack: FaultStack, ids: list[uuid.UUID], timeout: float = 900) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = finished_count(stack.database_url, ids)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
-            return counts
-        time.sleep(0.2)
-    raise TimeoutError(f"sessions not final after {timeout}s: {counts}")
-
-
 def start_workers(stack: FaultStack, count: int, concurrency: int) -> None:
     for i in range(count):
         env = {
@@ -187,10 +164,12 @@ def measure(
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         start_workers(stack, workers, concurrency)
         producer = Producer(dsn=stack.database_url, celery=stack.app)
-        _wait(stack, _send(stack, producer, warmup))
+        wait_final(
+            stack.database_url, send_sessions(stack.s3_client(), producer, PHOTOS, warmup), 900
+        )
         before, began, calls = snapshot(stack), time.monotonic(), statement_calls(stack)
-        ids = _send(stack, producer, sessions)
-        statuses = _wait(stack, ids)
+        ids = send_sessions(stack.s3_client(), producer, PHOTOS, sessions)
+        statuses = wait_final(stack.database_url, ids, 900)
         took = time.monotonic() - began
         after = snapshot(stack)
         calls = {q: n - calls.get(q, 0) for q, n in statement_calls(stack).items()}

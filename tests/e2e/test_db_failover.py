@@ -32,6 +32,7 @@ from bench.harness.faults import (
     committed_lost,
     finished_count,
     have,
+    send_histories,
     series_jobs,
     succeeded_attempts,
 )
@@ -61,16 +62,6 @@ def stack() -> Iterator[FaultStack]:
         for log in root.glob("worker-*.log"):
             (logs / f"patroni-{log.name}").write_bytes(log.read_bytes())
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _send(stack: FaultStack, producer: Producer, photos: Path, users: int) -> dict:
-    """``users`` whole histories: session id -> images sent."""
-    expected = {}
-    for _ in range(users):
-        for job in series_jobs(stack.s3_client(), photos, uuid.uuid4()):
-            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
-            expected[job.session_id] = len(job.images)
-    return expected
 
 
 def _succeeded(stack: FaultStack, ids: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -130,7 +121,7 @@ def test_patroni_failover_mid_run(stack: FaultStack, photos: Path) -> None:
     worker = stack.start_worker("d0", concurrency=2)
     pid = worker.process.pid if worker.process else None
     producer = Producer(dsn=stack.database_url, celery=stack.app)
-    expected = _send(stack, producer, photos, users=6)
+    expected = send_histories(stack.s3_client(), producer, photos, users=6)
     ids = list(expected)
     while len(_succeeded(stack, ids)) < 4:
         time.sleep(0.1)

@@ -33,6 +33,7 @@ from bench.harness.faults import (
     have,
     kill9,
     postgres_bindir,
+    send_histories,
     series_jobs,
 )
 from bench.harness.faults.rabbitmq import rabbitmq_up
@@ -77,16 +78,6 @@ def make_stack() -> Iterator[Callable[[str], FaultStack]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _send(stack: FaultStack, producer: Producer, photos: Path, users: int) -> dict:
-    """``users`` whole histories: session id -> images sent."""
-    expected = {}
-    for _ in range(users):
-        for job in series_jobs(stack.s3_client(), photos, uuid.uuid4()):
-            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
-            expected[job.session_id] = len(job.images)
-    return expected
-
-
 def _succeeded(stack: FaultStack, ids: list[uuid.UUID]) -> int:
     try:
         return finished_count(stack.database_url, ids).get("succeeded", 0)
@@ -117,7 +108,7 @@ def test_sentinel_failover_mid_run(make_stack: Callable[[str], FaultStack], phot
     worker = stack.start_worker("f0", concurrency=2)
     pid = worker.process.pid if worker.process else None
     producer = Producer(dsn=stack.database_url, celery=stack.app)
-    expected = _send(stack, producer, photos, users=6)
+    expected = send_histories(stack.s3_client(), producer, photos, users=6)
     ids = list(expected)
     while _succeeded(stack, ids) < 4:
         time.sleep(0.1)
@@ -157,7 +148,7 @@ def test_rabbitmq_worker_killed_and_a_comparison(
     victim = stack.start_worker("k0", concurrency=2)
     stack.start_worker("k1", concurrency=2)
     producer = Producer(dsn=stack.database_url, celery=stack.app)
-    expected = _send(stack, producer, photos, users=2)
+    expected = send_histories(stack.s3_client(), producer, photos, users=2)
     ids = list(expected)
     deadline = time.monotonic() + 120
     while len(_running(stack, ids)) < 3 or _succeeded(stack, ids) < 1:
@@ -195,7 +186,7 @@ def test_rabbitmq_results_redis_crash_stalls_no_worker(
     stack = make_stack("amqp")
     worker = stack.start_worker("r0", concurrency=2)
     producer = Producer(dsn=stack.database_url, celery=stack.app)
-    expected = _send(stack, producer, photos, users=2)
+    expected = send_histories(stack.s3_client(), producer, photos, users=2)
     ids = list(expected)
     deadline = time.monotonic() + 120
     while len(_running(stack, ids)) < 2 or _succeeded(stack, ids) < 1:

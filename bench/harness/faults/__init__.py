@@ -37,6 +37,7 @@ from bench.harness.faults.audit import (
     scores,
     succeeded_attempts,
     sums_mismatched,
+    wait_final,
     whereabouts,
 )
 from bench.harness.faults.patroni import PatroniCluster, patroni_available
@@ -48,6 +49,8 @@ from bench.harness.faults.series import (
     SERIES_PLAN,
     T0,
     Job,
+    send_histories,
+    send_sessions,
     series_jobs,
     upload_series,
 )
@@ -82,9 +85,12 @@ __all__ = [
     "resume",
     "same_scores",
     "scores",
+    "send_histories",
+    "send_sessions",
     "series_jobs",
     "succeeded_attempts",
     "sums_mismatched",
     "upload_series",
+    "wait_final",
     "whereabouts",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -155,6 +156,20 @@ def finished_count(dsn: str, ids: Sequence[uuid.UUID]) -> dict[str, int]:
             (list(ids),),
         ).fetchall()
     return {state: int(n) for state, n in rows}
+
+
+def wait_final(
+    dsn: str, ids: Sequence[uuid.UUID], timeout: float, poll: float = 0.2
+) -> dict[str, int]:
+    """``finished_count`` once every session is succeeded or failed; TimeoutError else."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = finished_count(dsn, ids)
+        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
+            return counts
+        time.sleep(poll)
+    raise TimeoutError(f"sessions not final after {timeout}s: {counts}")
 
 
 def succeeded_attempts(dsn: str) -> dict[uuid.UUID, int]:

@@ -56,3 +56,26 @@ def series_jobs(client: Any, photos: Path, user: uuid.UUID, count: int | None = 
         )
         for i, names in enumerate(SERIES_PLAN[:count])
     ]
+
+
+def send_histories(client: Any, producer: Any, photos: Path, users: int) -> dict[uuid.UUID, int]:
+    """``users`` whole histories, each a new person's, sent through ``producer``:
+    session id -> how many images it was sent with."""
+    expected = {}
+    for _ in range(users):
+        for job in series_jobs(client, photos, uuid.uuid4()):
+            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
+            expected[job.session_id] = len(job.images)
+    return expected
+
+
+def send_sessions(client: Any, producer: Any, photos: Path, sessions: int) -> list[uuid.UUID]:
+    """``sessions`` sessions, from as many new people's histories as it takes."""
+    ids: list[uuid.UUID] = []
+    while len(ids) < sessions:
+        for job in series_jobs(client, photos, uuid.uuid4()):
+            if len(ids) == sessions:
+                break
+            producer.analyze(job.user_id, job.session_id, job.captured_at, job.images)
+            ids.append(job.session_id)
+    return ids
