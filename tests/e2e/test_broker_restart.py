@@ -27,9 +27,10 @@ from bench.harness.faults import (
     have,
     postgres_bindir,
     series_jobs,
+    wait_final_reaping,
 )
 from bench.harness.services import ROOT
-from changewatch.producer import Producer, reaper
+from changewatch.producer import Producer
 from tests.helpers import require
 
 DEADLINE_S = 240.0
@@ -65,24 +66,6 @@ def _send(faults: FaultStack, producer: Producer, photos: Path, users: int) -> d
     return expected
 
 
-def _wait(faults: FaultStack, producer: Producer, ids: list[uuid.UUID]) -> dict[str, int]:
-    """Until every session is final; a reaper pass every 30 s, as compose runs it."""
-    began = last_reap = time.monotonic()
-    counts: dict[str, int] = {}
-    while time.monotonic() - began < DEADLINE_S:
-        counts = finished_count(faults.database_url, ids)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
-            break
-        if time.monotonic() - last_reap > 30:
-            try:
-                reaper.reap(producer)
-            except Exception as exc:  # the broker may still be down
-                print(f"reaper pass failed: {exc!r}")
-            last_reap = time.monotonic()
-        time.sleep(0.2)
-    return counts
-
-
 def test_two_redis_restarts_end_no_worker(stack: tuple[FaultStack, Producer], photos: Path) -> None:
     faults, producer = stack
     pids = [w.process.pid for w in faults.workers if w.process]
@@ -97,7 +80,7 @@ def test_two_redis_restarts_end_no_worker(stack: tuple[FaultStack, Producer], ph
         outage = faults.redis.restart(3.0, hard=hard)
         print(f"redis {'SIGKILL' if hard else 'SIGTERM'}ed and started again in {outage:.1f}s")
     expected |= _send(faults, producer, photos, users=1)  # after both restarts
-    counts = _wait(faults, producer, list(expected))
+    counts = wait_final_reaping(faults.database_url, producer, list(expected), DEADLINE_S)
     report = audit(faults.database_url, expected)
     assert counts == {"succeeded": len(expected)}, (counts, report)
     assert report.missing == 0 and report.clean, report

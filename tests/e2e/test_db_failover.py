@@ -30,11 +30,11 @@ from bench.harness.faults import (
     FaultStack,
     audit,
     committed_lost,
-    finished_count,
     have,
     send_histories,
     series_jobs,
     succeeded_attempts,
+    wait_final_reaping,
 )
 from bench.harness.faults.patroni import PatroniCluster, patroni_available
 from bench.harness.services import ROOT
@@ -74,21 +74,6 @@ def _succeeded(stack: FaultStack, ids: list[uuid.UUID]) -> list[uuid.UUID]:
         return [r[0] for r in query(stack.database_url, sql, (ids,))]
     except Exception:  # the primary may be the thing that is down right now
         return []
-
-
-def _wait_final(stack: FaultStack, producer: Producer, ids: list[uuid.UUID]) -> dict[str, int]:
-    """Until every session is final; a reaper pass every 30 s, as compose runs it."""
-    began = last_reap = time.monotonic()
-    counts: dict[str, int] = {}
-    while time.monotonic() - began < DEADLINE_S:
-        counts = finished_count(stack.database_url, ids)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
-            break
-        if time.monotonic() - last_reap > 30:
-            print(f"reaper: {reaper.reap(producer).report()}")
-            last_reap = time.monotonic()
-        time.sleep(0.2)
-    return counts
 
 
 def _back_after(stack: FaultStack, ids: list[uuid.UUID], killed_at: float) -> float:
@@ -147,7 +132,7 @@ def test_patroni_failover_mid_run(stack: FaultStack, photos: Path) -> None:
     ids.append(late.session_id)
     print(f"reaper after the failover: {reaper.reap(producer).report()}")
     assert migrate(stack.database_url) == []
-    counts = _wait_final(stack, producer, ids)
+    counts = wait_final_reaping(stack.database_url, producer, ids, DEADLINE_S)
     report = audit(stack.database_url, expected)
     assert counts == {"succeeded": len(ids)}, (counts, report)
     assert report.missing == 0 and report.clean and report.duplicated == 0, report

@@ -35,11 +35,12 @@ from bench.harness.faults import (
     postgres_bindir,
     send_histories,
     series_jobs,
+    wait_final_reaping,
 )
 from bench.harness.faults.rabbitmq import rabbitmq_up
 from bench.harness.faults.sentinel import SentinelCluster, sentinel_binary
 from bench.harness.services import ROOT
-from changewatch.producer import Producer, admin, reaper
+from changewatch.producer import Producer, admin
 from changewatch.schema import brokers
 from changewatch.settings import Settings
 from tests.helpers import query, require
@@ -85,24 +86,6 @@ def _succeeded(stack: FaultStack, ids: list[uuid.UUID]) -> int:
         return -1
 
 
-def _wait_final(stack: FaultStack, producer: Producer, ids: list[uuid.UUID]) -> dict[str, int]:
-    """Until every session is final; a reaper pass every 30 s, as compose runs it."""
-    began = last_reap = time.monotonic()
-    counts: dict[str, int] = {}
-    while time.monotonic() - began < DEADLINE_S:
-        counts = finished_count(stack.database_url, ids)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
-            break
-        if time.monotonic() - last_reap > 30:
-            try:
-                print(f"reaper: {reaper.reap(producer).report()}")
-            except Exception as exc:  # the broker may be failing over
-                print(f"reaper pass failed: {exc!r}")
-            last_reap = time.monotonic()
-        time.sleep(0.2)
-    return counts
-
-
 def test_sentinel_failover_mid_run(make_stack: Callable[[str], FaultStack], photos: Path) -> None:
     stack = make_stack("sentinel")
     worker = stack.start_worker("f0", concurrency=2)
@@ -121,7 +104,7 @@ def test_sentinel_failover_mid_run(make_stack: Callable[[str], FaultStack], phot
         time.sleep(0.1)
     back = time.monotonic() - began + promoted
     print(f"promoted in {promoted:.1f}s; a job completed {back:.1f}s after the kill")
-    counts = _wait_final(stack, producer, ids)
+    counts = wait_final_reaping(stack.database_url, producer, ids, DEADLINE_S)
     report = audit(stack.database_url, expected)
     assert counts == {"succeeded": len(ids)}, (counts, report)
     assert report.missing == 0 and report.clean, report  # one row each: 0 lost, 0 twice
@@ -164,7 +147,7 @@ def test_rabbitmq_worker_killed_and_a_comparison(
     took = time.monotonic() - killed_at
     print(f"{len(in_flight)} jobs in flight at the kill, all done {took:.1f}s later")
     assert took <= 15.0, took
-    counts = _wait_final(stack, producer, ids)
+    counts = wait_final_reaping(stack.database_url, producer, ids, DEADLINE_S)
     report = audit(stack.database_url, expected)
     assert counts == {"succeeded": len(ids)}, (counts, report)
     assert report.missing == 0 and report.clean, report
@@ -197,7 +180,7 @@ def test_rabbitmq_results_redis_crash_stalls_no_worker(
     time.sleep(3.0)
     stack.redis.start()
     back = time.monotonic()
-    counts = _wait_final(stack, producer, ids)
+    counts = wait_final_reaping(stack.database_url, producer, ids, DEADLINE_S)
     took = time.monotonic() - back
     print(f"every job final {took:.1f}s after Redis was back: {counts}")
     assert counts == {"succeeded": len(ids)}, counts

@@ -38,6 +38,7 @@ from bench.harness.faults.audit import (
     succeeded_attempts,
     sums_mismatched,
     wait_final,
+    wait_final_reaping,
     whereabouts,
 )
 from bench.harness.faults.patroni import PatroniCluster, patroni_available
@@ -92,5 +93,6 @@ __all__ = [
     "sums_mismatched",
     "upload_series",
     "wait_final",
+    "wait_final_reaping",
     "whereabouts",
 ]

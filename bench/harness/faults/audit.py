@@ -12,6 +12,7 @@ import psycopg
 import redis
 
 from bench.harness.faults.series import ANGLES
+from changewatch.producer import Producer, reaper
 
 
 @dataclass
@@ -170,6 +171,28 @@ def wait_final(
             return counts
         time.sleep(poll)
     raise TimeoutError(f"sessions not final after {timeout}s: {counts}")
+
+
+def wait_final_reaping(
+    dsn: str, producer: Producer, ids: Sequence[uuid.UUID], timeout: float
+) -> dict[str, int]:
+    """``finished_count`` once every session is final, or at ``timeout``; meanwhile a
+    reaper pass every 30 s, as compose runs it (a failed pass is printed: the broker or
+    database may be the thing failing over)."""
+    began = last_reap = time.monotonic()
+    counts: dict[str, int] = {}
+    while time.monotonic() - began < timeout:
+        counts = finished_count(dsn, ids)
+        if counts.get("succeeded", 0) + counts.get("failed", 0) == len(ids):
+            break
+        if time.monotonic() - last_reap > 30:
+            try:
+                print(f"reaper: {reaper.reap(producer).report()}")
+            except Exception as exc:
+                print(f"reaper pass failed: {exc!r}")
+            last_reap = time.monotonic()
+        time.sleep(0.2)
+    return counts
 
 
 def succeeded_attempts(dsn: str) -> dict[uuid.UUID, int]:
