@@ -138,17 +138,32 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
         )
 
 
+def _backend_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a Postgres backend on this machine; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, out: Any) -> None:
-    """One writer process: append ``per_user`` sessions to each of its people, in turn."""
+    """One writer process: append ``per_user`` sessions to each of its people, in turn.
+
+    It also reads its Postgres backend's CPU (one connection, so one backend): the store's
+    rate on a few cores is bounded by the writers' CPU and their backends' together."""
     rng = np.random.default_rng(seed)
     pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    with pool.connection() as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+    pid = int(backend[0]) if backend else 0
     jobs = [
         (_job(uuid.UUID(u), history + k), _vectors(rng), _regions(rng))
         for k in range(per_user)
         for u in users
     ]
     write_s = []
-    cpu = time.process_time()
+    cpu, backend_cpu = time.process_time(), _backend_cpu_s(pid)
     started = time.perf_counter()
     for job, vectors, regions in jobs:
         seq = store.start_job(pool, job, f"bench-{job.session_id}")
@@ -158,11 +173,15 @@ def _writer(dsn: str, users: list[str], history: int, per_user: int, seed: int, 
             result = pipeline.score_and_save(write, vectors, None, regions)
         write_s.append(time.perf_counter() - t)
         assert not isinstance(result, store.Superseded)
+    backend_end = _backend_cpu_s(pid)
     out.put(
         {
             "n": len(jobs),
             "seconds": time.perf_counter() - started,
             "cpu_s": time.process_time() - cpu,
+            "backend_cpu_s": None
+            if backend_cpu is None or backend_end is None
+            else backend_end - backend_cpu,
             "write_s": write_s,
         }
     )
@@ -196,6 +215,9 @@ def measure(dsn: str, history: int, writers: int, per_writer: int) -> dict[str, 
     writes = sorted(s for r in results for s in r["write_s"])
     # Wall time includes process start-up; the writers' own span is the fairer rate.
     span = max(r["seconds"] for r in results)
+    backend = [r["backend_cpu_s"] for r in results]
+    backend_ms = None if None in backend else 1000 * sum(backend) / sessions
+    writer_ms = 1000 * sum(r["cpu_s"] for r in results) / sessions
     return {
         "history": history,
         "writers": writers,
@@ -203,7 +225,13 @@ def measure(dsn: str, history: int, writers: int, per_writer: int) -> dict[str, 
         "sessions_per_s": sessions / span,
         "images_per_s": 6 * sessions / span,
         "wall_s": wall,
-        "writer_cpu_ms_per_session": 1000 * sum(r["cpu_s"] for r in results) / sessions,
+        "writer_cpu_ms_per_session": writer_ms,
+        # Postgres's backends for the writers (not its WAL writer or checkpointer).
+        "backend_cpu_ms_per_session": backend_ms,
+        # What the two together allow on every core of this machine, if nothing else ran.
+        "cpu_bound_sessions_per_s": None
+        if backend_ms is None
+        else 1000 * (os.cpu_count() or 1) / (writer_ms + backend_ms),
         "write_p50_ms": 1000 * statistics.median(writes),
         "write_p95_ms": 1000 * writes[int(0.95 * (len(writes) - 1))],
     }
@@ -215,13 +243,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['cpus']} CPUs, Postgres {report['postgres']}",
         "",
         "| history (sessions) | writers | sessions | sessions/s | images/s "
-        "| write p50 (ms) | write p95 (ms) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| write p50 (ms) | write p95 (ms) | CPU ms/session: writer + backend "
+        "| sessions/s the CPU allows |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in report["runs"]:
+        backend, bound = r.get("backend_cpu_ms_per_session"), r.get("cpu_bound_sessions_per_s")
+        cpu = f"{r['writer_cpu_ms_per_session']:.1f} + " + (
+            "-" if backend is None else f"{backend:.1f}"
+        )
         lines.append(
             f"| {r['history']} | {r['writers']} | {r['sessions']} | {r['sessions_per_s']:.0f} "
-            f"| {r['images_per_s']:.0f} | {r['write_p50_ms']:.1f} | {r['write_p95_ms']:.1f} |"
+            f"| {r['images_per_s']:.0f} | {r['write_p50_ms']:.1f} | {r['write_p95_ms']:.1f} "
+            f"| {cpu} | {'-' if bound is None else f'{bound:.0f}'} |"
         )
     e2e = report.get("e2e")
     if e2e:
