@@ -333,6 +333,84 @@ def flag_agreement(items: list[tuple[str, bytes]]) -> Agreement:
     return Agreement(len(items), agree, disagree, (min(ratios), max(ratios)), shift)
 
 
+# -- cheaper resamplers for the quality measures, the road not taken ---------------------
+
+RESAMPLERS: dict[str, Callable[[np.ndarray, tuple[int, int]], np.ndarray]] = {
+    "Pillow Lanczos, reducing_gap 2 (shipped)": lambda g, size: np.asarray(
+        Image.fromarray(g).resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    ),
+    "Pillow bicubic, reducing_gap 2": lambda g, size: np.asarray(
+        Image.fromarray(g).resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    ),
+    "Pillow bilinear, reducing_gap 2": lambda g, size: np.asarray(
+        Image.fromarray(g).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    ),
+    "cv2 INTER_AREA": lambda g, size: cv2.resize(g, size, interpolation=cv2.INTER_AREA),
+    "cv2 INTER_LINEAR": lambda g, size: cv2.resize(g, size, interpolation=cv2.INTER_LINEAR),
+}
+
+
+def _sharpness(luma: np.ndarray, resample: Callable[..., np.ndarray]) -> tuple[float, float]:
+    """Laplacian variance of ``luma`` resampled to NORM_SIDE by ``resample``, and CPU ms."""
+    grey = np.ascontiguousarray(quality._centre(luma))
+    height, width = grey.shape
+    side, short = quality.NORM_SIDE, min(height, width)
+    start = time.process_time()
+    if short != side:
+        scale = side / short
+        size = (
+            (side, max(1, round(height * scale)))
+            if width <= height
+            else (max(1, round(width * scale)), side)
+        )
+        grey = resample(grey, size)
+    _, std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))
+    return float(std[0, 0]) ** 2, (time.process_time() - start) * 1000
+
+
+def resampler_table(items: list[tuple[str, bytes]]) -> str:
+    """Per resampler: blurry flags against the shipped Lanczos on the quality set, sharpness
+    against it, draft / full-size decode sharpness on the JPEGs (why Lanczos was chosen:
+    docs/quality.md), and CPU ms per photo on the draft decode."""
+    thresholds = quality.DEFAULT_THRESHOLDS
+    shipped = next(iter(RESAMPLERS))
+    rows = {name: {"agree": 0, "ratio": [], "ms": [], "scale": []} for name in RESAMPLERS}
+    for name, data in items:
+        image, _, _ = decode._open(data, DRAFT_SIDE)
+        luma = quality.luma(image)
+        values = {how: _sharpness(luma, f) for how, f in RESAMPLERS.items()}
+        full = None
+        if " " not in name and name.endswith(".jpg"):
+            full_image = decode.decode_upright(data, None)
+            if full_image.size != image.size:
+                full = quality.luma(full_image)
+        for how, (sharp, ms) in values.items():
+            row = rows[how]
+            reference = values[shipped][0]
+            row["agree"] += (sharp < thresholds.min_sharpness) == (
+                reference < thresholds.min_sharpness
+            )
+            if reference > 0:
+                row["ratio"].append(sharp / reference)
+            row["ms"].append(ms)
+            if full is not None:
+                row["scale"].append(sharp / _sharpness(full, RESAMPLERS[how])[0])
+    lines = [
+        "| quality resampler (luma to 448 px) | blurry agrees with shipped | sharpness / shipped, "
+        "min-median-max | draft / full-size sharpness, JPEGs | CPU ms (median) |",
+        "| --- | ---: | --- | --- | ---: |",
+    ]
+    for how, row in rows.items():
+        ratio, scale = row["ratio"], row["scale"]
+        lines.append(
+            f"| {how} | {row['agree']}/{len(items)} "
+            f"| {min(ratio):.2f} / {statistics.median(ratio):.2f} / {max(ratio):.2f} "
+            f"| {min(scale):.2f} to {max(scale):.2f} ({len(scale)}) "
+            f"| {statistics.median(row['ms']):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 # -- parallel decode at worker concurrency 2 ------------------------------------------------
 
 
@@ -387,16 +465,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(group_table(args.repeats) + "\n", flush=True)
     print(session_table(per_session(args.runs)) + "\n", flush=True)
-    result = flag_agreement(quality_set())
+    items = quality_set()
+    result = flag_agreement(items)
     print(
         f"quality flags, after against before, on the quality set: {result.agree}/{result.total} "
         f"agree ({result.share:.1%}); sharpness after / before {result.sharpness_ratio[0]:.4f} "
         f"to {result.sharpness_ratio[1]:.4f}; brightness and clipped shares move at most "
-        f"{result.max_level_shift:.4f}"
+        f"{result.max_level_shift:.1e}"
         + ("; differ: " + "; ".join(result.disagree) if result.disagree else "")
         + "\n",
         flush=True,
     )
+    print(resampler_table(items) + "\n", flush=True)
     print(parallel_table(args.runs, args.sessions))
     return 0
 
