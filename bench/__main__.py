@@ -5,6 +5,9 @@
    forward pass) through real Redis, Postgres, the S3 server and a real worker;
 3. the fast pipeline on the same photos and services, at several concurrencies;
 with per-stage times and peak worker memory. Writes JSON, a markdown table and a PNG.
+
+``python -m bench decode-parts`` times each part of the decode stage alone instead
+(bench/decode_parts.py).
 """
 
 from __future__ import annotations
@@ -146,6 +149,11 @@ def build_report(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["decode-parts"]:
+        from bench import decode_parts
+
+        return decode_parts.main(argv[1:])
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     photos = camera_photos()

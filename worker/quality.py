@@ -8,9 +8,11 @@ can ask for a retake. Quality is reported in neutral words: a score and flags su
 
 What is measured (``measure``), all on one grey image resampled so its short side is
 ``NORM_SIDE`` (448) px, so the values depend neither on the JPEG decode scale (1, 1/2, 1/4 or
-1/8) nor on the camera's resolution:
+1/8) nor on the camera's resolution. The grey image is the luma (Y) of cv2's RGB->YCrCb, the
+conversion worker.decode's equalization makes anyway (``measure_grey`` takes it from there, so
+each photo is converted once); it is within 1 level of Pillow's "L".
 
-- sharpness: variance of the 3x3 Laplacian (``cv2.Laplacian``, CV_64F) of that grey image.
+- sharpness: variance of the 3x3 Laplacian (``cv2.Laplacian``, int16) of that grey image.
   It needs an antialiasing resampler: with cv2's INTER_AREA a draft decode measured as little
   as 0.48x a full-size decode of the same JPEG (the box filter aliases a full-size photo's
   fine detail into the 448 px image); with Pillow's Lanczos the ratio is 0.83 to 0.98 on the
@@ -121,45 +123,64 @@ class QualityThresholds:
 DEFAULT_THRESHOLDS = QualityThresholds()
 
 
-def _centre(image: Image.Image) -> Image.Image:
-    """Centre crop of ``image`` with an aspect ratio of at most MAX_ASPECT."""
-    width, height = image.size
+def _centre(grey: np.ndarray) -> np.ndarray:
+    """Centre crop of ``grey`` with an aspect ratio of at most MAX_ASPECT."""
+    height, width = grey.shape
     short, long_side = min(width, height), max(width, height)
     keep = MAX_ASPECT * short
     if long_side <= keep:
-        return image
+        return grey
     offset = (long_side - keep) // 2
-    box = (
-        (offset, 0, offset + keep, height) if width > height else (0, offset, width, offset + keep)
-    )
-    return image.crop(box)
+    if width > height:
+        return grey[:, offset : offset + keep]
+    return grey[offset : offset + keep, :]
 
 
-def normalized_grey(image: Image.Image, side: int = NORM_SIDE) -> np.ndarray:
-    """Grey uint8 array of ``image`` resampled so its short side is ``side``."""
-    grey = _centre(image).convert("L")
-    width, height = grey.size
+def luma(image: Image.Image) -> np.ndarray:
+    """The grey image every metric starts from: Y of cv2's RGB->YCrCb, as uint8."""
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[:, :, 0]
+
+
+def normalized_grey(image: Image.Image | np.ndarray, side: int = NORM_SIDE) -> np.ndarray:
+    """Grey uint8 array of ``image`` (a photo, or its luma) resampled so its short side is
+    ``side``."""
+    grey = _centre(luma(image) if isinstance(image, Image.Image) else image)
+    height, width = grey.shape
     short = min(width, height)
-    if short != side:
-        scale = side / short
-        size = (
-            (side, max(1, round(height * scale)))
-            if width <= height
-            else (max(1, round(width * scale)), side)
-        )
-        grey = grey.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
-    return np.asarray(grey, dtype=np.uint8)
+    if short == side:
+        return np.ascontiguousarray(grey)
+    scale = side / short
+    size = (
+        (side, max(1, round(height * scale)))
+        if width <= height
+        else (max(1, round(width * scale)), side)
+    )
+    resized = Image.fromarray(np.ascontiguousarray(grey)).resize(
+        size, RESAMPLE, reducing_gap=REDUCING_GAP
+    )
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def measure(image: Image.Image, original_size: tuple[int, int]) -> QualityMetrics:
     """Measure an upright photo (any scale of the original); about 1-6 ms on a draft decode."""
-    grey = normalized_grey(image)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    counts = np.bincount(grey.ravel(), minlength=256)
-    total = float(grey.size)
+    return measure_grey(luma(image), original_size)
+
+
+def measure_grey(grey: np.ndarray, original_size: tuple[int, int]) -> QualityMetrics:
+    """``measure`` on the photo's luma (``luma``), for a caller that has it already.
+
+    The Laplacian is taken in int16 (a 3x3 Laplacian of uint8 stays within +-1020) and its
+    variance read by cv2.meanStdDev: the same value as a float64 Laplacian's ``var()`` to
+    1e-12, 4-9x faster; cv2.calcHist counts the levels 3-4x faster than np.bincount.
+    """
+    normal = normalized_grey(grey)
+    _, std = cv2.meanStdDev(cv2.Laplacian(normal, cv2.CV_16S))
+    counts = cv2.calcHist([normal], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    total = float(normal.size)
     width, height = original_size
     return QualityMetrics(
-        sharpness=sharpness,
+        sharpness=float(std[0, 0]) ** 2,
         brightness=float(counts @ np.arange(256)) / (255.0 * total),
         clipped_shadows=float(counts[: SHADOW_LEVEL + 1].sum()) / total,
         clipped_highlights=float(counts[HIGHLIGHT_LEVEL:].sum()) / total,

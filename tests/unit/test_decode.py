@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from bench.decode_parts import before_equalize_crop_resize
 from changewatch.schema.contract import JobError
 from changewatch.worker.decode import (
     DRAFT_SIDE,
     INPUT_SIZE,
     MAX_PIXELS,
     MIN_SIDE,
+    PREPROCESS_VERSION,
+    decode_photo,
     decode_upright,
     equalize_crop_resize,
     preprocess,
@@ -517,3 +520,34 @@ def test_fast_path_moves_embeddings_less_than_a_small_shift(fast_path_run: FastP
         f"max ratio {ratios[worst]:.3f} ({worst}); all: "
         + ", ".join(f"{k}={v:.3f}" for k, v in ratios.items())
     )
+
+
+# --- issue 24: a cheaper decode, the same model input -------------------------------------
+
+
+@DRAFT_PATHS
+def test_cheaper_decode_leaves_the_model_input_unchanged(
+    photos: Path, draft_side: int | None
+) -> None:
+    """decode_photo converts each photo to YCrCb once and turns only the centre square back
+    to RGB, uprighting in place: every real photo must still reach the model as the very
+    array the whole-photo equalization gave, so the model ids (PREPROCESS_VERSION) and every
+    stored embedding stay valid without a backfill."""
+    compared = []
+    for path in sorted(photos.glob("*/*")):
+        if path.suffix.lower() not in {".jpg", ".jpeg", ".heic", ".heif", ".tiff", ".png"}:
+            continue
+        if path.parent.name == "heic" and (draft_side is None or path.name != "IMG_5195.HEIC"):
+            continue  # HEIC is never drafted, and slow: its smallest photo, once
+        data = path.read_bytes()
+        try:
+            image = decode_upright(data, draft_side)
+        except JobError:
+            continue
+        if min(image.size) < MIN_SIDE:
+            continue
+        expected = before_equalize_crop_resize(image)
+        assert np.array_equal(decode_photo(data, draft_side).pixels, expected), path.name
+        compared.append(path.name)
+    assert len(compared) >= 40
+    assert PREPROCESS_VERSION == "prep1"
