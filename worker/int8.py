@@ -186,6 +186,7 @@ def build(
 ) -> None:
     """Quantize and compile once; any failure is an ``Int8Unavailable`` naming the cause."""
     started = time.perf_counter()
+    _torchao()  # before minutes of work, and never silently skipped
     try:
         converted, example = quantize(make_model(), calibration())
         compile_package(converted, example, path)
