@@ -63,13 +63,14 @@ def measure(model: str, weights: str, seeds: int, retakes: int, cache: str) -> d
             "model_id": embedder.model_id,
             "angles": np.array([x for s in results for x in angle_scores(s)]),
             "sessions": np.array([x for s in results for x in session_scores(s)]),
+            "retakes": [
+                r["change_score"] for s in results for x in s["retakes"] for r in x["per_angle"]
+            ],
             "verdicts": verdicts(summarize(model, embedder.model_id, results)),
         }
     out: dict[str, Any] = {"model": model, "weights": weights, "seeds": seeds}
     out["angle_scores"] = int(runs["fp32"]["angles"].size)
-    out["median_retake_angle_score_fp32"] = round(
-        float(np.median(runs["fp32"]["angles"][: seeds * retakes * len(ANGLE_PHOTOS)])), 4
-    )
+    out["median_retake_angle_score_fp32"] = round(float(np.median(runs["fp32"]["retakes"])), 4)
     for a, b in (("bf16", "fp32"), ("int8", "fp32"), ("int8", "bf16")):
         moved = np.abs(runs[a]["angles"] - runs[b]["angles"])
         out[f"{a}_vs_{b}"] = {
