@@ -23,6 +23,15 @@ RUN python -c "import tomllib; p = tomllib.load(open('/tmp/src/pyproject.toml', 
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+# CHANGEWATCH_PRECISION=int8 (CPU workers) compiles its model once with a C++ compiler
+# and then loads it from CHANGEWATCH_MODEL_CACHE: `--build-arg INT8=1` adds g++. Run
+# `python -m changewatch.worker prepare-model` on the workers' kind of CPU, with the
+# cache on a volume, before scaling out (README, "INT8 on CPU workers").
+ARG INT8=""
+RUN if [ -n "$INT8" ]; then apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*; fi
+
 # Then the package itself. It is installed, not run from a source checkout, so the image
 # exercises the same packaging (e.g. schema/migrations/*.sql package data) users get.
 COPY . /tmp/src
@@ -31,7 +40,7 @@ RUN pip install --no-cache-dir '/tmp/src[worker]' && rm -rf /tmp/src
 # Non-root. The torch cache dir exists and is owned by the user so the compose named volume
 # mounted there starts with the right owner (weights download once, survive rebuilds).
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin changewatch \
-    && mkdir -p /home/changewatch/.cache/torch /app \
+    && mkdir -p /home/changewatch/.cache/torch /home/changewatch/.cache/changewatch /app \
     && chown -R changewatch:changewatch /home/changewatch /app
 ENV TORCH_HOME=/home/changewatch/.cache/torch
 USER changewatch

@@ -110,8 +110,12 @@ class Settings:
     # "random" (tests only).
     model_weights: str = "imagenet"
     device: Device = "auto"
-    # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32.
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32. "int8":
+    # the quantized, compiled CPU model step (worker/int8.py), under its own model id.
     precision: str = "auto"
+    # Where compiled models live (INT8): "" is $XDG_CACHE_HOME/changewatch, else
+    # ~/.cache/changewatch. Keep it on a volume that survives restarts.
+    model_cache: str = ""
     # "float16": embeddings and region vectors rounded to float16, scored and stored so:
     # half their storage and WAL; scores move by < 1e-3 (bench.validity.float16,
     # docs/benchmarks.md). "float32" keeps them as the model gives them.
@@ -240,7 +244,10 @@ def _model(env: Mapping[str, str]) -> dict[str, Any]:
         "model": env.get("CHANGEWATCH_MODEL", "resnet50").strip().lower() or "resnet50",
         "model_weights": env.get("CHANGEWATCH_MODEL_WEIGHTS", "imagenet").strip() or "imagenet",
         "device": _choice(env, "CHANGEWATCH_DEVICE", "auto", ("auto", "cpu", "cuda")),
-        "precision": env.get("CHANGEWATCH_PRECISION", "auto").strip() or "auto",
+        "precision": _choice(
+            env, "CHANGEWATCH_PRECISION", "auto", ("auto", "fp32", "bf16", "int8")
+        ),
+        "model_cache": env.get("CHANGEWATCH_MODEL_CACHE", "").strip(),
         "embedding_dtype": _choice(
             env, "CHANGEWATCH_EMBEDDING_DTYPE", "float32", ("float32", "float16")
         ),

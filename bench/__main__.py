@@ -3,8 +3,11 @@
 1. the model-only ceiling (forward passes on ready tensors);
 2. a seed-faithful reference pipeline (full-size decode and equalization, one image per
    forward pass) through real Redis, Postgres, the S3 server and a real worker;
-3. the fast pipeline on the same photos and services, at several concurrencies;
-with per-stage times and peak worker memory. Writes JSON, a markdown table and a PNG.
+3. the fast pipeline on the same photos and services, at several concurrencies, with
+   the automatic precision (bf16 where the CPU has it) and with INT8 where it is allowed;
+for ResNet50 and EfficientNet-Lite0, with each worker's cold start (process start to its
+first finished job), per-stage times and CPU, and peak worker memory. Writes JSON, a
+markdown table and a PNG.
 
 ``python -m bench decode-parts`` times each part of the decode stage alone instead
 (bench/decode_parts.py).
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,80 +76,192 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-seconds", type=float, default=3.0)
     parser.add_argument("--device", default=os.environ.get("CHANGEWATCH_DEVICE", "cpu"))
     parser.add_argument("--weights", default=os.environ.get("CHANGEWATCH_MODEL_WEIGHTS", "random"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto", "int8"],
+        choices=["auto", "int8"],
+        help="fast-pipeline precisions (int8: CPU only, where allowed; compiles once)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench")
     return parser.parse_args(argv)
 
 
-def model_only_runs(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Images/s of the model alone: the ceiling, the seed's model step, and Lite0."""
-    print(f"model-only ceiling on {args.device} ...", flush=True)
-    ceiling = model_only.measure(args.weights, args.device, BATCHES, args.model_seconds)
-    # The seed's model step (fp32, one session per pass), the yardstick the targets were set on.
-    seed = model_only.measure(args.weights, args.device, [6], args.model_seconds, "fp32")
-    # The embedded ImageNet model beside it, in the same run.
-    print(f"model-only, efficientnet_lite0 on {args.device} ...", flush=True)
-    lite0 = model_only.measure(
-        "imagenet", args.device, BATCHES, args.model_seconds, model="efficientnet_lite0"
-    )
-    return {"ceiling": ceiling, "seed": seed, "lite0": lite0}
+# The two models, each with the weights it runs here (ResNet50's ImageNet weights cannot
+# be downloaded on the dev machine: random ones, speed only).
+MODELS = ("resnet50", "efficientnet_lite0")
+
+
+def weights_of(model: str, args: argparse.Namespace) -> str:
+    return args.weights if model == "resnet50" else "imagenet"
+
+
+def int8_allowed(model: str) -> bool:
+    from changewatch.worker.int8 import REFUSED
+
+    return model not in REFUSED
+
+
+def model_only_runs(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    """Images/s of the model alone, each precision in a process of its own: the seed's
+    model step (fp32, batch 6), the fast one (auto: bf16 where the CPU has it), fp32 with
+    the fast set-up, and INT8 (measured even where refused, for the record)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for model in args.models:
+        weights = weights_of(model, args)
+        print(f"model-only, {model} on {args.device} ...", flush=True)
+        rates = {
+            "seed": model_only.measure_apart(
+                weights, args.device, [6], args.model_seconds, "fp32", model
+            ),
+            "fp32": model_only.measure_apart(
+                weights, args.device, [6], args.model_seconds, None, model, "fp32"
+            ),
+            "auto": model_only.measure_apart(
+                weights, args.device, BATCHES, args.model_seconds, None, model, "auto"
+            ),
+        }
+        if args.device == "cpu" and "int8" in args.precisions:
+            rates["int8"] = model_only.measure_apart(
+                weights, args.device, BATCHES, args.model_seconds, None, model, "int8"
+            )
+        out[model] = rates
+    return out
+
+
+def prepare_int8(args: argparse.Namespace) -> dict[str, float]:
+    """Build each allowed model's INT8 program before its worker starts, as an image
+    build would (``prepare-model``); seconds each (near zero when already cached)."""
+    seconds = {}
+    for model in args.models:
+        if not int8_allowed(model) or args.device != "cpu" or "int8" not in args.precisions:
+            continue
+        env = {
+            **os.environ,
+            "CHANGEWATCH_MODEL": model,
+            "CHANGEWATCH_MODEL_WEIGHTS": weights_of(model, args),
+            "CHANGEWATCH_PRECISION": "int8",
+        }
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "changewatch.worker", "prepare-model"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        seconds[model] = time.perf_counter() - started
+    return seconds
 
 
 def pipeline_runs(args: argparse.Namespace, photos: list[Path]) -> list[e2e.RunResult]:
-    """The reference pipeline, then the fast one at each concurrency, on fresh services."""
+    """Per model: the reference pipeline, then the fast one (auto precision, then INT8
+    where allowed) at each concurrency, on fresh services. Every worker starts with one
+    session already queued: its cold start."""
     fresh_database(os.environ["DATABASE_URL"])
     flush_redis(os.environ["CELERY_BROKER_URL"], os.environ["CELERY_RESULT_BACKEND"])
+    runs = []
     with s3_bucket(BUCKET) as s3:
         uploads = e2e.upload_sessions(s3, BUCKET, photos, args.sessions)
+        first = e2e.upload_sessions(s3, BUCKET, photos, 1)[0]
         producer = Producer()
-        env = {"CHANGEWATCH_MODEL_WEIGHTS": args.weights, "CHANGEWATCH_DEVICE": args.device}
-        print(f"reference pipeline, {args.sessions} sessions ...", flush=True)
-        runs = [
-            e2e.run(
-                "reference",
-                producer,
-                uploads,
-                env,
-                "reference",
-                args.reference_concurrency,
-                args.out,
+        for model in args.models:
+            env = {
+                "CHANGEWATCH_MODEL": model,
+                "CHANGEWATCH_MODEL_WEIGHTS": weights_of(model, args),
+                "CHANGEWATCH_DEVICE": args.device,
+            }
+            print(f"{model}: reference pipeline, {args.sessions} sessions ...", flush=True)
+            runs.append(
+                e2e.run(
+                    f"{model}-reference",
+                    producer,
+                    uploads,
+                    {**env, "CHANGEWATCH_PRECISION": "auto"},
+                    "reference",
+                    args.reference_concurrency,
+                    args.out,
+                    first,
+                )
             )
-        ]
-        for c in args.concurrency:
-            print(f"fast pipeline, concurrency {c} ...", flush=True)
-            runs.append(e2e.run(f"fast-c{c}", producer, uploads, env, "fast", c, args.out))
+            precisions = [
+                p
+                for p in args.precisions
+                if p != "int8" or (int8_allowed(model) and args.device == "cpu")
+            ]
+            for precision in precisions:
+                for c in args.concurrency:
+                    print(f"{model}: fast {precision}, concurrency {c} ...", flush=True)
+                    runs.append(
+                        e2e.run(
+                            f"{model}-fast-{precision}-c{c}",
+                            producer,
+                            uploads,
+                            {**env, "CHANGEWATCH_PRECISION": precision},
+                            "fast",
+                            c,
+                            args.out,
+                            first,
+                        )
+                    )
     return runs
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def build_report(
     args: argparse.Namespace,
     photos: list[Path],
-    models: dict[str, dict[str, float]],
+    models: dict[str, dict[str, dict[str, float]]],
     runs: list[e2e.RunResult],
+    prepared: dict[str, float],
 ) -> dict[str, Any]:
-    reference = runs[0]
-    fast = max(runs[1:], key=lambda r: r.sessions_per_s)
-    model_s_per_session = 6 / max(models["ceiling"].values())
-    seed_s_per_session = 6 / models["seed"]["6"]
+    from changewatch.worker.embed import cpu_has_fast_bf16
+    from changewatch.worker.int8 import cpu_isa
+
+    per_model: dict[str, Any] = {}
+    for model in args.models:
+        mine = [r for r in runs if r.model == model]
+        reference = next(r for r in mine if r.pipeline == "reference")
+        rates = models.get(model, {})
+        summary: dict[str, Any] = {
+            "model_only_images_per_s": rates,
+            "int8_allowed": int8_allowed(model),
+            "reference_sessions_per_s": reference.sessions_per_s,
+        }
+        for precision in ("auto", "int8"):
+            fast = [r for r in mine if r.pipeline == "fast" and r.precision == precision]
+            if fast:
+                best = max(fast, key=lambda r: r.sessions_per_s)
+                summary[f"best_{precision}"] = best.label
+                summary[f"speedup_{precision}_vs_reference"] = (
+                    best.sessions_per_s / reference.sessions_per_s
+                )
+        if "int8" in rates and "auto" in rates:
+            summary["int8_over_auto_model_only_batch6"] = rates["int8"]["6"] / rates["auto"]["6"]
+        per_model[model] = summary
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": {
             "cpus": os.cpu_count(),
+            "cpu": cpu_model(),
+            "isa": cpu_isa(),
+            "fast_bf16": cpu_has_fast_bf16(),
             "platform": platform.platform(),
             "device": args.device,
             "weights": args.weights,
         },
         "photos": [p.name for p in photos],
-        "model_only_images_per_s": models["ceiling"],
-        "lite0_model_only_images_per_s": models["lite0"],
-        "model_only_s_per_session": model_s_per_session,
+        "int8_prepare_s": prepared,
+        "models": per_model,
         "runs": [r.as_dict() for r in runs],
-        "best_fast_run": fast.label,
-        "speedup_vs_reference": fast.sessions_per_s / reference.sessions_per_s,
-        "e2e_over_model_only": fast.s_per_session / model_s_per_session,
-        "model_only_fp32_s_per_session": seed_s_per_session,
-        "e2e_over_model_only_fp32": fast.s_per_session / seed_s_per_session,
-        "peak_worker_rss_gib": max(r.peak_rss_bytes for r in runs[1:]) / 2**30,
+        "peak_worker_rss_gib": max(r.peak_rss_bytes for r in runs if r.pipeline == "fast") / 2**30,
     }
 
 
@@ -158,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     photos = camera_photos()
     models = model_only_runs(args)
+    prepared = prepare_int8(args)
     runs = pipeline_runs(args, photos)
     save(
-        build_report(args, photos, models, runs),
+        build_report(args, photos, models, runs, prepared),
         args.out,
         "bench",
         markdown,

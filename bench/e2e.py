@@ -125,6 +125,10 @@ class RunResult:
     # Everything on the machine, worker included: what the cores really had to do.
     machine_cpu_s_per_session: float = 0.0
     gpu_memory_bytes: float = 0.0
+    # Worker process start -> its first job finished (a job waiting in the queue).
+    cold_start_s: float = 0.0
+    model: str = "resnet50"
+    precision: str = "auto"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +188,19 @@ def _times(dsn: str, sessions: list[uuid.UUID]) -> tuple[list[float], list[float
     return sorted(float(r[0]) for r in rows), sorted(float(r[1]) for r in rows)
 
 
+def activate(dsn: str, model_id: str, dim: int) -> None:
+    """Make the run's model the active one (what ``model activate --force`` does), before
+    its worker starts, so the worker consumes the jobs queue from its first second."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("UPDATE models SET active = false WHERE active")
+        conn.execute(
+            "INSERT INTO models (model_id, embedding_dim, active, activated_at)"
+            " VALUES (%s, %s, true, now())"
+            " ON CONFLICT (model_id) DO UPDATE SET active = true, activated_at = now()",
+            (model_id, dim),
+        )
+
+
 def run(
     label: str,
     producer: Producer,
@@ -192,9 +209,25 @@ def run(
     pipeline: str,
     concurrency: int,
     log_dir: Path,
+    first: Upload | None = None,
 ) -> RunResult:
-    """Start a worker, send every session at once, wait for all, stop the worker."""
+    """Start a worker, send every session at once, wait for all, stop the worker.
+
+    With ``first``: that session waits in the queue before the worker starts, and the
+    time from the worker's process start to its end is the cold start.
+    """
+    from changewatch.settings import Settings
+    from changewatch.worker.embed import architecture, model_id_for
+
+    settings = Settings.from_env({**os.environ, **env})
+    model_id = model_id_for(settings.model_weights, settings.model, settings.precision)
+    activate(producer.dsn, model_id, architecture(settings.model).dim)
+    cold: list[uuid.UUID] = []
+    if first is not None:
+        cold.append(uuid.uuid4())
+        producer.analyze(first.user_id, cold[0], first.captured_at, first.images)
     port = free_port()
+    started = time.perf_counter()
     worker = Worker(
         env={
             **env,
@@ -205,7 +238,11 @@ def run(
         name=f"bench-{label}",
         log_path=log_dir / f"worker-{label}.log",
     ).start()
+    cold_start_s = 0.0
     try:
+        if cold:
+            wait_all(producer.dsn, cold, timeout=600)
+            cold_start_s = time.perf_counter() - started
         worker.wait_ready(producer.celery)
         m = _burst(worker, port, producer, uploads)
     finally:
@@ -236,4 +273,7 @@ def run(
         worker_cpu_s_per_session=m.worker_cpu_s / max(ok, 1),
         machine_cpu_s_per_session=m.machine_cpu_s / max(ok, 1),
         gpu_memory_bytes=m.after.get("changewatch_gpu_memory_bytes", 0.0),
+        cold_start_s=cold_start_s,
+        model=settings.model,
+        precision=settings.precision,
     )

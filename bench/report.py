@@ -38,22 +38,28 @@ def save(
     print(text)
 
 
+def _rates(rates: dict[str, float]) -> str:
+    return ", ".join(f"batch {b}: {v:.1f}" for b, v in rates.items())
+
+
 def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
     lines = [
         f"changewatch benchmark, {report['date']}, commit {report['commit']}, "
-        f"{report['machine']['cpus']} CPUs, device {report['machine']['device']}, "
-        f"weights {report['machine']['weights']}",
+        f"{machine['cpus']} CPUs ({machine.get('cpu', '?')}, {machine.get('isa', '?')}), "
+        f"device {machine['device']}, ResNet50 weights {machine['weights']}, Lite0 ImageNet",
         "",
-        "| run | concurrency | sessions/s | s/session | latency p50 / p95 (s) | "
-        "service p50 / p95 (s) | fetch | decode | batch | embed | score | store | images/batch | "
-        "worker CPU s/session | machine CPU s/session | peak RSS (GiB) |",
-        "| --- " + "| ---: " * 15 + "|",
+        "| run | concurrency | sessions/s | s/session | cold start (s) | "
+        "latency p50 / p95 (s) | service p50 / p95 (s) | fetch | decode | batch | embed | "
+        "score | store | images/batch | worker CPU s/session | machine CPU s/session | "
+        "peak RSS (GiB) |",
+        "| --- " + "| ---: " * 16 + "|",
     ]
     for run in report["runs"]:
         st = run["stage_s_per_session"]
         lines.append(
             f"| {run['label']} | {run['concurrency']} | {run['sessions_per_s']:.2f} | "
-            f"{run['s_per_session']:.3f} | "
+            f"{run['s_per_session']:.3f} | {run.get('cold_start_s', 0.0):.1f} | "
             f"{run['latency_p50_s']:.2f} / {run['latency_p95_s']:.2f} | "
             f"{run['service_p50_s']:.2f} / {run['service_p95_s']:.2f} | "
             + " | ".join(
@@ -63,30 +69,44 @@ def markdown(report: dict[str, Any]) -> str:
             f" | {run.get('machine_cpu_s_per_session', 0.0):.3f}"
             f" | {run['peak_rss_bytes'] / 2**30:.2f} |"
         )
-    ceiling = ", ".join(
-        f"batch {b}: {v:.1f} img/s" for b, v in report["model_only_images_per_s"].items()
-    )
+    lines.append("")
+    for model, m in report["models"].items():
+        rates = m["model_only_images_per_s"]
+        parts = [f"**{model}**"]
+        for key, name in (
+            ("seed", "seed fp32"),
+            ("fp32", "fast fp32"),
+            ("auto", "fast auto"),
+            ("int8", "fast INT8"),
+        ):
+            if key in rates:
+                parts.append(f"{name} {_rates(rates[key])} img/s")
+        if "int8_over_auto_model_only_batch6" in m:
+            parts.append(
+                f"INT8 / auto at batch 6: **{m['int8_over_auto_model_only_batch6']:.2f}x**"
+            )
+        lines.append("- model-only, " + "; ".join(parts))
+        for precision in ("auto", "int8"):
+            if f"best_{precision}" in m:
+                lines.append(
+                    f"- {model}, best fast {precision} run ({m[f'best_{precision}']}) vs "
+                    f"reference: **{m[f'speedup_{precision}_vs_reference']:.2f}x** sessions/s"
+                )
+        if not m["int8_allowed"]:
+            lines.append(f"- {model}: INT8 refused (worker.int8.REFUSED), not run end to end")
+    if report.get("int8_prepare_s"):
+        lines.append(
+            "- prepare-model (INT8 build, or 0 s when cached): "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in report["int8_prepare_s"].items())
+        )
     lines += [
-        "",
-        "- efficientnet_lite0 model-only: "
-        + ", ".join(
-            f"batch {b}: {v:.1f} img/s"
-            for b, v in report.get("lite0_model_only_images_per_s", {}).items()
-        ),
-        f"- model-only ceiling: {ceiling}; "
-        f"{report['model_only_s_per_session']:.3f} s per six-image session",
-        f"- best fast run ({report['best_fast_run']}) vs reference: "
-        f"**{report['speedup_vs_reference']:.2f}x** sessions/s",
-        f"- end-to-end time per session / model-only: **{report['e2e_over_model_only']:.2f}x**"
-        f" (vs the seed's fp32 batch-6 model step, "
-        f"{report['model_only_fp32_s_per_session']:.3f} s: "
-        f"**{report['e2e_over_model_only_fp32']:.2f}x**)",
         f"- peak worker RSS (fast runs): **{report['peak_worker_rss_gib']:.2f} GiB**",
         "",
         "Stage columns are seconds per session (embed is amortized over the batch). "
         "Machine CPU counts every process on the machine (the worker, the S3 server, "
         "Redis, Postgres, the benchmark itself): with N cores, s/session can never be "
-        "below machine CPU s/session / N.",
+        "below machine CPU s/session / N. Cold start: worker process start to its first "
+        "finished job, that job already queued.",
         "",
     ]
     return "\n".join(lines)
@@ -98,28 +118,25 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fast = [r for r in report["runs"] if r["pipeline"] == "fast"]
-    reference = next(r for r in report["runs"] if r["pipeline"] == "reference")
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(
-        [r["concurrency"] for r in fast],
-        [r["sessions_per_s"] for r in fast],
-        "o-",
-        label="fast pipeline",
-    )
-    ax.axhline(
-        reference["sessions_per_s"], color="gray", linestyle="--", label="seed-faithful reference"
-    )
-    ax.axhline(
-        1 / report["model_only_s_per_session"],
-        color="green",
-        linestyle=":",
-        label="model-only ceiling",
-    )
-    ax.set_xlabel("worker concurrency (sessions in flight)")
+    for model in report["models"]:
+        mine = [r for r in report["runs"] if r.get("model", "resnet50") == model]
+        for precision in ("auto", "int8"):
+            fast = [r for r in mine if r["pipeline"] == "fast" and r["precision"] == precision]
+            if fast:
+                ax.plot(
+                    [r["concurrency"] for r in fast],
+                    [r["sessions_per_s"] for r in fast],
+                    "o-",
+                    label=f"{model} fast {precision}",
+                )
+        for r in mine:
+            if r["pipeline"] == "reference":
+                ax.axhline(r["sessions_per_s"], linestyle="--", color="gray", linewidth=0.8)
+    ax.set_xlabel("worker concurrency (sessions in flight); dashed: references")
     ax.set_ylabel("sessions / s")
     ax.set_xscale("log", base=2)
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.set_title(f"changewatch, {report['machine']['device']}, commit {report['commit']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -30,6 +30,8 @@ command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
 command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# CHANGEWATCH_PRECISION=int8 compiles its model with a C++ compiler (tests/unit/test_int8.py).
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -38,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     && $SUDO "${apt[@]}" update >/dev/null \
     && $SUDO "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null; }; then
     echo "warning: could not install ${missing[*]} with apt-get;" \
-      "the failover tests will skip (and fail in CI)" >&2
+      "the failover tests will skip (and fail in CI), and INT8 cannot compile" >&2
   fi
 fi
 PY=${PYTHON:-python3}

@@ -88,7 +88,11 @@ def _choose_queues() -> None:
     from .embed import architecture, model_id_for
 
     s = settings()
-    model_id = model_id_for(s.model_weights, s.model)
+    if s.precision == "int8":
+        from .int8 import check_allowed
+
+        check_allowed(s.model)  # a refused INT8 model never registers its id
+    model_id = model_id_for(s.model_weights, s.model, s.precision)
     deadline = time.monotonic() + 120  # a worker may start while Postgres restarts
     while True:
         try:

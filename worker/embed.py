@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,9 +113,30 @@ def weights_tag(weights: str, model: str = "resnet50") -> str:
     return f"file-{_file_digest(path)}"
 
 
-def model_id_for(weights: str, model: str = "resnet50") -> str:
-    """Architecture, weights and preprocessing: what makes embeddings comparable."""
-    return f"{architecture(model).name}/{weights_tag(weights, model)}/{PREPROCESS_VERSION}"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def model_id_for(weights: str, model: str = "resnet50", precision: str = "auto") -> str:
+    """Architecture, weights and preprocessing: what makes embeddings comparable.
+
+    INT8 moves scores by more than bf16 does, and its ranges depend on the calibration
+    set, so an INT8 model id names both (``.../int8-cal1``): INT8 and float scores of one
+    person never mix in one history. fp32 and bf16 share an id (see ``Embedder``).
+    """
+    base = f"{architecture(model).name}/{weights_tag(weights, model)}/{PREPROCESS_VERSION}"
+    if check_precision(precision) == "int8":
+        from .int8 import PRECISION_TAG
+
+        return f"{base}/{PRECISION_TAG}"
+    return base
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"CHANGEWATCH_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    return precision
 
 
 def build_lite0(weights: str, classifier: bool = False) -> torch.nn.Module:
@@ -200,12 +222,10 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
-    if requested == "fp32":
-        return None
+    if check_precision(requested) in ("fp32", "int8"):
+        return None  # int8: the compiled program's own kernels, no autocast around them
     if requested == "bf16":
         return torch.bfloat16
-    if requested != "auto":
-        raise ValueError(f"CHANGEWATCH_PRECISION must be auto, fp32 or bf16, got {requested!r}")
     if device.type == "cuda" or cpu_has_fast_bf16():
         return torch.bfloat16
     return None
@@ -226,8 +246,9 @@ class Embedder:
     """One warm ResNet50; thread-safe ``predict`` (calls are serialized on the model).
 
     bf16 autocast changes embeddings by ~1e-5 cosine, far below any change worth
-    reporting, so precision is not part of the model id: histories survive a move
-    between CPU and GPU workers.
+    reporting, so fp32 and bf16 share a model id: histories survive a move between CPU
+    and GPU workers. INT8 (``precision="int8"``, worker.int8) runs a compiled, quantized
+    program under its own model id.
     """
 
     def __init__(
@@ -236,43 +257,81 @@ class Embedder:
         precision: str = "auto",
         fold_batchnorm: bool = True,
         model: str = "resnet50",
+        model_cache: str = "",
     ) -> None:
         self.architecture = architecture(model)
         self.weights = weights
-        self.precision = precision
+        self.precision = check_precision(precision)
+        self.model_cache = model_cache
         self.fold_batchnorm = fold_batchnorm
         self.device = torch.device("cpu")
         self.autocast_dtype: torch.dtype | None = None
         self.model_id = ""
-        self._model: torch.nn.Module | None = None
+        self._model: Any = None
         self._pinned: torch.Tensor | None = None
         self._lock = threading.Lock()
 
-    def setup(self, device: str = "auto") -> None:
-        self.device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(self.precision, self.device)
+    def _eager_trunk(self) -> torch.nn.Module:
         if self.architecture.name == "efficientnet_lite0":
             model = build_lite0(self.weights)
         else:
             model = build_backbone(self.weights)
-        model = trunk(model, self.architecture.name)
-        if self.fold_batchnorm and self.architecture.name == "resnet50":
-            # Inference never updates BatchNorm, so each one folds into the conv before it:
-            # one pass less over every activation (10-20% faster on CPU, bench/), the same
-            # embeddings to ~1e-6 cosine. The reference pipeline keeps the seed's model.
-            model = fold_conv_batchnorm(model)
-        # channels_last suits both oneDNN on CPU (~20% faster) and cuDNN's tensor cores.
-        self._model = model.to(self.device).to(memory_format=torch.channels_last)
+        return trunk(model, self.architecture.name)
+
+    def setup(self, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(self.precision, self.device)
         mean, std = self.architecture.mean, self.architecture.std
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
         self._regions = RegionProjector(REGION_CHANNELS[self.architecture.name], self.device)
-        self.model_id = model_id_for(self.weights, self.architecture.name)
+        self.model_id = model_id_for(self.weights, self.architecture.name, self.precision)
+        if self.precision == "int8":
+            self._model = self._int8_model()
+        else:
+            model = self._eager_trunk()
+            if self.fold_batchnorm and self.architecture.name == "resnet50":
+                # Inference never updates BatchNorm, so each one folds into the conv before
+                # it: one pass less over every activation (10-20% faster on CPU, bench/),
+                # the same embeddings to ~1e-6 cosine. The reference pipeline keeps the
+                # seed's model.
+                model = fold_conv_batchnorm(model)
+            # channels_last suits both oneDNN on CPU (~20% faster) and cuDNN's tensor cores.
+            self._model = model.to(self.device).to(memory_format=torch.channels_last)
         # Warm once so the first real job does not pay for lazy initialization.
         self.predict(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
         log.info(
             "model %s ready on %s (%s)", self.model_id, self.device, self.autocast_dtype or "fp32"
         )
+
+    def prepare_int8(self) -> Path:
+        """The compiled INT8 program's path, built (minutes of CPU) if this machine's torch
+        and CPU have none yet. ``prepare-model`` runs it ahead of the first worker."""
+        from . import int8
+
+        int8.check_allowed(self.architecture.name)
+        if self.device.type != "cpu":
+            raise int8.Int8Unavailable("CHANGEWATCH_PRECISION=int8 runs on CPU workers only")
+        if not self.model_id:
+            self.model_id = model_id_for(self.weights, self.architecture.name, self.precision)
+        cache = int8.cache_dir(self.model_cache)
+        int8.use_persistent_inductor_cache(cache)
+        path = int8.artifact_path(self.model_id, cache)
+        if not path.is_file():
+            log.warning("no compiled INT8 model at %s: building it now (once)", path)
+            int8.build(self._eager_trunk, lambda: int8.calibration_batches(self._normalize), path)
+        return path
+
+    def _int8_model(self) -> Any:
+        from . import int8
+
+        return int8.load(self.prepare_int8())
+
+    def _normalize(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC -> the model's normalized float input, channels_last."""
+        batch = self._to_device(torch.from_numpy(np.ascontiguousarray(images)))
+        batch = batch.permute(0, 3, 1, 2).float()
+        return ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         """uint8 to the device; on CUDA through one reused pinned buffer (no per-call pinning).
@@ -316,11 +375,11 @@ class Embedder:
         """The backbone's region map and last map in float32; the caller holds the lock."""
         if self._model is None:
             raise RuntimeError("Embedder.setup() has not run")
+        if fp32 and self.precision == "int8":
+            raise RuntimeError("an INT8 embedder has no fp32 path (the reference pipeline)")
         if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
             raise ValueError(f"expected (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {images.shape}")
-        batch = self._to_device(torch.from_numpy(np.ascontiguousarray(images)))
-        batch = batch.permute(0, 3, 1, 2).float()
-        batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        batch = self._normalize(images)
         dtype = None if fp32 else self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             middle, last = self._model(batch)

@@ -53,11 +53,14 @@ class Resources:
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
+        if settings.pipeline == "reference" and settings.precision == "int8":
+            raise ValueError("CHANGEWATCH_PIPELINE=reference is the seed's fp32 model step")
         embedder = Embedder(
             settings.model_weights,
             settings.precision,
             fold_batchnorm=settings.pipeline == "fast",
             model=settings.model,
+            model_cache=settings.model_cache,
         )
         embedder.setup(settings.device)
         metrics.MODEL.info(
@@ -65,6 +68,7 @@ class Resources:
                 "model_id": embedder.model_id,
                 "device": str(embedder.device),
                 "pipeline": settings.pipeline,
+                "precision": settings.precision,
             }
         )
         if embedder.device.type == "cuda":

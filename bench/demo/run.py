@@ -234,7 +234,8 @@ def use_model(producer: Any, model: str, weights: str) -> None:
     from changewatch.producer import models
     from changewatch.worker.embed import model_id_for
 
-    model_id = model_id_for(weights, model)
+    # The worker's precision names an INT8 model apart (CHANGEWATCH_PRECISION=int8).
+    model_id = model_id_for(weights, model, os.environ.get("CHANGEWATCH_PRECISION", "auto"))
     with producer.connect() as conn:
         row = conn.execute("SELECT model_id FROM models WHERE active").fetchone()
     if row is None or row["model_id"] != model_id:

@@ -23,6 +23,10 @@ def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: st
             "2",
             "--model-seconds",
             "0.5",
+            "--models",
+            "resnet50",
+            "--precisions",
+            "auto",
             "--out",
             str(tmp_path),
         ],
@@ -34,13 +38,15 @@ def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: st
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["label"] for r in report["runs"]] == ["reference", "fast-c2"]
+    assert [r["label"] for r in report["runs"]] == ["resnet50-reference", "resnet50-fast-auto-c2"]
     for run in report["runs"]:
         assert run["succeeded"] == run["sessions"] == 3
         assert run["sessions_per_s"] > 0 and run["latency_p95_s"] >= run["latency_p50_s"] > 0
         assert run["stage_s_per_session"]["decode"] > 0 and run["peak_rss_bytes"] > 0
         assert run["machine_cpu_s_per_session"] >= run["worker_cpu_s_per_session"] > 0
-    assert report["speedup_vs_reference"] > 0 and report["e2e_over_model_only"] > 0
-    assert all(v > 0 for v in report["model_only_images_per_s"].values())
+        assert 0 < run["cold_start_s"] < 120
+    summary = report["models"]["resnet50"]
+    assert summary["speedup_auto_vs_reference"] > 0
+    assert all(v > 0 for v in summary["model_only_images_per_s"]["auto"].values())
     assert (tmp_path / "throughput.png").stat().st_size > 1000
     assert "sessions/s" in (tmp_path / "bench.md").read_text()
