@@ -59,7 +59,12 @@ TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test is marked by its folder: tests/unit, tests/integration or tests/e2e."""
+    """Each test is marked by its folder: tests/unit, tests/integration or tests/e2e.
+
+    Tests marked ``compiled_int8`` run last: an AOTInductor program brings its own OpenMP
+    runtime into the process, and eager torch in the same process runs 1.3-2x slower
+    after it (tests/unit/test_model.py measured so), so no other test comes after them.
+    """
     here = Path(__file__).parent
     for item in items:
         try:
@@ -68,6 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if folder in TIERS:
             item.add_marker(folder)
+    items.sort(key=lambda item: item.get_closest_marker("compiled_int8") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ from changewatch.worker import int8
 from changewatch.worker.embed import Embedder, model_id_for
 from changewatch.worker.score import cosine_distance
 
+# The compiled program's OpenMP runtime slows eager torch after it: last (tests/conftest.py).
+pytestmark = pytest.mark.compiled_int8
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
