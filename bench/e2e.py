@@ -18,7 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness.services import Worker, free_port
 from changewatch.producer import Producer
+from changewatch.producer.store import models
 from changewatch.schema.contract import ANGLES
+from changewatch.worker import store as worker_store
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -189,16 +191,13 @@ def _times(dsn: str, sessions: list[uuid.UUID]) -> tuple[list[float], list[float
 
 
 def activate(dsn: str, model_id: str, dim: int) -> None:
-    """Make the run's model the active one (what ``model activate --force`` does), before
-    its worker starts, so the worker consumes the jobs queue from its first second."""
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        conn.execute("UPDATE models SET active = false WHERE active")
-        conn.execute(
-            "INSERT INTO models (model_id, embedding_dim, active, activated_at)"
-            " VALUES (%s, %s, true, now())"
-            " ON CONFLICT (model_id) DO UPDATE SET active = true, activated_at = now()",
-            (model_id, dim),
-        )
+    """Make the run's model the active one before its worker starts (registered as a
+    worker registers it, switched as ``model activate --force`` switches), so the worker
+    consumes the jobs queue from its first second."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        worker_store.register_model(conn, model_id, dim)
+        with conn.transaction():
+            models.make_active(conn, model_id)
 
 
 def run(
