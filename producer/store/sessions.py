@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from ...schema.contract import AnalyzeJob, other_users_session
 from ...schema.errors import Code, JobError
 from ...schema.forgetting import rows
-from ...schema.forgetting.rows import OTHER_OWNER
+from ...schema.forgetting.rows import CLAIM_SESSION_ID, OTHER_OWNER
 from . import Conn, Row
 from .people import enroll
 
@@ -24,6 +24,7 @@ def record_request(conn: Conn, job: AnalyzeJob, task_id: str) -> None:
     before it, whatever order the workers run them in."""
     key = {"sid": job.session_id, "uid": job.user_id, "task": task_id}
     with conn.transaction():
+        conn.execute(CLAIM_SESSION_ID, key)  # first, as in the worker: one lock order
         enroll(conn, job.user_id)
         conn.execute(
             """

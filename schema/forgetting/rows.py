@@ -24,6 +24,13 @@ Conn = psycopg.Connection[Any]
 OTHER_OWNER = (
     "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = %(sid)s AND user_id <> %(uid)s)"
 )
+# Taken before a writer inserts a session row, held to its commit. The rows are keyed by
+# (user_id, session_id), so two people's first claims of one id never meet on a key and
+# neither sees the other's uncommitted row: without it both pass OTHER_OWNER. With it the
+# second waits, then sees the first's row and is refused. An advisory lock holds on the
+# node that takes it: on Citus that is the coordinator, where every connection goes
+# (docs/scaling.md). Its own two-key space (class 0x6377), apart from any one-key lock.
+CLAIM_SESSION_ID = "SELECT pg_advisory_xact_lock(25463, hashtext(%(sid)s::text))"
 
 # Tables holding a person's data, and how to count what is left of it.
 LEFT = {

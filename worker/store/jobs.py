@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ...schema.contract import ANALYZE_TASK, AnalyzeJob, other_users_session, payload_size
 from ...schema.errors import Code, JobError
-from ...schema.forgetting.rows import OTHER_OWNER
+from ...schema.forgetting.rows import CLAIM_SESSION_ID, OTHER_OWNER
 from ...schema.status import Status
 from . import outbox
 from .people import FORGOTTEN, admit
@@ -54,7 +54,8 @@ def _start_job(pool: ConnectionPool, job: AnalyzeJob, task: str) -> int | Supers
     images = Jsonb(job.to_payload()["images"])
     key = {"uid": job.user_id, "sid": job.session_id, "task": task}
     with pool.connection() as conn, conn.transaction():
-        with conn.pipeline():  # one round trip for the four statements
+        with conn.pipeline():  # one round trip for the five statements
+            conn.execute(CLAIM_SESSION_ID, key)
             # A message sent straight to the broker has no row yet.
             conn.execute(
                 "INSERT INTO sessions (session_id, user_id, captured_at, images, task_id)"
