@@ -103,6 +103,11 @@ def int8_allowed(model: str) -> bool:
     return model not in REFUSED
 
 
+def runs_int8(model: str, args: argparse.Namespace) -> bool:
+    """Whether this run puts an INT8 worker on ``model``: asked for, CPU, not refused."""
+    return "int8" in args.precisions and args.device == "cpu" and int8_allowed(model)
+
+
 def model_only_runs(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     """Images/s of the model alone, each precision in a process of its own: the seed's
     model step (fp32, batch 6), the fast one (auto: bf16 where the CPU has it), fp32 with
@@ -135,7 +140,7 @@ def prepare_int8(args: argparse.Namespace) -> dict[str, float]:
     build would (``prepare-model``); seconds each (near zero when already cached)."""
     seconds = {}
     for model in args.models:
-        if not int8_allowed(model) or args.device != "cpu" or "int8" not in args.precisions:
+        if not runs_int8(model, args):
             continue
         env = {
             **os.environ,
@@ -184,11 +189,7 @@ def pipeline_runs(args: argparse.Namespace, photos: list[Path]) -> list[e2e.RunR
                     first,
                 )
             )
-            precisions = [
-                p
-                for p in args.precisions
-                if p != "int8" or (int8_allowed(model) and args.device == "cpu")
-            ]
+            precisions = [p for p in args.precisions if p != "int8" or runs_int8(model, args)]
             for precision in precisions:
                 for c in args.concurrency:
                     print(f"{model}: fast {precision}, concurrency {c} ...", flush=True)
