@@ -92,6 +92,11 @@ def _quality_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
 class Settings:
     # -- where the services are (producer, worker, Flower) ---------------------------------
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # Several brokers, people routed to one by user_id (schema/routing.py): every broker
+    # of the deployment, in routing order (``CHANGEWATCH_BROKERS``, space-separated).
+    # Empty: one broker, ``broker_url``. A worker consumes from its own ``broker_url``,
+    # which must be one of them; producers, the reaper and the relay use them all.
+    brokers: tuple[str, ...] = ()
     result_backend: str = "redis://127.0.0.1:6379/1"
     database_url: str = DEFAULT_DATABASE_URL
     # Redis Sentinel (``sentinel://h1:26379/0;sentinel://h2:26379/0`` as the broker and/or
@@ -226,9 +231,29 @@ def _database_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _brokers(env: Mapping[str, str]) -> dict[str, Any]:
+    """``CHANGEWATCH_BROKERS`` and this process's own broker: ``CELERY_BROKER_URL``, else
+    the first of them. A worker told to consume from a broker no producer routes to would
+    wait for jobs that never come: refused here, at start."""
+    from .schema.brokers import kind
+
+    listed = tuple(env.get("CHANGEWATCH_BROKERS", "").split())
+    for url in listed:
+        kind(url)  # an unsupported scheme is named now, not at the first send
+    if len(set(listed)) != len(listed):
+        raise ValueError("CHANGEWATCH_BROKERS names a broker twice")
+    own = env.get("CELERY_BROKER_URL") or (listed[0] if listed else Settings.broker_url)
+    if listed and own not in listed:
+        raise ValueError(
+            f"CELERY_BROKER_URL ({own}) is not one of CHANGEWATCH_BROKERS: no person's jobs"
+            " are routed to it; give each worker one of the deployment's brokers"
+        )
+    return {"broker_url": own, "brokers": listed}
+
+
 def _services(env: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "broker_url": env.get("CELERY_BROKER_URL") or Settings.broker_url,
+        **_brokers(env),
         "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
         "database_url": _database_url(env),
         "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),

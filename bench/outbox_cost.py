@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from bench.harness.services import fresh_database
 from bench.store import DIM, MODEL, _job, _vectors, prefill
-from changewatch.producer.api import celery_app
+from changewatch.schema.routing import sending_app as celery_app
 from changewatch.settings import Settings
 from changewatch.worker import pipeline, store
 from changewatch.worker.relay import Relay

@@ -16,8 +16,7 @@ import psycopg
 from celery import Celery
 from psycopg.rows import dict_row
 
-from ..celeryconfig import celery_config
-from ..schema import brokers, results
+from ..schema import results
 from ..schema.contract import (
     ANALYZE_TASK,
     COMPARE_TASK,
@@ -30,6 +29,7 @@ from ..schema.contract import (
     parse_uuid,
 )
 from ..schema.errors import Code
+from ..schema.routing import Brokers, sending_app
 from ..schema.status import FINISHED, Status
 from ..settings import Settings
 from .deletion import delete_session
@@ -38,15 +38,6 @@ from .store import comparisons, people, sessions
 
 # What status says of a session delete-session removed (its tombstone is all that is left).
 _DELETED = {"code": Code.SESSION_DELETED, "message": "the session was deleted (delete-session)"}
-
-
-def celery_app(settings: Settings) -> Celery:
-    """A Celery app that only sends: configured like the workers', no tasks imported."""
-    app = Celery("changewatch-producer")
-    app.config_from_object(celery_config(settings))
-    # It waits on Postgres, never on a result: no SUBSCRIBE per job sent.
-    app.backend_cls = brokers.producer_backend(settings)
-    return app
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -74,12 +65,19 @@ class Producer:
         settings = settings or Settings.from_env()
         self.settings = settings
         self.dsn = dsn or settings.database_url
-        self.celery = celery or celery_app(settings)
+        self.celery = celery or sending_app(settings)
+        # Every message about a person goes to their broker (schema/routing.py).
+        self.brokers = Brokers(settings, self.celery)
         self.notify_queue = settings.notify_queue  # forget-user empties it of the person
 
     def _reading(self) -> dict[str, Any]:
         """How results are read (schema.results): the settings that shape the evidence."""
         return {"fixed": self.settings.variation, "trend_sessions": self.settings.trend_sessions}
+
+    def celery_for(self, user_id: str | uuid.UUID) -> Celery:
+        """The app whose broker takes this person's messages (the only one, unless
+        ``CHANGEWATCH_BROKERS`` lists several)."""
+        return self.brokers.for_user(user_id)
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
@@ -122,7 +120,9 @@ class Producer:
         with self.connect() as conn:
             sessions.record_request(conn, job, task_id)
             try:
-                self.celery.send_task(ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id)
+                self.celery_for(job.user_id).send_task(
+                    ANALYZE_TASK, kwargs=payload, queue=QUEUE, task_id=task_id
+                )
             except Exception as exc:
                 why = f"could not send the task: {type(exc).__name__}: {exc}"
                 sessions.enqueue_failed(conn, job.user_id, job.session_id, task_id, why)
@@ -221,7 +221,9 @@ class Producer:
                 check_compared(sid, owners.get(sid), job.user_id)
             task_id = str(uuid.uuid4())
             comparisons.record(conn, job, task_id)
-        self.celery.send_task(COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
+        self.celery_for(job.user_id).send_task(
+            COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
+        )
         return {**job.to_payload(), "status": Status.QUEUED, "task_id": task_id}
 
     def comparison(self, current: str | uuid.UUID, previous: str | uuid.UUID) -> dict[str, Any]:
@@ -239,7 +241,7 @@ class Producer:
                 task_id = str(uuid.uuid4())
                 comparisons.requeue_succeeded(conn, row["user_id"], cur, prev, task_id)
                 job = CompareJob(row["user_id"], cur, prev)
-                self.celery.send_task(
+                self.celery_for(job.user_id).send_task(
                     COMPARE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
                 )
                 row = {**row, "status": Status.QUEUED, "error_code": None}

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from celery import states
+from celery import Celery, states
 
 from ..schema import authority, brokers, objects
-from ..schema.broker import broker
+from ..schema.broker import readable
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
 from ..schema.errors import Code, JobError
 from ..schema.status import Status
@@ -62,14 +62,13 @@ def _outcome(producer: Producer, job: DeleteJob, task_id: str, timeout: float) -
 
 
 def _drop_messages(
-    producer: Producer, session_id: uuid.UUID
+    apps: list[Celery], session_id: uuid.UUID
 ) -> tuple[dict[str, int], set[str], set[str]]:
-    """The session's jobs still in a queue, or delivered and not acknowledged (not the
-    delete itself). Returns the counts, the dropped jobs' photo URIs and their task ids."""
+    """The session's jobs still in a queue of any broker (one routed there before the
+    list of brokers changed included), or delivered and not acknowledged (not the delete
+    itself). Returns the counts, the dropped jobs' photo URIs and their task ids."""
     dropped, uris, ids = {"queued": 0, "delivered": 0}, set(), set()
-    if not brokers.app_keeps_jobs_in_redis(producer.celery):
-        return dropped, set(), ids  # RabbitMQ: a late job is refused when consumed
-    with broker(producer.celery) as held:
+    for held in readable(apps):
         for where, key, message in _jobs_in(held, session_id):
             if where == "queued":
                 dropped["queued"] += held.drop_queued(key, message)
@@ -151,10 +150,13 @@ def delete_session(
     except ValueError as exc:
         raise JobError(Code.NOT_AUTHORIZED, str(exc)) from None
     job, task_id = DeleteJob(user_id, sid, token), str(uuid.uuid4())
-    producer.celery.send_task(DELETE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id)
+    producer.celery_for(user_id).send_task(
+        DELETE_TASK, kwargs=job.to_payload(), queue=QUEUE, task_id=task_id
+    )
     done = _outcome(producer, job, task_id, timeout)
     deleted: dict[str, int] = dict(done["deleted"])
-    dropped, uris, dropped_ids = _drop_messages(producer, sid)
+    every = producer.brokers.every()
+    dropped, uris, dropped_ids = _drop_messages(every, sid)
     deleted |= {"queued_messages": dropped["queued"], "delivered_messages": dropped["delivered"]}
     remaining: dict[str, int] = {}
     if delete_objects:
@@ -169,9 +171,8 @@ def delete_session(
         producer.celery.backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= sessions.session_left(conn, user_id, sid)
-    if brokers.app_keeps_jobs_in_redis(producer.celery):
-        with broker(producer.celery) as held:
-            remaining["messages"] = sum(1 for _ in _jobs_in(held, sid))
+    if any(brokers.app_keeps_jobs_in_redis(app) for app in every):
+        remaining["messages"] = sum(1 for held in readable(every) for _ in _jobs_in(held, sid))
     return {
         **job.to_payload(),
         "status": Status.DELETED,

@@ -32,7 +32,9 @@ IN_FLIGHT_S = 600.0
 
 def consuming_models(producer: Producer, timeout: float = 2.0) -> dict[str, list[str]]:
     """model id -> the live workers running it, read from the backfill queues they consume."""
-    replies = producer.celery.control.inspect(timeout=timeout).active_queues() or {}
+    replies: dict[str, Any] = {}
+    for app in producer.brokers.every():  # each broker has its own workers
+        replies |= app.control.inspect(timeout=timeout).active_queues() or {}
     found: dict[str, list[str]] = {}
     for worker, queues in replies.items():
         for queue in queues or []:
@@ -85,7 +87,7 @@ def _enqueue(producer: Producer, model_id: str, todo: list[dict[str, Any]]) -> t
             if not models.claim_backfill(conn, row, model_id, IN_FLIGHT_S):
                 in_flight += 1
                 continue
-            producer.celery.send_task(
+            producer.celery_for(row["user_id"]).send_task(
                 EMBED_TASK,
                 kwargs={"session_id": str(row["session_id"]), "model_id": model_id},
                 queue=backfill_queue(model_id),
@@ -170,11 +172,11 @@ def activate(producer: Producer, model_id: str, force: bool = False) -> dict[str
     workers = consuming_models(producer)
     joining = sorted(workers.get(model_id, []))
     leaving = sorted(w for m, names in workers.items() if m != model_id for w in names)
-    control = producer.celery.control
-    if joining:
-        control.add_consumer(QUEUE, destination=joining, reply=True, timeout=5)
-    if leaving:
-        control.cancel_consumer(QUEUE, destination=leaving, reply=True, timeout=5)
+    for app in producer.brokers.every():  # a broadcast reaches one broker's workers
+        if joining:
+            app.control.add_consumer(QUEUE, destination=joining, reply=True, timeout=5)
+        if leaving:
+            app.control.cancel_consumer(QUEUE, destination=leaving, reply=True, timeout=5)
     return {
         "active": model_id,
         "previous": previous,

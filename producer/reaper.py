@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..schema import brokers
-from ..schema.broker import broker
+from ..schema.broker import readable
 from ..schema.contract import ANALYZE_TASK, COMPARE_TASK, JobError
 from .api import Producer
 from .store import Row, lost, sessions
@@ -62,8 +62,9 @@ class Pass:
 def alive(producer: Producer) -> Alive:
     session_ids: set[str] = set()
     pairs: set[tuple[str, str]] = set()
-    with broker(producer.celery) as held:
-        messages = [m for _, m in held.queued()] + [d.message for d in held.delivered()]
+    messages = []
+    for held in readable(producer.brokers.every()):  # a person's job may sit on any
+        messages += [m for _, m in held.queued()] + [d.message for d in held.delivered()]
     for message in messages:
         kwargs = message.kwargs
         if message.task == ANALYZE_TASK and "session_id" in kwargs:
@@ -104,7 +105,7 @@ def reap(
     Not needed on RabbitMQ (nothing to do there): quorum queues with publisher confirms
     keep every message the broker accepted, and a lost worker's deliveries are requeued
     by the broker itself; RabbitMQ cannot list a queue's messages to compare anyway."""
-    if not brokers.app_keeps_jobs_in_redis(producer.celery):
+    if not any(brokers.app_keeps_jobs_in_redis(app) for app in producer.brokers.every()):
         log.info("reaper not needed: the broker (RabbitMQ) keeps and requeues every job")
         return Pass()
     lost_sessions, lost_comparisons = _stale(producer, older_than)

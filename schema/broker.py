@@ -143,3 +143,15 @@ class Broker:
 def broker(app: Celery) -> Iterator[Broker]:
     with app.connection_for_write() as conn:
         yield Broker(conn.default_channel)
+
+
+def readable(apps: Iterable[Celery]) -> Iterator[Broker]:
+    """Each broker among ``apps`` whose jobs can be read, opened in turn: Redis and
+    Sentinel ones (RabbitMQ cannot list a queue; its late jobs are refused when consumed).
+    With several brokers (schema/routing.py) a person's messages are looked for on all."""
+    from .brokers import app_keeps_jobs_in_redis
+
+    for app in apps:
+        if app_keeps_jobs_in_redis(app):
+            with broker(app) as held:
+                yield held

@@ -6,6 +6,7 @@ every message with the same rules the Python producer applies before enqueueing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -45,6 +46,22 @@ DELETED_RESULT: dict[str, str] = {"status": Status.DELETED}
 
 def backfill_queue(model_id: str) -> str:
     return BACKFILL_QUEUE_PREFIX + model_id
+
+
+def broker_index(user_id: uuid.UUID | str, brokers: int) -> int:
+    """Which of a deployment's ``brokers`` (0-based, in ``CHANGEWATCH_BROKERS`` order) takes
+    every message about this person: the first 8 bytes of the SHA-256 of the user id's
+    canonical text (lowercase, hyphenated, as ``str(uuid.UUID(...))`` writes it), read as
+    an unsigned big-endian integer, modulo the number of brokers.
+
+    Part of the contract: a sender in another language computes the same (a hash, so ids
+    that share their high or low bits, as time-ordered UUIDs do, still spread evenly).
+    """
+    if brokers < 1:
+        raise ValueError("a deployment has at least one broker")
+    text = str(user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id)))
+    digest = hashlib.sha256(text.encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big") % brokers
 
 
 ANGLES: tuple[str, ...] = ("front", "left", "right", "up", "down", "raised")

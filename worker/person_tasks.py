@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from ..schema.contract import ENROLL_TASK, FORGET_TASK, PersonJob, parse_forget, parse_person
 from ..schema.forgetting import forget_everywhere
+from ..schema.routing import Brokers
 from ..schema.status import Status
 from . import store
 from .outcome import Policy, job_task
@@ -68,15 +69,19 @@ def forget_person(task: Task, res: Resources, job: PersonJob) -> dict[str, Any]:
     """Forget the person everywhere, as ``producer forget-user`` does, and prove it: what
     was deleted and what is left (all zeros). The result names nobody: the sender knows
     whom it asked for, and Celery keeps results in Redis for a day."""
-    report = forget_everywhere(
-        lambda: _connect(res),
-        task.app,
-        job.user_id,
-        s3=res.s3,
-        spare={task.request.id or ""},
-        buckets=res.settings.allowed_buckets,
-        queues=(res.settings.notify_queue,),
-    )
+    every = Brokers(res.settings, task.app)
+    try:
+        report = forget_everywhere(
+            lambda: _connect(res),
+            every.every(),
+            job.user_id,
+            s3=res.s3,
+            spare={task.request.id or ""},
+            buckets=res.settings.allowed_buckets,
+            queues=(res.settings.notify_queue,),
+        )
+    finally:
+        every.close()
     return {
         "status": Status.FORGOTTEN,
         "deleted": report["deleted"],

@@ -9,7 +9,9 @@ a row again, with the same id (at least once; receivers deduplicate on it).
 
 Every worker runs the thread, but one sends at a time for the whole deployment (a
 Postgres advisory lock taken per pass), in id order, stopping at the first row the broker
-refuses: so each session's notifications arrive in the order they were written.
+refuses: so each session's notifications arrive in the order they were written. With
+several brokers each goes to its person's broker (schema/routing.py), so a receiver
+consumes the notify queue on every broker.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import psycopg
 from celery import Celery
 
 from ..schema.contract import NOTIFY_TASK
+from ..schema.routing import Brokers
 from .config import settings
 from .loops import LoopStep
 from .store import outbox
@@ -38,12 +41,16 @@ class Relay:
     app: Celery
     database_url: str
     every_s: float = 0.5
+    # Several brokers (schema/routing.py): a notification goes to its person's broker, as
+    # their jobs do. None: every notification to ``app``'s broker.
+    brokers: Brokers | None = None
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.database_url, autocommit=True)
 
     def publish(self, row: outbox.Pending) -> None:
-        self.app.send_task(
+        app = self.brokers.for_user(row.user_id) if self.brokers else self.app
+        app.send_task(
             NOTIFY_TASK,
             kwargs=row.body,
             queue=row.queue,
@@ -87,4 +94,4 @@ class RelayStep(LoopStep):
         s = settings()
         if not s.notify_queue:
             return None
-        return Relay(parent.app, s.database_url, s.notify_every)
+        return Relay(parent.app, s.database_url, s.notify_every, Brokers(s, parent.app))

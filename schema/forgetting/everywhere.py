@@ -10,7 +10,7 @@ its own connections, Celery app and S3 client.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ import boto3
 from celery import Celery, states
 
 from .. import brokers, objects
-from ..broker import Broker, Message, broker
+from ..broker import Broker, Message, readable
 from ..contract import FORGOTTEN_RESULT
 from . import rows
 
@@ -64,20 +64,18 @@ def _forget_rows(connect: Connect, person: _Person) -> dict[str, int]:
     return found.counts
 
 
-def _forget_messages(celery: Celery, person: _Person) -> dict[str, int]:
-    """The person's jobs still in a queue, or delivered and not acknowledged."""
+def _forget_messages(held: Broker, person: _Person) -> dict[str, int]:
+    """The person's jobs still in a queue of this broker, or delivered and not
+    acknowledged."""
     dropped = {"queued": 0, "delivered": 0}
-    if not brokers.app_keeps_jobs_in_redis(celery):
-        return dropped  # RabbitMQ cannot list a queue: the worker refuses them when consumed
-    with broker(celery) as held:
-        for where, key, message in person.jobs_in(held):
-            if where == "queued":
-                dropped["queued"] += held.drop_queued(key, message)
-            else:
-                held.drop_delivered(key)
-                dropped["delivered"] += 1
-            person.dropped.add(message.task_id or "")
-            person.uris.update(_uris(message.kwargs))
+    for where, key, message in person.jobs_in(held):
+        if where == "queued":
+            dropped["queued"] += held.drop_queued(key, message)
+        else:
+            held.drop_delivered(key)
+            dropped["delivered"] += 1
+        person.dropped.add(message.task_id or "")
+        person.uris.update(_uris(message.kwargs))
     person.dropped.discard("")
     person.task_ids |= person.dropped
     return dropped
@@ -155,7 +153,7 @@ def _forget_objects(person: _Person, s3: Any, buckets: Iterable[str]) -> tuple[i
 
 def forget_everywhere(
     connect: Connect,
-    celery: Celery,
+    apps: Sequence[Celery],
     user_id: uuid.UUID,
     delete_objects: bool = True,
     s3: Any = None,
@@ -172,8 +170,11 @@ def forget_everywhere(
     write, which finds the person gone; neither writes anything. ``spare``: task ids
     left alone (the forget_person task running this, whose own result is the report);
     ``buckets``: where to look under ``<user_id>/`` besides the buckets their jobs named;
-    ``queues``: other queues to take their messages from (unread notifications).
+    ``queues``: other queues to take their messages from (unread notifications);
+    ``apps``: every broker of the deployment (schema/routing.py), since a person's
+    messages can sit on a broker they were routed to before the list of brokers changed.
     """
+    celery = apps[0]  # the result backend is the deployment's one
     person = _Person(user_id, spare=set(spare), queues=tuple(q for q in queues if q))
     found = _forget_rows(connect, person)
     deleted: dict[str, int] = {
@@ -182,9 +183,9 @@ def forget_everywhere(
         "baseline_sums": found["baseline_sums"],
         "rejected_messages": found["rejected_messages"],
     }
-    messages = _forget_messages(celery, person)
-    deleted["queued_messages"] = messages["queued"]
-    deleted["delivered_messages"] = messages["delivered"]
+    messages = [_forget_messages(held, person) for held in readable(apps)]
+    deleted["queued_messages"] = sum(m["queued"] for m in messages)
+    deleted["delivered_messages"] = sum(m["delivered"] for m in messages)
     report: dict[str, Any] = {"user_id": str(person.user_id), "deleted": deleted}
     remaining: dict[str, int] = {}
     buckets = tuple(buckets)
@@ -198,8 +199,7 @@ def forget_everywhere(
         celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with connect() as conn:
         remaining |= rows.left(conn, person.user_id, person.sessions)
-    if brokers.app_keeps_jobs_in_redis(celery):
-        with broker(celery) as held:
-            remaining["messages"] = sum(1 for _ in person.jobs_in(held))
+    if any(brokers.app_keeps_jobs_in_redis(app) for app in apps):
+        remaining["messages"] = sum(1 for held in readable(apps) for _ in person.jobs_in(held))
     report["remaining"] = remaining
     return report

@@ -62,7 +62,7 @@ def _event(lines: queue.Queue[str], name: str, proc: subprocess.Popen[str]) -> d
 def _spec(photos: Path, uploader: Uploader, user: uuid.UUID) -> dict[str, Any]:
     series = series_sessions(photos)
     return {
-        "broker": os.environ["CELERY_BROKER_URL"],
+        "brokers": [os.environ["CELERY_BROKER_URL"]],
         "backend": os.environ["CELERY_RESULT_BACKEND"],
         "notifyQueue": NOTIFY_QUEUE,
         "deleteSecret": DELETE_SECRET,

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from bench.harness.services import ROOT, Worker
-from changewatch.producer.api import celery_app
+from changewatch.schema.routing import sending_app as celery_app
 from changewatch.settings import Settings
 from changewatch.worker.health import readiness
 

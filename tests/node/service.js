@@ -2,7 +2,8 @@
 // celery-node sends the tasks by name, and a celery-node worker of its own receives the
 // notifications on its queue. tests/e2e/test_node_client.py runs it against a real worker.
 //
-// Input (JSON on argv[2]): broker, backend, notifyQueue, deleteSecret, userId, sessions
+// Input (JSON on argv[2]): brokers (every broker of the deployment; the person's is
+// chosen by broker_index.js, as the contract says), backend, notifyQueue, deleteSecret, userId, sessions
 // ([{sessionId, capturedAt, images}, ...] two of them), malformedSessionId.
 // Output: one JSON line "ready" after the analyses, the comparison and the malformed job
 // and a forget without a token (the test checks them against `producer result` and the
@@ -13,12 +14,15 @@
 const crypto = require("crypto");
 const readline = require("readline");
 const celery = require("celery-node");
+const { brokerIndex } = require("./broker_index");
 
 const spec = JSON.parse(process.argv[2]);
-const client = celery.createClient(spec.broker, spec.backend, "changewatch");
+// Every message about the person goes to their broker, notifications included.
+const broker = spec.brokers[brokerIndex(spec.userId, spec.brokers.length)];
+const client = celery.createClient(broker, spec.backend, "changewatch");
 const notified = new Map(); // notification_id -> kwargs: deduplicated, at least once
 
-const receiver = celery.createWorker(spec.broker, spec.backend, spec.notifyQueue);
+const receiver = celery.createWorker(broker, spec.backend, spec.notifyQueue);
 receiver.register("changewatch.notification", (kwargs) => {
   notified.set(kwargs.notification_id, kwargs);
   return "ok";

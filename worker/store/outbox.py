@@ -136,13 +136,15 @@ def tell_if_enrolled(conn: Conn, queue: str, body: dict[str, Any]) -> None:
 class Pending:
     id: int
     message_id: UUID
+    user_id: UUID  # whose broker it goes to (schema/routing.py)
     queue: str
     body: dict[str, Any]
 
 
 def pending(conn: Conn, limit: int) -> list[Pending]:
     rows = conn.execute(
-        "SELECT id, message_id, queue, body FROM outbox ORDER BY id LIMIT %s", (limit,)
+        "SELECT id, message_id, user_id, queue, body FROM outbox ORDER BY id LIMIT %s",
+        (limit,),
     ).fetchall()
     return [Pending(*row) for row in rows]
 

@@ -19,8 +19,8 @@ from bench.harness.faults.series import BUCKET
 from bench.harness.faults.storage import TcpProxy
 from bench.harness.faults.workers import resume
 from bench.harness.services import S3Server, Worker
-from changewatch.producer.api import celery_app as producer_celery
 from changewatch.schema import brokers
+from changewatch.schema.routing import sending_app as producer_celery
 from changewatch.settings import Settings
 
 

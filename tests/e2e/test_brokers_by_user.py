@@ -1,0 +1,180 @@
+"""Several brokers, each person routed to one by user_id (schema/routing.py), end to end.
+
+Two private Redis servers, one worker on each, a producer that knows both, all on their
+own database: each person's jobs and notifications go to that person's broker, the
+reaper reads both before it calls a job lost (and re-sends it to the right one), and
+forget-user takes a person's messages from whichever broker holds them. The routing rule
+is the contract's, and a Node.js sender computes the same (tests/node/broker_index.js).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.harness.faults.redis_server import RedisServer
+from bench.harness.process import wait_until
+from bench.harness.services import Worker, free_port, recreate_database
+from changewatch.producer import Producer
+from changewatch.producer.admin import forget_user
+from changewatch.producer.reaper import reap
+from changewatch.schema.broker import Broker, broker
+from changewatch.schema.contract import ANALYZE_TASK, NOTIFY_TASK, broker_index
+from changewatch.schema.migrate import migrate
+from changewatch.settings import Settings
+from tests.conftest import SETTINGS
+from tests.helpers import (
+    ARTIFACTS,
+    BUCKET,
+    MAX_IMAGE_BYTES,
+    NOTIFY_QUEUE,
+    Uploader,
+    require,
+    series_sessions,
+)
+
+NODE_DIR = Path(__file__).parents[1] / "node"
+
+
+def test_a_node_sender_routes_every_person_as_python_does() -> None:
+    node = shutil.which("node")
+    require(node is not None, "node is not installed (apt-get install nodejs npm)")
+    ids = [str(uuid.uuid4()) for _ in range(300)] + [str(uuid.UUID(int=i)) for i in range(1, 40)]
+    for count in (1, 2, 3, 7):
+        out = subprocess.run(
+            [str(node), "broker_index.js", json.dumps({"ids": ids, "count": count})],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(out.stdout) == [broker_index(i, count) for i in ids]
+
+
+def test_a_worker_on_a_broker_no_person_is_routed_to_does_not_start() -> None:
+    env = {"CHANGEWATCH_BROKERS": "redis://a:6379/0 redis://b:6379/0"}
+    assert Settings.from_env(env).broker_url == "redis://a:6379/0"  # the first, by default
+    with pytest.raises(ValueError, match="not one of CHANGEWATCH_BROKERS"):
+        Settings.from_env({**env, "CELERY_BROKER_URL": "redis://c:6379/0"})
+
+
+def _jobs(held: Broker) -> set[str]:
+    return {str(m.kwargs.get("session_id")) for _, m in held.queued() if m.task == ANALYZE_TASK}
+
+
+def _notified(held: Broker) -> set[str]:
+    """Users named by the notifications waiting on this broker's notify queue."""
+    return {
+        str(m.kwargs.get("user_id"))
+        for _, m in held.queued([NOTIFY_QUEUE])
+        if m.task == NOTIFY_TASK
+    }
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    servers = (RedisServer(tmp_path / "a").start(), RedisServer(tmp_path / "b").start())
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
+    two_brokers: tuple[RedisServer, RedisServer],
+    s3: object,
+    uploader: Uploader,
+    photos: Path,
+) -> None:
+    a, b = (server.url() for server in two_brokers)
+    database_url = SETTINGS.database_url.rsplit("/", 1)[0] + "/changewatch_test_brokers"
+    recreate_database(database_url)
+    migrate(database_url)
+    settings = replace(
+        SETTINGS, broker_url=a, brokers=(a, b), database_url=database_url, notify_queue=NOTIFY_QUEUE
+    )
+    producer = Producer(settings)
+    people: dict[int, list[uuid.UUID]] = {0: [], 1: []}
+    while min(len(p) for p in people.values()) < 2:
+        user = uuid.uuid4()
+        if len(people[broker_index(user, 2)]) < 2:
+            people[broker_index(user, 2)].append(user)
+    session = series_sessions(photos)[0]
+    sent: dict[uuid.UUID, str] = {}
+    for user in people[0] + people[1]:
+        sid = uuid.uuid4()
+        producer.analyze(user, sid, "2026-03-01T08:00:00Z", uploader.session(user, session))
+        sent[user] = str(sid)
+    apps = producer.brokers.every()
+    with broker(apps[0]) as on_a, broker(apps[1]) as on_b:
+        assert _jobs(on_a) == {sent[u] for u in people[0]}
+        assert _jobs(on_b) == {sent[u] for u in people[1]}
+        # A message the broker lost: the reaper reads both brokers, so it re-sends this one
+        # only, and to its person's broker.
+        lost_user = people[1][0]
+        key, message = next(
+            (k, m) for k, m in on_b.queued() if m.kwargs.get("session_id") == sent[lost_user]
+        )
+        assert on_b.drop_queued(key, message) == 1
+    done = reap(producer, older_than=0.0, confirm_after=0.2)
+    assert done.sessions == [sent[lost_user]]
+    with broker(apps[0]) as on_a, broker(apps[1]) as on_b:
+        assert _jobs(on_a) == {sent[u] for u in people[0]}
+        assert _jobs(on_b) == {sent[u] for u in people[1]}
+
+    workers = [_worker(name, url, settings) for name, url in (("brokera", a), ("brokerb", b))]
+    try:
+        for worker, app in zip(workers, apps, strict=True):
+            worker.wait_ready(app)
+        for user, sid in sent.items():
+            assert producer.wait(sid, timeout=240)["status"] == "succeeded", user
+        with broker(apps[0]) as on_a, broker(apps[1]) as on_b:
+            assert _jobs(on_a) == _jobs(on_b) == set()
+            # One worker's relay sends them all (an advisory lock), each to its person's
+            # broker, a moment after the job's commit.
+            wait_until(
+                lambda: _notified(on_a) | _notified(on_b) == {str(u) for u in sent},
+                30,
+                "the notifications were not sent",
+            )
+            assert _notified(on_a) == {str(u) for u in people[0]}
+            assert _notified(on_b) == {str(u) for u in people[1]}
+        # forget-user takes the person's unread notification from their broker.
+        gone = forget_user(producer, str(people[1][1]), delete_objects=False)
+        assert gone["remaining"]["messages"] == 0
+        with broker(apps[1]) as on_b:
+            assert _notified(on_b) == {str(people[1][0])}
+    finally:
+        for worker in workers:
+            worker.stop()
+        producer.brokers.close()
+
+
+def _worker(name: str, broker_url: str, settings: Settings) -> Worker:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return Worker(
+        env={
+            "CELERY_BROKER_URL": broker_url,
+            "CHANGEWATCH_BROKERS": " ".join(settings.brokers),
+            "DATABASE_URL": settings.database_url,
+            "CHANGEWATCH_MODEL_WEIGHTS": "random",
+            "CHANGEWATCH_DEVICE": "cpu",
+            "CHANGEWATCH_WORKER_CONCURRENCY": "1",
+            "CHANGEWATCH_METRICS_PORT": str(free_port()),
+            "CHANGEWATCH_METRICS_ADDR": "127.0.0.1",
+            "CHANGEWATCH_ALLOWED_BUCKETS": BUCKET,
+            "CHANGEWATCH_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+            "CHANGEWATCH_NOTIFY_QUEUE": NOTIFY_QUEUE,
+        },
+        name=name,
+        log_path=ARTIFACTS / f"worker-{name}.log",
+    ).start()
