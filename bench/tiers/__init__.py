@@ -15,6 +15,10 @@ tier's counters are read before and after:
   every backend (/proc), WAL bytes (pg_current_wal_lsn).
 - S3: HTTP requests and bytes through the proxy the workers use.
 
+With ``--brokers N`` (N > 1) it runs N Redis brokers, people routed to one by user_id
+(``CHANGEWATCH_BROKERS``, schema/routing.py), the workers spread over them, and reports
+each broker's share of the Redis commands and CPU: what routing by user buys.
+
 Saturation, per tier, from the cost per session: Redis runs commands on one thread, so
 it saturates near 1 CPU-second / (its CPU per session); Postgres near the cores it is
 given / (its CPU per session); each is turned into GPUs at 1,000 photos/s (166.7
@@ -34,11 +38,13 @@ import psycopg
 import redis
 
 from bench.harness.faults.audit import wait_final
+from bench.harness.faults.redis_server import RedisServer
 from bench.harness.faults.series import send_sessions
 from bench.harness.faults.stack import FaultStack
 from bench.harness.services import PHOTOS, ROOT, Worker
 from bench.report import git_commit
 from changewatch.producer import Producer
+from changewatch.settings import Settings
 
 ZERO_MODEL = Path(__file__).parent / "zero_model"
 PHOTOS_PER_GPU_S = 1000.0
@@ -113,24 +119,42 @@ def s3_counters(stack: FaultStack) -> dict[str, float]:
     return {"requests": proxy.requests, "bytes": proxy.bytes_up + proxy.bytes_down}
 
 
-def snapshot(stack: FaultStack) -> dict[str, dict[str, float]]:
+def snapshot(stack: FaultStack, extra: list[RedisServer]) -> dict[str, Any]:
+    """Every tier's counters; ``redis`` sums the brokers, ``brokers`` has each one's
+    (the first also holds the result backend)."""
+    each = [redis_counters(r.client()) for r in [stack.redis, *extra]]  # type: ignore[list-item]
     return {
-        "redis": redis_counters(stack.redis.client()),  # type: ignore[union-attr]
+        "redis": {k: sum(c[k] for c in each) for k in each[0]},
         "postgres": postgres_counters(stack),
         "s3": s3_counters(stack),
+        "brokers": each,
     }
 
 
-def start_workers(stack: FaultStack, count: int, concurrency: int) -> None:
+def start_workers(
+    stack: FaultStack, count: int, concurrency: int, brokers: tuple[str, ...]
+) -> Producer:
+    """``count`` workers spread over ``brokers``; returns a producer that routes to them."""
+    listed = " ".join(brokers) if len(brokers) > 1 else ""
     for i in range(count):
         env = {
             **stack.worker_env(concurrency),
+            "CELERY_BROKER_URL": brokers[i % len(brokers)],
+            "CHANGEWATCH_BROKERS": listed,
             "PYTHONPATH": os.pathsep.join([str(ZERO_MODEL), str(ROOT)]),
         }
         worker = Worker(env=env, name=f"tiers{i}", log_path=stack.root / f"worker-{i}.log")
         stack.workers.append(worker.start())
-    for worker in stack.workers:
-        worker.wait_ready(stack.app)
+    settings = Settings(
+        broker_url=brokers[0],
+        brokers=brokers if len(brokers) > 1 else (),
+        result_backend=stack.backend_url,
+        database_url=stack.database_url,
+    )
+    producer = Producer(settings, celery=stack.app)
+    for i, worker in enumerate(stack.workers):
+        worker.wait_ready(producer.brokers.app(brokers[i % len(brokers)]))
+    return producer
 
 
 def saturation(per_session: dict[str, dict[str, float]], cores: float) -> dict[str, Any]:
@@ -151,7 +175,13 @@ def saturation(per_session: dict[str, dict[str, float]], cores: float) -> dict[s
 
 
 def measure(
-    root: Path, workers: int, concurrency: int, sessions: int, warmup: int, redis_port: int = 0
+    root: Path,
+    workers: int,
+    concurrency: int,
+    sessions: int,
+    warmup: int,
+    redis_port: int = 0,
+    brokers: int = 1,
 ) -> dict[str, Any]:
     stack = FaultStack(
         root,
@@ -159,31 +189,40 @@ def measure(
         postgres_options="-c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
         " -c pg_stat_statements.track=all",
     ).start()
+    extra = [RedisServer(root / f"broker{i}").start() for i in range(1, brokers)]
     try:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        start_workers(stack, workers, concurrency)
-        producer = Producer(dsn=stack.database_url, celery=stack.app)
+        urls = (stack.broker_url, *(r.url() for r in extra))
+        producer = start_workers(stack, workers, concurrency, urls)
         wait_final(
             stack.database_url, send_sessions(stack.s3_client(), producer, PHOTOS, warmup), 900
         )
-        before, began, calls = snapshot(stack), time.monotonic(), statement_calls(stack)
+        before, began, calls = snapshot(stack, extra), time.monotonic(), statement_calls(stack)
         ids = send_sessions(stack.s3_client(), producer, PHOTOS, sessions)
         statuses = wait_final(stack.database_url, ids, 900)
         took = time.monotonic() - began
-        after = snapshot(stack)
+        after = snapshot(stack, extra)
         calls = {q: n - calls.get(q, 0) for q, n in statement_calls(stack).items()}
     finally:
         stack.close()
+        for server in extra:
+            server.stop()
     per_session = {
         tier: {k: (after[tier][k] - before[tier][k]) / sessions for k in after[tier]}
-        for tier in after
+        for tier in ("redis", "postgres", "s3")
     }
+    by_broker = [
+        {k: round((a[k] - b[k]) / sessions, 6 if k == "cpu_s" else 2) for k in a}
+        for a, b in zip(after["brokers"], before["brokers"], strict=True)
+    ]
     cores = float(os.cpu_count() or 1)
     return {
         "commit": git_commit(),
         "workers": workers,
         "concurrency": concurrency,
+        "brokers": brokers,
+        "redis_per_session_by_broker": by_broker,
         "sessions": sessions,
         "statuses": statuses,
         "seconds": round(took, 1),

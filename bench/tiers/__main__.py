@@ -21,13 +21,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=120)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--redis-port", type=int, default=0, help="the private Redis (0: free)")
+    parser.add_argument(
+        "--brokers", type=int, default=1, help="Redis brokers, people routed by user_id"
+    )
     args = parser.parse_args(argv)
     if not have("redis-server") or postgres_bindir() is None:
         sys.exit("needs redis-server and the PostgreSQL server binaries (initdb, pg_ctl)")
     root = Path(tempfile.mkdtemp(prefix="changewatch-tiers-"))
     try:
         out = tiers.measure(
-            root, args.workers, args.concurrency, args.sessions, args.warmup, args.redis_port
+            root,
+            args.workers,
+            args.concurrency,
+            args.sessions,
+            args.warmup,
+            args.redis_port,
+            args.brokers,
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -35,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average {out['load_average']}, {out['cores']:.0f} cores")
     for tier, costs in out["per_session"].items():
         print(f"{tier:9s} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
+    if args.brokers > 1:
+        for i, costs in enumerate(out["redis_per_session_by_broker"]):
+            print(f"broker {i} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
     for tier, limit in out["saturation"].items():
         print(f"{tier:9s} saturates near: " + ", ".join(f"{k} {v}" for k, v in limit.items()))
     print("Postgres statements per session, most called first:")
