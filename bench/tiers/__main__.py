@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         "--brokers", type=int, default=1, help="Redis brokers, people routed by user_id"
     )
     args = parser.parse_args(argv)
+    if args.workers < args.brokers:
+        parser.error("--workers must be at least --brokers: each broker needs a worker")
     if not have("redis-server") or postgres_bindir() is None:
         sys.exit("needs redis-server and the PostgreSQL server binaries (initdb, pg_ctl)")
     root = Path(tempfile.mkdtemp(prefix="changewatch-tiers-"))
