@@ -44,6 +44,7 @@ from bench.harness.faults.stack import FaultStack
 from bench.harness.services import PHOTOS, ROOT, Worker
 from bench.report import git_commit
 from changewatch.producer import Producer
+from changewatch.schema.contract import broker_index
 from changewatch.settings import Settings
 
 ZERO_MODEL = Path(__file__).parent / "zero_model"
@@ -119,20 +120,20 @@ def s3_counters(stack: FaultStack) -> dict[str, float]:
     return {"requests": proxy.requests, "bytes": proxy.bytes_up + proxy.bytes_down}
 
 
-def snapshot(stack: FaultStack, extra: list[RedisServer]) -> dict[str, Any]:
-    """Every tier's counters; ``redis`` sums the brokers, ``brokers`` has each one's
-    (the first also holds the result backend)."""
-    each = [redis_counters(r.client()) for r in [stack.redis, *extra]]  # type: ignore[list-item]
+def snapshot(stack: FaultStack, redises: list[RedisServer]) -> dict[str, Any]:
+    """Every tier's counters: ``redis`` sums every Redis server, ``servers`` has each
+    one's (the brokers in order, then the result backend's when it has its own)."""
+    each = [redis_counters(r.client()) for r in redises]
     return {
         "redis": {k: sum(c[k] for c in each) for k in each[0]},
         "postgres": postgres_counters(stack),
         "s3": s3_counters(stack),
-        "brokers": each,
+        "servers": each,
     }
 
 
 def start_workers(
-    stack: FaultStack, count: int, concurrency: int, brokers: tuple[str, ...]
+    stack: FaultStack, count: int, concurrency: int, brokers: tuple[str, ...], results: str
 ) -> Producer:
     """``count`` workers spread over ``brokers``; returns a producer that routes to them."""
     listed = " ".join(brokers) if len(brokers) > 1 else ""
@@ -140,6 +141,7 @@ def start_workers(
         env = {
             **stack.worker_env(concurrency),
             "CELERY_BROKER_URL": brokers[i % len(brokers)],
+            "CELERY_RESULT_BACKEND": results,
             "CHANGEWATCH_BROKERS": listed,
             "PYTHONPATH": os.pathsep.join([str(ZERO_MODEL), str(ROOT)]),
         }
@@ -148,19 +150,37 @@ def start_workers(
     settings = Settings(
         broker_url=brokers[0],
         brokers=brokers if len(brokers) > 1 else (),
-        result_backend=stack.backend_url,
+        result_backend=results,
         database_url=stack.database_url,
     )
-    producer = Producer(settings, celery=stack.app)
+    producer = Producer(settings)
     for i, worker in enumerate(stack.workers):
         worker.wait_ready(producer.brokers.app(brokers[i % len(brokers)]))
     return producer
 
 
-def saturation(per_session: dict[str, dict[str, float]], cores: float) -> dict[str, Any]:
-    """Sessions/s at which each tier runs out, and GPUs that is at 1,000 photos/s."""
+def routed(stack: FaultStack, session_ids: list[Any], brokers: int) -> list[int]:
+    """How many of the sessions each broker carried (by their people's routing)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        users = conn.execute(
+            "SELECT user_id FROM sessions WHERE session_id = ANY(%s)", (session_ids,)
+        ).fetchall()
+    counts = [0] * brokers
+    for (user,) in users:
+        counts[broker_index(user, brokers)] += 1
+    return counts
+
+
+def saturation(
+    per_session: dict[str, dict[str, float]],
+    cores: float,
+    by_broker: list[dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Sessions/s at which each tier runs out, and GPUs that is at 1,000 photos/s. With
+    several brokers the busiest one runs out first (CPU per session of all sessions)."""
     gpu_sessions_s = PHOTOS_PER_GPU_S / PHOTOS_PER_SESSION
-    redis_s = 1.0 / per_session["redis"]["cpu_s"] if per_session["redis"]["cpu_s"] else None
+    redis_cpu = max(b["cpu_s"] for b in by_broker) if by_broker else per_session["redis"]["cpu_s"]
+    redis_s = 1.0 / redis_cpu if redis_cpu else None
     pg_s = cores / per_session["postgres"]["cpu_s"] if per_session["postgres"]["cpu_s"] else None
     out: dict[str, Any] = {}
     for tier, sessions_s in (("redis", redis_s), ("postgres", pg_s)):
@@ -189,32 +209,41 @@ def measure(
         postgres_options="-c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
         " -c pg_stat_statements.track=all",
     ).start()
-    extra = [RedisServer(root / f"broker{i}").start() for i in range(1, brokers)]
+    # Several brokers: the results get a Redis of their own, so each broker's figures
+    # are its routed people's alone.
+    own = [RedisServer(root / f"redis{i}") for i in range(brokers if brokers > 1 else 0)]
+    redises = [stack.redis, *(r.start() for r in own)]  # type: ignore[list-item]
+    results = own[-1].url(1) if own else stack.backend_url
     try:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        urls = (stack.broker_url, *(r.url() for r in extra))
-        producer = start_workers(stack, workers, concurrency, urls)
+        urls = (stack.broker_url, *(r.url() for r in own[:-1]))
+        producer = start_workers(stack, workers, concurrency, urls, results)
         wait_final(
             stack.database_url, send_sessions(stack.s3_client(), producer, PHOTOS, warmup), 900
         )
-        before, began, calls = snapshot(stack, extra), time.monotonic(), statement_calls(stack)
+        before, began, calls = snapshot(stack, redises), time.monotonic(), statement_calls(stack)
         ids = send_sessions(stack.s3_client(), producer, PHOTOS, sessions)
         statuses = wait_final(stack.database_url, ids, 900)
         took = time.monotonic() - began
-        after = snapshot(stack, extra)
+        after = snapshot(stack, redises)
         calls = {q: n - calls.get(q, 0) for q, n in statement_calls(stack).items()}
+        carried = routed(stack, ids, brokers)
     finally:
         stack.close()
-        for server in extra:
+        for server in own:
             server.stop()
     per_session = {
         tier: {k: (after[tier][k] - before[tier][k]) / sessions for k in after[tier]}
         for tier in ("redis", "postgres", "s3")
     }
-    by_broker = [
+    servers = [
         {k: round((a[k] - b[k]) / sessions, 6 if k == "cpu_s" else 2) for k in a}
-        for a, b in zip(after["brokers"], before["brokers"], strict=True)
+        for a, b in zip(after["servers"], before["servers"], strict=True)
+    ]
+    by_broker = [
+        {**costs, "sessions_share": round(n / sessions, 3)}
+        for costs, n in zip(servers[:brokers], carried, strict=True)
     ]
     cores = float(os.cpu_count() or 1)
     return {
@@ -222,7 +251,8 @@ def measure(
         "workers": workers,
         "concurrency": concurrency,
         "brokers": brokers,
-        "redis_per_session_by_broker": by_broker,
+        "redis_per_session_by_broker": by_broker if brokers > 1 else [],
+        "results_redis_per_session": servers[brokers] if brokers > 1 else None,
         "sessions": sessions,
         "statuses": statuses,
         "seconds": round(took, 1),
@@ -233,7 +263,7 @@ def measure(
             tier: {k: round(v, 6 if k == "cpu_s" else 1) for k, v in costs.items()}
             for tier, costs in per_session.items()
         },
-        "saturation": saturation(per_session, cores),
+        "saturation": saturation(per_session, cores, by_broker if brokers > 1 else None),
         "statements_per_session": {
             q: round(n / sessions, 2)
             for q, n in sorted(calls.items(), key=lambda kv: -kv[1])[:25]

@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average {out['load_average']}, {out['cores']:.0f} cores")
     for tier, costs in out["per_session"].items():
         print(f"{tier:9s} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
-    if args.brokers > 1:
-        for i, costs in enumerate(out["redis_per_session_by_broker"]):
-            print(f"broker {i} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
+    for i, costs in enumerate(out["redis_per_session_by_broker"]):
+        print(f"broker {i}  per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
+    if out["results_redis_per_session"]:
+        costs = out["results_redis_per_session"]
+        print("results   per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
     for tier, limit in out["saturation"].items():
         print(f"{tier:9s} saturates near: " + ", ".join(f"{k} {v}" for k, v in limit.items()))
     print("Postgres statements per session, most called first:")
