@@ -97,6 +97,10 @@ class Settings:
     # Empty: one broker, ``broker_url``. A worker consumes from its own ``broker_url``,
     # which must be one of them; producers, the reaper and the relay use them all.
     brokers: tuple[str, ...] = ()
+    # Each broker's result backend, in the same order (``CHANGEWATCH_RESULT_BACKENDS``):
+    # results are a Redis's work too (5 commands a session), so they split with the
+    # brokers. Empty: one result backend, ``result_backend``, for every broker.
+    result_backends: tuple[str, ...] = ()
     result_backend: str = "redis://127.0.0.1:6379/1"
     database_url: str = DEFAULT_DATABASE_URL
     # Redis Sentinel (``sentinel://h1:26379/0;sentinel://h2:26379/0`` as the broker and/or
@@ -232,29 +236,48 @@ def _database_url(env: Mapping[str, str]) -> str:
 
 
 def _brokers(env: Mapping[str, str]) -> dict[str, Any]:
-    """``CHANGEWATCH_BROKERS`` and this process's own broker: ``CELERY_BROKER_URL``, else
-    the first of them. A worker told to consume from a broker no producer routes to would
-    wait for jobs that never come: refused here, at start."""
+    """``CHANGEWATCH_BROKERS`` (and their result backends), and this process's own broker
+    and result backend: ``CELERY_BROKER_URL``, else the first broker, and its pair. A
+    worker told to consume from a broker no producer routes to would wait for jobs that
+    never come, and one storing results where its people's senders do not look would
+    leave them waiting: both refused here, at start."""
     from .schema.brokers import kind
 
     listed = tuple(env.get("CHANGEWATCH_BROKERS", "").split())
+    results = tuple(env.get("CHANGEWATCH_RESULT_BACKENDS", "").split())
     for url in listed:
         kind(url)  # an unsupported scheme is named now, not at the first send
     if len(set(listed)) != len(listed):
         raise ValueError("CHANGEWATCH_BROKERS names a broker twice")
+    if results and len(results) != len(listed):
+        raise ValueError(
+            f"CHANGEWATCH_RESULT_BACKENDS names {len(results)} result backends for"
+            f" {len(listed)} brokers in CHANGEWATCH_BROKERS: give one per broker, in order"
+        )
     own = env.get("CELERY_BROKER_URL") or (listed[0] if listed else Settings.broker_url)
     if listed and own not in listed:
         raise ValueError(
             f"CELERY_BROKER_URL ({own}) is not one of CHANGEWATCH_BROKERS: no person's jobs"
             " are routed to it; give each worker one of the deployment's brokers"
         )
-    return {"broker_url": own, "brokers": listed}
+    paired = results[listed.index(own)] if results else ""
+    backend = env.get("CELERY_RESULT_BACKEND") or paired or Settings.result_backend
+    if paired and backend != paired:
+        raise ValueError(
+            f"CELERY_RESULT_BACKEND ({backend}) is not the result backend"
+            f" CHANGEWATCH_RESULT_BACKENDS pairs with this broker ({paired})"
+        )
+    return {
+        "broker_url": own,
+        "brokers": listed,
+        "result_backends": results,
+        "result_backend": backend,
+    }
 
 
 def _services(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         **_brokers(env),
-        "result_backend": env.get("CELERY_RESULT_BACKEND") or Settings.result_backend,
         "database_url": _database_url(env),
         "redis_master_name": env.get("CHANGEWATCH_REDIS_MASTER_NAME", "").strip(),
         "redis_sentinel_password": env.get("CHANGEWATCH_REDIS_SENTINEL_PASSWORD", ""),

@@ -31,7 +31,7 @@ def forget_user(
     person = parse_person({"user_id": user_id}).user_id
     return forget_everywhere(
         producer.connect,
-        producer.brokers.every(),
+        producer.brokers,
         person,
         delete_objects,
         s3,

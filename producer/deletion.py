@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 def _outcome(producer: Producer, job: DeleteJob, task_id: str, timeout: float) -> dict[str, Any]:
     """The delete task's result, once it ended: the worker's report, or the reason it
     refused (``rejected_messages``, by the task's id) as ``NotFound``/``JobFailed``."""
-    result = producer.celery.AsyncResult(task_id)
+    result = producer.celery_for(job.user_id).AsyncResult(task_id)
     deadline, delay = time.monotonic() + timeout, 0.05
     while not result.ready():
         if time.monotonic() >= deadline:
@@ -101,15 +101,13 @@ def _delete_objects(uris: Iterable[str], s3: Any) -> tuple[int, int]:
     return deleted, left
 
 
-def _delete_results(
-    producer: Producer, session_id: uuid.UUID, task_ids: set[str]
-) -> tuple[int, int]:
-    """Celery's stored results of the session's tasks, and any other naming it (the
-    delete's own report among them). Returns (deleted, left)."""
-    backend: Any = producer.celery.backend
+def _delete_results(app: Celery, session_id: uuid.UUID, task_ids: set[str]) -> tuple[int, int]:
+    """Celery's stored results of the session's tasks in ``app``'s result backend, and
+    any other naming it (the delete's own report among them). Returns (deleted, left)."""
+    backend: Any = app.backend
     if getattr(backend, "client", None) is None:  # not a key-value backend: ids only
         for task_id in task_ids:
-            producer.celery.AsyncResult(task_id).forget()
+            app.AsyncResult(task_id).forget()
         return len(task_ids), 0
     client, needle = backend.client, str(session_id).encode()
     keys = [backend.get_key_for_task(t) for t in sorted(task_ids)]
@@ -166,9 +164,12 @@ def delete_session(
         deleted["objects"], remaining["objects"] = _delete_objects(doomed, s3)
     # Last: a job that finished just before the delete may store its result late.
     ids = set(done["task_ids"]) | {task_id}
-    deleted["results"], remaining["results"] = _delete_results(producer, sid, ids)
+    counted = [_delete_results(app, sid, ids) for app in producer.brokers.every_backend()]
+    deleted["results"] = sum(removed for removed, _ in counted)
+    remaining["results"] = sum(left for _, left in counted)
+    backend = producer.celery_for(user_id).backend  # where the person's senders wait
     for dropped_id in dropped_ids:  # whoever waits on one sees it end, as a running one does
-        producer.celery.backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
+        backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= sessions.session_left(conn, user_id, sid)
     if any(brokers.app_keeps_jobs_in_redis(app) for app in every):

@@ -7,7 +7,8 @@ So a deployment may list its brokers (``CHANGEWATCH_BROKERS``) and every message
 person, jobs and notifications alike, goes to the broker ``contract.broker_index`` names:
 a rule senders in any language compute the same way. Each worker consumes from one broker
 (its ``CELERY_BROKER_URL``), so a worker group serves each broker; operators run one
-Flower per broker.
+Flower per broker. Results split the same way when ``CHANGEWATCH_RESULT_BACKENDS`` pairs a
+result backend with each broker (a person's task results are then in their broker's).
 
 Nothing about correctness depends on the routing: a person's writes are serialized by
 their row lock in Postgres and ordered by request sequence, so jobs of one person on two
@@ -56,8 +57,15 @@ class Brokers:
 
     def app(self, url: str) -> Celery:
         if url not in self._apps:
-            self._apps[url] = sending_app(replace(self.settings, broker_url=url))
+            self._apps[url] = sending_app(
+                replace(self.settings, broker_url=url, result_backend=self.results_for(url))
+            )
         return self._apps[url]
+
+    def results_for(self, url: str) -> str:
+        """The result backend paired with this broker (the one, when not paired)."""
+        pairs = self.settings.result_backends
+        return pairs[self.urls.index(url)] if pairs else self.settings.result_backend
 
     def url_for(self, user_id: UUID | str) -> str:
         return self.urls[broker_index(user_id, len(self.urls))]
@@ -69,6 +77,13 @@ class Brokers:
     def every(self) -> list[Celery]:
         """One app per broker, in routing order: what reads or asks all of them."""
         return [self.app(url) for url in self.urls]
+
+    def every_backend(self) -> list[Celery]:
+        """One app per distinct result backend: what looks for stored results."""
+        seen: dict[str, Celery] = {}
+        for url in self.urls:
+            seen.setdefault(self.results_for(url), self.app(url))
+        return list(seen.values())
 
     def close(self) -> None:
         """Release the connection pools of the apps made here (not ``own``'s)."""

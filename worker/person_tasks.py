@@ -73,7 +73,7 @@ def forget_person(task: Task, res: Resources, job: PersonJob) -> dict[str, Any]:
     try:
         report = forget_everywhere(
             lambda: _connect(res),
-            every.every(),
+            every,
             job.user_id,
             s3=res.s3,
             spare={task.request.id or ""},

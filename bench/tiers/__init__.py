@@ -15,9 +15,10 @@ tier's counters are read before and after:
   every backend (/proc), WAL bytes (pg_current_wal_lsn).
 - S3: HTTP requests and bytes through the proxy the workers use.
 
-With ``--brokers N`` (N > 1) it runs N Redis brokers, people routed to one by user_id
-(``CHANGEWATCH_BROKERS``, schema/routing.py), the workers spread over them, and reports
-each broker's share of the Redis commands and CPU: what routing by user buys.
+With ``--brokers N`` (N > 1) it runs N Redis servers, each a broker with its results
+beside it (``CHANGEWATCH_BROKERS``, ``CHANGEWATCH_RESULT_BACKENDS``), people routed to
+one by user_id (schema/routing.py), the workers spread over them, and reports each
+server's share of the sessions, commands and CPU: what routing by user buys.
 
 Saturation, per tier, from the cost per session: Redis runs commands on one thread, so
 it saturates near 1 CPU-second / (its CPU per session); Postgres near the cores it is
@@ -122,7 +123,7 @@ def s3_counters(stack: FaultStack) -> dict[str, float]:
 
 def snapshot(stack: FaultStack, redises: list[RedisServer]) -> dict[str, Any]:
     """Every tier's counters: ``redis`` sums every Redis server, ``servers`` has each
-    one's (the brokers in order, then the result backend's when it has its own)."""
+    one's (the brokers in order)."""
     each = [redis_counters(r.client()) for r in redises]
     return {
         "redis": {k: sum(c[k] for c in each) for k in each[0]},
@@ -133,24 +134,31 @@ def snapshot(stack: FaultStack, redises: list[RedisServer]) -> dict[str, Any]:
 
 
 def start_workers(
-    stack: FaultStack, count: int, concurrency: int, brokers: tuple[str, ...], results: str
+    stack: FaultStack,
+    count: int,
+    concurrency: int,
+    brokers: tuple[str, ...],
+    results: tuple[str, ...],
 ) -> Producer:
-    """``count`` workers spread over ``brokers``; returns a producer that routes to them."""
-    listed = " ".join(brokers) if len(brokers) > 1 else ""
+    """``count`` workers spread over ``brokers`` (each storing results in its pair in
+    ``results``); returns a producer that routes to them."""
+    several = len(brokers) > 1
     for i in range(count):
         env = {
             **stack.worker_env(concurrency),
             "CELERY_BROKER_URL": brokers[i % len(brokers)],
-            "CELERY_RESULT_BACKEND": results,
-            "CHANGEWATCH_BROKERS": listed,
+            "CELERY_RESULT_BACKEND": results[i % len(brokers)],
+            "CHANGEWATCH_BROKERS": " ".join(brokers) if several else "",
+            "CHANGEWATCH_RESULT_BACKENDS": " ".join(results) if several else "",
             "PYTHONPATH": os.pathsep.join([str(ZERO_MODEL), str(ROOT)]),
         }
         worker = Worker(env=env, name=f"tiers{i}", log_path=stack.root / f"worker-{i}.log")
         stack.workers.append(worker.start())
     settings = Settings(
         broker_url=brokers[0],
-        brokers=brokers if len(brokers) > 1 else (),
-        result_backend=results,
+        brokers=brokers if several else (),
+        result_backend=results[0],
+        result_backends=results if several else (),
         database_url=stack.database_url,
     )
     producer = Producer(settings)
@@ -209,16 +217,15 @@ def measure(
         postgres_options="-c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
         " -c pg_stat_statements.track=all",
     ).start()
-    # Several brokers: the results get a Redis of their own, so each broker's figures
-    # are its routed people's alone.
-    own = [RedisServer(root / f"redis{i}") for i in range(brokers if brokers > 1 else 0)]
-    redises = [stack.redis, *(r.start() for r in own)]  # type: ignore[list-item]
-    results = own[-1].url(1) if own else stack.backend_url
+    own = [RedisServer(root / f"redis{i}").start() for i in range(1, brokers)]
+    redises = [stack.redis, *own]  # type: ignore[list-item]
     try:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        urls = (stack.broker_url, *(r.url() for r in own[:-1]))
-        producer = start_workers(stack, workers, concurrency, urls, results)
+        urls = tuple(r.url(0) for r in redises)
+        producer = start_workers(
+            stack, workers, concurrency, urls, tuple(r.url(1) for r in redises)
+        )
         wait_final(
             stack.database_url, send_sessions(stack.s3_client(), producer, PHOTOS, warmup), 900
         )
@@ -252,7 +259,6 @@ def measure(
         "concurrency": concurrency,
         "brokers": brokers,
         "redis_per_session_by_broker": by_broker if brokers > 1 else [],
-        "results_redis_per_session": servers[brokers] if brokers > 1 else None,
         "sessions": sessions,
         "statuses": statuses,
         "seconds": round(took, 1),

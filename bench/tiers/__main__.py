@@ -48,9 +48,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{tier:9s} per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
     for i, costs in enumerate(out["redis_per_session_by_broker"]):
         print(f"broker {i}  per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
-    if out["results_redis_per_session"]:
-        costs = out["results_redis_per_session"]
-        print("results   per session: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
     for tier, limit in out["saturation"].items():
         print(f"{tier:9s} saturates near: " + ", ".join(f"{k} {v}" for k, v in limit.items()))
     print("Postgres statements per session, most called first:")

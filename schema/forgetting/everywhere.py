@@ -10,7 +10,7 @@ its own connections, Celery app and S3 client.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from celery import Celery, states
 from .. import brokers, objects
 from ..broker import Broker, Message, readable
 from ..contract import FORGOTTEN_RESULT
+from ..routing import Brokers
 from . import rows
 
 Connect = Callable[[], AbstractContextManager[rows.Conn]]
@@ -153,7 +154,7 @@ def _forget_objects(person: _Person, s3: Any, buckets: Iterable[str]) -> tuple[i
 
 def forget_everywhere(
     connect: Connect,
-    apps: Sequence[Celery],
+    deployment: Brokers,
     user_id: uuid.UUID,
     delete_objects: bool = True,
     s3: Any = None,
@@ -171,10 +172,12 @@ def forget_everywhere(
     left alone (the forget_person task running this, whose own result is the report);
     ``buckets``: where to look under ``<user_id>/`` besides the buckets their jobs named;
     ``queues``: other queues to take their messages from (unread notifications);
-    ``apps``: every broker of the deployment (schema/routing.py), since a person's
-    messages can sit on a broker they were routed to before the list of brokers changed.
+    ``deployment``: its brokers and result backends (schema/routing.py), every one
+    searched, since a person's messages and results can sit on a broker they were
+    routed to before the list of brokers changed.
     """
-    celery = apps[0]  # the result backend is the deployment's one
+    apps = deployment.every()
+    celery = deployment.for_user(user_id)  # where their senders wait for results
     person = _Person(user_id, spare=set(spare), queues=tuple(q for q in queues if q))
     found = _forget_rows(connect, person)
     deleted: dict[str, int] = {
@@ -193,7 +196,9 @@ def forget_everywhere(
         deleted["objects"], remaining["objects"] = _forget_objects(person, s3, buckets)
     # Last: a job that finished just before the forget may store its result late.
     person.task_ids -= person.spare
-    deleted["results"], remaining["results"] = _forget_results(celery, person)
+    counted = [_forget_results(app, person) for app in deployment.every_backend()]
+    deleted["results"] = sum(removed for removed, _ in counted)
+    remaining["results"] = sum(left for _, left in counted)
     for task_id in sorted(person.dropped):
         # Whoever waits on one of these tasks sees it end, as a running one ends.
         celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)

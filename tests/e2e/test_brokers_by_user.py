@@ -59,10 +59,26 @@ def test_a_node_sender_routes_every_person_as_python_does() -> None:
 
 
 def test_a_worker_on_a_broker_no_person_is_routed_to_does_not_start() -> None:
-    env = {"CHANGEWATCH_BROKERS": "redis://a:6379/0 redis://b:6379/0"}
-    assert Settings.from_env(env).broker_url == "redis://a:6379/0"  # the first, by default
+    env = {
+        "CHANGEWATCH_BROKERS": "redis://a:6379/0 redis://b:6379/0",
+        "CHANGEWATCH_RESULT_BACKENDS": "redis://a:6379/1 redis://b:6379/1",
+    }
+    first = Settings.from_env(env)  # the first broker and its results, by default
+    assert (first.broker_url, first.result_backend) == ("redis://a:6379/0", "redis://a:6379/1")
+    second = Settings.from_env({**env, "CELERY_BROKER_URL": "redis://b:6379/0"})
+    assert second.result_backend == "redis://b:6379/1"
     with pytest.raises(ValueError, match="not one of CHANGEWATCH_BROKERS"):
         Settings.from_env({**env, "CELERY_BROKER_URL": "redis://c:6379/0"})
+    with pytest.raises(ValueError, match="pairs with this broker"):
+        Settings.from_env(
+            {
+                **env,
+                "CELERY_BROKER_URL": "redis://b:6379/0",
+                "CELERY_RESULT_BACKEND": "redis://a:6379/1",
+            }
+        )
+    with pytest.raises(ValueError, match="one per broker"):
+        Settings.from_env({**env, "CHANGEWATCH_RESULT_BACKENDS": "redis://a:6379/1"})
 
 
 def _jobs(held: Broker) -> set[str]:
@@ -99,8 +115,15 @@ def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
     database_url = SETTINGS.database_url.rsplit("/", 1)[0] + "/changewatch_test_brokers"
     recreate_database(database_url)
     migrate(database_url)
+    results = tuple(server.url(1) for server in two_brokers)  # each broker's beside it
     settings = replace(
-        SETTINGS, broker_url=a, brokers=(a, b), database_url=database_url, notify_queue=NOTIFY_QUEUE
+        SETTINGS,
+        broker_url=a,
+        brokers=(a, b),
+        result_backend=results[0],
+        result_backends=results,
+        database_url=database_url,
+        notify_queue=NOTIFY_QUEUE,
     )
     producer = Producer(settings)
     people: dict[int, list[uuid.UUID]] = {0: [], 1: []}
@@ -148,9 +171,15 @@ def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
             )
             assert _notified(on_a) == {str(u) for u in people[0]}
             assert _notified(on_b) == {str(u) for u in people[1]}
-        # forget-user takes the person's unread notification from their broker.
-        gone = forget_user(producer, str(people[1][1]), delete_objects=False)
-        assert gone["remaining"]["messages"] == 0
+        # Each broker's workers stored their people's results beside it.
+        forgotten = people[1][1]
+        assert _results_naming(two_brokers[1], forgotten) > 0
+        assert _results_naming(two_brokers[0], forgotten) == 0
+        # forget-user takes the person's unread notification from their broker, and
+        # their results from its result backend.
+        gone = forget_user(producer, str(forgotten), delete_objects=False)
+        assert gone["remaining"]["messages"] == gone["remaining"]["results"] == 0
+        assert _results_naming(two_brokers[1], forgotten) == 0
         with broker(apps[1]) as on_b:
             assert _notified(on_b) == {str(people[1][0])}
     finally:
@@ -159,12 +188,20 @@ def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
         producer.brokers.close()
 
 
+def _results_naming(server: RedisServer, user: uuid.UUID) -> int:
+    """Celery results in this server's result database that name the person."""
+    client = server.client(1)
+    return sum(str(user).encode() in (client.get(k) or b"") for k in client.scan_iter("celery-*"))
+
+
 def _worker(name: str, broker_url: str, settings: Settings) -> Worker:
     ARTIFACTS.mkdir(exist_ok=True)
     return Worker(
         env={
             "CELERY_BROKER_URL": broker_url,
             "CHANGEWATCH_BROKERS": " ".join(settings.brokers),
+            "CHANGEWATCH_RESULT_BACKENDS": " ".join(settings.result_backends),
+            "CELERY_RESULT_BACKEND": "",  # its pair in CHANGEWATCH_RESULT_BACKENDS
             "DATABASE_URL": settings.database_url,
             "CHANGEWATCH_MODEL_WEIGHTS": "random",
             "CHANGEWATCH_DEVICE": "cpu",

@@ -30,7 +30,8 @@ def _run(*args: str) -> dict[str, Any]:
 
 
 def test_tiers_reports_each_tiers_cost_per_session_and_where_it_saturates() -> None:
-    """Two brokers, people routed by user_id: each broker's share is reported as well."""
+    """Two brokers with their results beside them, people routed by user_id: each
+    broker's share is reported as well."""
     out = _run("bench.tiers", "--workers", "2", "--concurrency", "1", "--sessions", "6",
                "--warmup", "2", "--brokers", "2")  # fmt: skip
     assert out["statuses"] == {"succeeded": 6}
@@ -39,7 +40,6 @@ def test_tiers_reports_each_tiers_cost_per_session_and_where_it_saturates() -> N
     busier, quieter = sorted(out["redis_per_session_by_broker"], key=lambda b: -b["sessions_share"])
     if busier["sessions_share"] > quieter["sessions_share"]:  # each carries its people's jobs
         assert busier["commands"] > quieter["commands"]
-    assert out["results_redis_per_session"]["commands"] > 0
     cost = out["per_session"]
     assert cost["redis"]["commands"] > 0 and cost["redis"]["cpu_s"] > 0
     assert cost["postgres"]["statements"] > 0 and cost["postgres"]["wal_bytes"] > 0
