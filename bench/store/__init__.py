@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
+from changewatch.schema.vectors import encode_sum
 from changewatch.worker import pipeline, store
 from changewatch.worker.regions import REGION_DIM
 from changewatch.worker.score import Totals
@@ -125,9 +126,9 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
                 model,
                 a,
                 n,
-                np.asarray(t, ">i8").tobytes(),
+                encode_sum(t),
                 totals.regions[a][0],
-                np.asarray(totals.regions[a][1], ">i8").tobytes(),
+                encode_sum(totals.regions[a][1]),
             )
             for a, (n, t) in totals.angles.items()
         ]
