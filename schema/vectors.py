@@ -46,6 +46,7 @@ SUM_MARKER = b"\x80" + bytes(7)  # int64's minimum: never the first value of a r
 _SUM_HEADER = struct.Struct(">BBIQ")
 _PLANE_LENGTH = struct.Struct(">I")  # a plane's stored bytes: the count when raw
 _U64 = np.dtype("<u8")
+_DEFLATE_DISTINCT = 128  # a plane with more distinct bytes gains little from deflating
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
@@ -79,8 +80,11 @@ def encode_sum(total: np.ndarray) -> bytes:
     parts = [SUM_MARKER, _SUM_HEADER.pack(1, width, values.size, int(base))]
     for plane in planes:
         raw = plane.tobytes()
-        packed = zlib.compress(raw, 1)
-        stored = packed if len(packed) < len(raw) else raw
+        stored = raw
+        # A plane of random bytes (the low ones) does not deflate: it is not tried.
+        if np.count_nonzero(np.bincount(plane, minlength=256)) <= _DEFLATE_DISTINCT:
+            packed = zlib.compress(raw, 1)
+            stored = packed if len(packed) < len(raw) else raw
         parts += [_PLANE_LENGTH.pack(len(stored)), stored]
     return b"".join(parts)
 
@@ -93,16 +97,16 @@ def decode_sum(data: bytes | memoryview) -> np.ndarray:
     version, width, count, base = _SUM_HEADER.unpack_from(data, 8)
     if version != 1:
         raise ValueError(f"unknown sum encoding {version}")
-    bytes_ = np.zeros((8, count), np.uint8)
+    bytes_ = np.zeros((count, 8), np.uint8)
     at = 8 + _SUM_HEADER.size
     for plane in range(width):
         (size,) = _PLANE_LENGTH.unpack_from(data, at)
         at += _PLANE_LENGTH.size
         stored = data[at : at + size]
         at += size
-        bytes_[plane] = np.frombuffer(
+        bytes_[:, plane] = np.frombuffer(
             stored if size == count else zlib.decompress(stored), np.uint8
         )
-    values = np.ascontiguousarray(bytes_.T).view(_U64).ravel()
+    values = bytes_.view(_U64).ravel()
     values += np.uint64(base)
-    return values.view(np.int64).astype(np.int64)
+    return values.view(np.int64)
