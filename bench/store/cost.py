@@ -9,10 +9,10 @@ CHECKPOINT. Reported per session:
 - WAL bytes (``pg_current_wal_lsn`` before and after), records and full-page images
   (``pg_stat_wal``), against the bytes of the embeddings and region vectors stored;
 - WAL by relation (``pg_waldump`` over the same LSN range, each record counted to the
-  relation it names first, TOAST to its table), so a cut aims at what is large; with
-  ``--by-record``, also by relation and record kind (``Heap INSERT``, ``Btree
-  INSERT_LEAF``, ``+FPW`` when it carries a full-page image), so what a cut would remove
-  is told apart from what it would not;
+  relation it names first, a TOAST table and its index by the table whose values they
+  hold), so a cut aims at what is large; with ``--by-record``, by relation and record
+  kind (``Heap INSERT``, ``Btree INSERT_LEAF``, ``+FPW`` when it carries a full-page
+  image), so what a cut would remove is told apart from what it would not;
 - statements sent (counted by the client's cursors) and transactions committed.
 
 Prints a table and one JSON line.
@@ -89,14 +89,17 @@ def wal_by_relation(
     """WAL bytes between two LSNs by the relation each record names first (and, with
     ``by_record``, by the record's kind too)."""
     names: dict[str, str] = {}
-    for node, name, toast_of in conn.execute(
-        "SELECT c.relfilenode::text, c.relname, t.relname FROM pg_class c"
+    for node, name, toast_of, toast_index_of in conn.execute(
+        "SELECT c.relfilenode::text, c.relname, t.relname, ti.relname FROM pg_class c"
         " LEFT JOIN pg_class t ON t.reltoastrelid = c.oid"
-        " OR t.oid = (SELECT indrelid FROM pg_index WHERE indexrelid = c.oid"
-        "             AND c.relname LIKE 'pg_toast_%%_index')"
+        " LEFT JOIN pg_class ti ON ti.reltoastrelid = (SELECT indrelid FROM pg_index"
+        "   WHERE indexrelid = c.oid AND c.relname LIKE 'pg_toast_%%_index')"
         " WHERE c.relfilenode <> 0"
-    ):
-        names[node] = f"{toast_of} (TOAST)" if toast_of else name
+    ):  # a TOAST table and its index by the table they hold values of
+        if toast_of:
+            names[node] = f"{toast_of} (TOAST)"
+        else:
+            names[node] = f"{toast_index_of} (TOAST index)" if toast_index_of else name
     assert cluster.bindir is not None
     waldump = [str(cluster.bindir / "pg_waldump"), "-p", str(cluster.data / "pg_wal")]
     proc = subprocess.run(
@@ -145,7 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             store.register_model(conn, MODEL, DIM)
         people = [uuid.uuid4() for _ in range(args.people)]
         for i, person in enumerate(people):
-            prefill(dsn, person, args.history, seed=i)
+            prefill(dsn, person, args.history, seed=i, half=args.float16)
         rng = np.random.default_rng(7)
         pool = ConnectionPool(dsn, min_size=1, max_size=1, configure=_configure, open=True)
         index = args.history
