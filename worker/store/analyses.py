@@ -10,7 +10,8 @@ The store keeps numbers true without reading a person's history:
 - The stored sums are a checkpoint, written every ``SUMS_EVERY`` sessions: they cover
   the analyses marked ``summed``, and a write adds the embeddings of the few others (read
   with the history) to get the exact sums. Rewriting ~150 KiB of sums on every session
-  was most of its WAL (bench.store.cost; migration 0011).
+  was most of its WAL (bench.store.cost; migration 0011). They are stored packed
+  (``schema.vectors.encode_sum``): ~83 KB for six angles with their regions, not 154 KB.
 - A write is opened (lock, guard, history read in one round trip), scored by
   ``score.rescore`` while the lock is held, then saved: the caller sees each step.
 - Embeddings and analyses are keyed by model. Only workers of the active model write
@@ -58,8 +59,11 @@ _TAIL_SQL = """
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND NOT a.summed
 """
 # Once this many sessions would be outside the stored sums, a write stores them again:
-# sums cost ~150 KiB of WAL (six angles, regions included) against ~75 KiB of embeddings
-# per session, and a write reads at most this many sessions' embeddings more.
+# packed sums cost ~83 KB of WAL (six angles, regions included) against ~77 KB of
+# embeddings per session, and a write reads at most this many sessions' embeddings more.
+# Measured (docs/benchmarks.md, 2026-12-07): 16 would save ~5.7 KB of WAL per session
+# (5%) for ~0.7 ms more writer CPU and ~0.3 ms more Postgres CPU (the longer tail read),
+# on a store whose bound is CPU; 8 stays.
 SUMS_EVERY = 8
 _SUMMED_SQL = (
     "UPDATE analyses SET summed = true WHERE user_id = %s AND model_id = %s AND NOT summed"
