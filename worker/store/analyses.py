@@ -62,7 +62,7 @@ _TAIL_SQL = """
 # packed sums cost ~83 KB of WAL (six angles, regions included) against ~77 KB of
 # embeddings per session, and a write reads at most this many sessions' embeddings more.
 # Measured (docs/benchmarks.md, 2026-12-07): 16 would save ~5.7 KB of WAL per session
-# (5%) for ~0.7 ms more writer CPU and ~0.3 ms more Postgres CPU (the longer tail read),
+# (5%) for ~0.7 ms more writer CPU and ~0.4 ms more Postgres CPU (the longer tail read),
 # on a store whose bound is CPU; 8 stays.
 SUMS_EVERY = 8
 _SUMMED_SQL = (
