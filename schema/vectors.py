@@ -12,7 +12,8 @@ of 64, and the high planes are nearly constant, so a checkpoint takes ~56% of th
 bytes (~47% with float16 embeddings) and its WAL with it; every value reads back
 bit-identical. A packed sum starts with a marker no raw sum starts with (int64's minimum,
 which no exact sum reaches: |fixed point| <= 2^48 per session), so rows written before
-the packing (raw big-endian int64) read back as they were.
+the packing (raw big-endian int64) read back as they were. A reader from before the
+packing fails on a packed sum rather than misreading it: its length is not 8 bytes a value.
 
 A vector whose every value is a float16 (a worker with CHANGEWATCH_EMBEDDING_DTYPE=float16
 rounds its embeddings so) is stored as big-endian float16 behind a 4-byte marker: half the
