@@ -7,10 +7,10 @@ fixed point.
 
 A sum is stored packed (``encode_sum``): the values less their minimum, cut to the bytes
 the largest needs, split into byte planes (every value's lowest byte, then the next), and
-each plane deflated when that makes it smaller. A person's sums are ~35 significant bits
-of 64, and the high planes are nearly constant, so a checkpoint takes ~56% of the raw
-bytes (~47% with float16 embeddings) and its WAL with it; every value reads back
-bit-identical. A packed sum starts with a marker no raw sum starts with (int64's minimum,
+a plane of few distinct bytes (the high ones; the low ones are random) deflated when that
+makes it smaller. A person's sums are ~35 significant bits of 64, so a checkpoint takes
+~54% of the raw bytes (~45% with float16 embeddings) and its WAL with it; every value
+reads back bit-identical. A packed sum starts with a marker no raw sum starts with (int64's minimum,
 which no exact sum reaches: |fixed point| <= 2^48 per session), so rows written before
 the packing (raw big-endian int64) read back as they were. A reader from before the
 packing fails on a packed sum rather than misreading it: its length is not 8 bytes a value.
