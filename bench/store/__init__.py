@@ -139,7 +139,7 @@ def prefill(
             for a, (n, t) in totals.angles.items()
         ]
         cur.executemany(
-            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+            "INSERT INTO packed_sums (user_id, model_id, angle, sessions, total,"
             " region_sessions, region_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             sums,
         )

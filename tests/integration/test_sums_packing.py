@@ -1,7 +1,9 @@
-"""The person's sums as stored (packed, schema.vectors): rows written before the packing
-(raw big-endian int64) still read back, the next checkpoint packs them, and every number
-stays what the whole history computed from scratch gives (no worker process: the store
-is called as the worker calls it)."""
+"""The person's sums as stored: packed, in ``packed_sums`` (schema.vectors, migration
+0012). A worker of the release before, still running during an upgrade, stores raw sums
+in ``baseline_sums`` after rebuilding them (it never sees a packed one); this release
+takes those as the newest and packs them at its next checkpoint. Every number stays what
+the whole history computed from scratch gives (no worker process: the store is called as
+the worker calls it)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from changewatch.schema.contract import AnalyzeJob, S3Uri
-from changewatch.schema.vectors import SUM_MARKER, decode_sum
+from changewatch.schema.vectors import SUM_MARKER
 from changewatch.worker import score, store
 from changewatch.worker.score import StoredSession, Totals, analyze_history, stored_values
 from changewatch.worker.store.analyses import SUMS_EVERY, Target, open_write
@@ -42,7 +44,45 @@ def _same_sums(sums: Totals | None, rebuilt: Totals) -> None:
             assert count == theirs[angle][0] and np.array_equal(total, theirs[angle][1])
 
 
-def test_raw_sums_read_back_and_the_next_checkpoint_packs_them(database_url: str) -> None:
+def _rows(conn: psycopg.Connection, table: str, user: uuid.UUID) -> list[tuple[bytes, bytes]]:
+    return conn.execute(
+        f"SELECT total, region_total FROM {table}"
+        " WHERE user_id = %s AND model_id = %s AND angle <> 'session'",
+        (user, MODEL),
+    ).fetchall()
+
+
+def _as_the_release_before(conn: psycopg.Connection, user: uuid.UUID) -> None:
+    """What a worker of the release before stores at its write: it finds no sums in
+    baseline_sums, rebuilds them from every embedding, stores them raw (big-endian
+    int64) and marks every analysis summed."""
+    totals = store.rebuild_totals(conn, user, MODEL)
+    rows = [(user, MODEL, "session", totals.sessions, None, 0, None)] + [
+        (
+            user,
+            MODEL,
+            angle,
+            count,
+            total.astype(">i8").tobytes(),
+            totals.regions[angle][0],
+            totals.regions[angle][1].astype(">i8").tobytes(),
+        )
+        for angle, (count, total) in totals.angles.items()
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+            " region_sessions, region_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+    conn.execute(
+        "UPDATE analyses SET summed = true WHERE user_id = %s AND model_id = %s", (user, MODEL)
+    )
+
+
+def test_sums_are_packed_and_stay_exact_beside_a_worker_of_the_release_before(
+    database_url: str,
+) -> None:
     user, rng = uuid.uuid4(), np.random.default_rng(11)
     sessions = [
         StoredSession(
@@ -51,48 +91,37 @@ def test_raw_sums_read_back_and_the_next_checkpoint_packs_them(database_url: str
             {a: rng.gamma(1.0, 0.5, DIM).astype(np.float32) for a in ("front", "left")},
             regions={a: rng.normal(size=(9, 8)).astype(np.float32) for a in ("front", "left")},
         )
-        for i in range(2 * SUMS_EVERY + 2)
+        for i in range(2 * SUMS_EVERY + 3)
     ]
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT enroll_user(%s)", (user,))
         conn.execute("INSERT INTO models (model_id, embedding_dim) VALUES (%s, %s)", (MODEL, DIM))
     try:
         with ConnectionPool(database_url, min_size=1, max_size=2) as pool:
-            for session in sessions[:SUMS_EVERY]:
+            for session in sessions[: SUMS_EVERY + 2]:
                 _write(pool, user, session)
             with pool.connection() as conn:
-                # As a release before the packing stored them: raw big-endian int64.
-                rows = conn.execute(
-                    "SELECT angle, total, region_total FROM baseline_sums"
-                    " WHERE user_id = %s AND model_id = %s AND angle <> 'session'",
-                    (user, MODEL),
-                ).fetchall()
-                assert rows and all(bytes(t[:8]) == SUM_MARKER for _, t, _ in rows)
-                for angle, total, regions in rows:
-                    conn.execute(
-                        "UPDATE baseline_sums SET total = %s, region_total = %s"
-                        " WHERE user_id = %s AND model_id = %s AND angle = %s",
-                        (
-                            decode_sum(total).astype(">i8").tobytes(),
-                            decode_sum(regions).astype(">i8").tobytes(),
-                            user,
-                            MODEL,
-                            angle,
-                        ),
-                    )
+                packed = _rows(conn, "packed_sums", user)
+                assert packed and not _rows(conn, "baseline_sums", user)
+                assert all(bytes(t[:8]) == SUM_MARKER == bytes(r[:8]) for t, r in packed)
+                assert all(len(t) < 8 * DIM and len(r) < 8 * 9 * 8 for t, r in packed)
                 _same_sums(
                     store.load_totals(conn, user, MODEL), store.rebuild_totals(conn, user, MODEL)
                 )
-            for session in sessions[SUMS_EVERY:]:  # past the next checkpoint
+            # A worker of the release before writes the next session: raw sums, newer
+            # than the packed ones, which this release must not add to.
+            _write(pool, user, sessions[SUMS_EVERY + 2])
+            with pool.connection() as conn:
+                _as_the_release_before(conn, user)
+                assert _rows(conn, "baseline_sums", user)
+                _same_sums(
+                    store.load_totals(conn, user, MODEL), store.rebuild_totals(conn, user, MODEL)
+                )
+            for session in sessions[SUMS_EVERY + 3 :]:  # past this release's next checkpoint
                 _write(pool, user, session)
             with pool.connection() as conn:
-                stored = conn.execute(
-                    "SELECT total, region_total FROM baseline_sums"
-                    " WHERE user_id = %s AND model_id = %s AND angle <> 'session'",
-                    (user, MODEL),
-                ).fetchall()
-                assert all(bytes(t[:8]) == SUM_MARKER == bytes(r[:8]) for t, r in stored)
-                assert all(len(t) < 8 * DIM and len(r) < 8 * 9 * 8 for t, r in stored)
+                assert not _rows(conn, "baseline_sums", user)  # packed again
+                assert all(bytes(t[:8]) == SUM_MARKER for t, _ in _rows(conn, "packed_sums", user))
                 _same_sums(
                     store.load_totals(conn, user, MODEL), store.rebuild_totals(conn, user, MODEL)
                 )
