@@ -10,10 +10,11 @@ the largest needs, split into byte planes (every value's lowest byte, then the n
 a plane of few distinct bytes (the high ones; the low ones are random) deflated when that
 makes it smaller. A person's sums are ~35 significant bits of 64, so a checkpoint takes
 ~54% of the raw bytes (~45% with float16 embeddings) and its WAL with it; every value
-reads back bit-identical. A packed sum starts with a marker no raw sum starts with (int64's minimum,
-which no exact sum reaches: |fixed point| <= 2^48 per session), so rows written before
-the packing (raw big-endian int64) read back as they were. A reader from before the
-packing fails on a packed sum rather than misreading it: its length is not 8 bytes a value.
+reads back bit-identical. A packed sum starts with a marker no raw sum starts with
+(int64's minimum, which no exact sum reaches: |fixed point| <= 2^48 per session), so raw
+sums (big-endian int64, as the release before the packing stores them in
+``baseline_sums``) read back as they are. Packed ones live in ``packed_sums``, where a
+reader of that release never looks (migration 0012).
 
 A vector whose every value is a float16 (a worker with CHANGEWATCH_EMBEDDING_DTYPE=float16
 rounds its embeddings so) is stored as big-endian float16 behind a 4-byte marker: half the
