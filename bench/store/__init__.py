@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
+from changewatch.schema.vectors import encode_sum, to_half
 from changewatch.worker import pipeline, store
 from changewatch.worker.regions import REGION_DIM
 from changewatch.worker.score import Totals
@@ -59,9 +60,12 @@ def _job(user: uuid.UUID, index: int) -> AnalyzeJob:
     )
 
 
-def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MODEL) -> None:
+def prefill(
+    dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MODEL, half: bool = False
+) -> None:
     """``sessions`` analyzed sessions for ``user``, written in bulk with exact sums (the
-    state the store would have reached): the benchmark measures appends, not prefill."""
+    state the store would have reached): the benchmark measures appends, not prefill.
+    ``half``: every vector rounded to float16, as a float16 deployment's history is."""
     with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO users (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
     if sessions == 0:
@@ -73,6 +77,9 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
         for i in range(sessions):
             job = _job(user, i)
             vectors, regions = _vectors(rng), _regions(rng)
+            if half:
+                vectors = {a: to_half(v) for a, v in vectors.items()}
+                regions = {a: to_half(r) for a, r in regions.items()}
             totals.add(vectors, regions=regions)
             task = f"prefill-{job.session_id}"
             images = Jsonb(job.to_payload()["images"])
@@ -125,14 +132,14 @@ def prefill(dsn: str, user: uuid.UUID, sessions: int, seed: int, model: str = MO
                 model,
                 a,
                 n,
-                np.asarray(t, ">i8").tobytes(),
+                encode_sum(t),
                 totals.regions[a][0],
-                np.asarray(totals.regions[a][1], ">i8").tobytes(),
+                encode_sum(totals.regions[a][1]),
             )
             for a, (n, t) in totals.angles.items()
         ]
         cur.executemany(
-            "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+            "INSERT INTO packed_sums (user_id, model_id, angle, sessions, total,"
             " region_sessions, region_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             sums,
         )

@@ -9,7 +9,10 @@ CHECKPOINT. Reported per session:
 - WAL bytes (``pg_current_wal_lsn`` before and after), records and full-page images
   (``pg_stat_wal``), against the bytes of the embeddings and region vectors stored;
 - WAL by relation (``pg_waldump`` over the same LSN range, each record counted to the
-  relation it names first, TOAST to its table), so a cut aims at what is large;
+  relation it names first, a TOAST table and its index by the table whose values they
+  hold), so a cut aims at what is large; with ``--by-record``, by relation and record
+  kind (``Heap INSERT``, ``Btree INSERT_LEAF``, ``+FPW`` when it carries a full-page
+  image), so what a cut would remove is told apart from what it would not;
 - statements sent (counted by the client's cursors) and transactions committed.
 
 Prints a table and one JSON line.
@@ -40,6 +43,7 @@ from changewatch.worker import pipeline, store
 DBNAME = "changewatch_cost"
 _RECORD = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+),")
 _RELATION = re.compile(r"rel \d+/\d+/(\d+)")
+_KIND = re.compile(r"rmgr: (\S+).*?desc: (\S+)")
 
 
 class CountingCursor(psycopg.Cursor[Any]):
@@ -76,18 +80,26 @@ def _lsn(value: int) -> str:
 
 
 def wal_by_relation(
-    cluster: PostgresCluster, conn: psycopg.Connection[Any], start: int, end: int
+    cluster: PostgresCluster,
+    conn: psycopg.Connection[Any],
+    start: int,
+    end: int,
+    by_record: bool = False,
 ) -> dict[str, int]:
-    """WAL bytes between two LSNs by the relation each record names first."""
+    """WAL bytes between two LSNs by the relation each record names first (and, with
+    ``by_record``, by the record's kind too)."""
     names: dict[str, str] = {}
-    for node, name, toast_of in conn.execute(
-        "SELECT c.relfilenode::text, c.relname, t.relname FROM pg_class c"
+    for node, name, toast_of, toast_index_of in conn.execute(
+        "SELECT c.relfilenode::text, c.relname, t.relname, ti.relname FROM pg_class c"
         " LEFT JOIN pg_class t ON t.reltoastrelid = c.oid"
-        " OR t.oid = (SELECT indrelid FROM pg_index WHERE indexrelid = c.oid"
-        "             AND c.relname LIKE 'pg_toast_%%_index')"
+        " LEFT JOIN pg_class ti ON ti.reltoastrelid = (SELECT indrelid FROM pg_index"
+        "   WHERE indexrelid = c.oid AND c.relname LIKE 'pg_toast_%%_index')"
         " WHERE c.relfilenode <> 0"
-    ):
-        names[node] = f"{toast_of} (TOAST)" if toast_of else name
+    ):  # a TOAST table and its index by the table they hold values of
+        if toast_of:
+            names[node] = f"{toast_of} (TOAST)"
+        else:
+            names[node] = f"{toast_index_of} (TOAST index)" if toast_index_of else name
     assert cluster.bindir is not None
     waldump = [str(cluster.bindir / "pg_waldump"), "-p", str(cluster.data / "pg_wal")]
     proc = subprocess.run(
@@ -104,6 +116,9 @@ def wal_by_relation(
         relation = _RELATION.search(line)
         node = relation.group(1) if relation else None
         key = names.get(node, f"relfilenode {node}") if node else "(no relation: commits)"
+        kind = _KIND.search(line)
+        if by_record and kind:
+            key += f" · {kind.group(1)} {kind.group(2)}" + (" +FPW" if " FPW" in line else "")
         sizes[key] += int(match.group(1))
     return dict(sizes.most_common())
 
@@ -133,7 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             store.register_model(conn, MODEL, DIM)
         people = [uuid.uuid4() for _ in range(args.people)]
         for i, person in enumerate(people):
-            prefill(dsn, person, args.history, seed=i)
+            prefill(dsn, person, args.history, seed=i, half=args.float16)
         rng = np.random.default_rng(7)
         pool = ConnectionPool(dsn, min_size=1, max_size=1, configure=_configure, open=True)
         index = args.history
@@ -156,7 +171,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "  FROM angle_embeddings WHERE session_id = ANY(%s)",
                 ([j.session_id for j in jobs],),
             ).fetchone()
-            by_relation = wal_by_relation(cluster, conn, before["lsn"], after["lsn"])
+            by_relation = wal_by_relation(
+                cluster, conn, before["lsn"], after["lsn"], args.by_record
+            )
         pool.close()
     finally:
         cluster.destroy()
@@ -186,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="sessions per person, unmeasured")
     parser.add_argument("--sessions", type=int, default=64, help="sessions per person, measured")
     parser.add_argument("--float16", action="store_true", help="embeddings stored as float16")
+    parser.add_argument("--by-record", action="store_true", help="WAL by relation and record kind")
     args = parser.parse_args(argv)
     if postgres_bindir() is None:
         sys.exit("needs the PostgreSQL server binaries (initdb, pg_ctl, pg_waldump)")
@@ -195,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{key:32s} {value}")
     print("WAL per session, by relation:")
     for name, size in out["wal_by_relation_per_session"].items():
-        print(f"  {name:40s} {size:8d} B")
+        print(f"  {name:64s} {size:8d} B")
     print(json.dumps(out))
 
 

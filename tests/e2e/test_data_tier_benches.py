@@ -56,4 +56,4 @@ def test_store_cost_finds_the_wal_in_the_embeddings_not_the_sums() -> None:
                "--sessions", "10")  # fmt: skip
     by_relation = out["wal_by_relation_per_session"]
     assert out["wal_bytes_per_session"] > out["embedding_bytes_per_session"] > 0
-    assert by_relation["angle_embeddings (TOAST)"] > by_relation["baseline_sums (TOAST)"]
+    assert by_relation["angle_embeddings (TOAST)"] > by_relation["packed_sums (TOAST)"]

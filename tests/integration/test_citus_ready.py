@@ -44,6 +44,7 @@ BY_USER = {
     "angle_embeddings",
     "analyses",
     "baseline_sums",
+    "packed_sums",
     "comparisons",
     "backfill_jobs",
     "deleted_sessions",

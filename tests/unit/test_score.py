@@ -11,7 +11,7 @@ import pytest
 
 from changewatch.schema.levels import Basis, Scale, TrendThresholds
 from changewatch.worker.compare import ComparedSession, compare
-from changewatch.worker.score import StoredSession, analyze_history, cosine_distance
+from changewatch.worker.score import StoredSession, analyze_history, cosine_distance, to_fixed
 
 FIXED = Scale(Basis.FIXED, None)
 
@@ -136,3 +136,27 @@ def test_fixed_trend_thresholds_are_configurable() -> None:
     assert trend(0.05, TrendThresholds(stable=0.01, mild=0.02)) == "significant_shift"
     with pytest.raises(ValueError):
         TrendThresholds(stable=0.3, mild=0.2)
+
+
+def test_fixed_point_of_float32_is_that_of_float64() -> None:
+    """to_fixed's float32 path gives the integers float64 gives, to the last bit: halves
+    of the unit, subnormals, the range's ends, and model-like values."""
+    rng = np.random.default_rng(9)
+    unit = 2.0**-28
+    edges = [0.0, -0.0, unit / 2, -unit / 2, 1.5 * unit, 2.5 * unit, 1e-45, -1e-45, 2.0**20]
+    cases = np.concatenate(
+        [
+            np.array([*edges, -(2.0**20), 3 * unit / 4, 0.1, -7.3], dtype=np.float32),
+            rng.gamma(1.0, 0.5, 4096).astype(np.float32),
+            rng.normal(0.0, 1e-6, 4096).astype(np.float32),
+            (rng.normal(0.0, 1.0, 4096) * 2.0 ** rng.integers(-40, 17, 4096)).astype(np.float32),
+        ]
+    )
+    fixed = to_fixed(cases)
+    reference = np.rint(cases.astype(np.float64) * 2.0**28).astype(np.int64)
+    assert fixed.dtype == np.int64 and np.array_equal(fixed, reference)
+    assert np.array_equal(to_fixed(cases.astype(np.float64)), reference)
+    with pytest.raises(ValueError):
+        to_fixed(np.array([np.nan], dtype=np.float32))
+    with pytest.raises(ValueError):
+        to_fixed(np.array([2.0**21], dtype=np.float32))

@@ -1,8 +1,8 @@
-"""The incremental analysis write: ``angle_embeddings``, ``analyses`` and ``baseline_sums``.
+"""The incremental analysis write: ``angle_embeddings``, ``analyses`` and ``packed_sums``.
 
 The store keeps numbers true without reading a person's history:
 
-- Baselines come from running sums per person, model and angle (``baseline_sums``, exact
+- Baselines come from running sums per person, model and angle (``packed_sums``, exact
   int64 fixed point), updated in the analysis's own transaction under the person's
   lock (a row lock on their ``users`` row). An appended session reads those sums and
   nothing else; one captured before others rescales only the sessions captured at or
@@ -10,7 +10,8 @@ The store keeps numbers true without reading a person's history:
 - The stored sums are a checkpoint, written every ``SUMS_EVERY`` sessions: they cover
   the analyses marked ``summed``, and a write adds the embeddings of the few others (read
   with the history) to get the exact sums. Rewriting ~150 KiB of sums on every session
-  was most of its WAL (bench.store.cost; migration 0011).
+  was most of its WAL (bench.store.cost; migration 0011). They are stored packed
+  (``schema.vectors.encode_sum``): ~83 KB for six angles with their regions, not 154 KB.
 - A write is opened (lock, guard, history read in one round trip), scored by
   ``score.rescore`` while the lock is held, then saved: the caller sees each step.
 - Embeddings and analyses are keyed by model. Only workers of the active model write
@@ -47,10 +48,14 @@ from .vectors import (
     encode_vector,
 )
 
+# The stored sums: packed (``packed_sums``), or raw (``baseline_sums``) where a worker of
+# the release before the packing stored them last (migration 0012): read both, the raw
+# ones win (a packed write deletes them).
 _TOTALS_SQL = """
-    SELECT angle, sessions, total, region_sessions, region_total FROM baseline_sums
+    SELECT angle, sessions, total, region_sessions, region_total FROM packed_sums
      WHERE user_id = %(uid)s AND model_id = %(model)s
 """
+_RAW_TOTALS_SQL = _TOTALS_SQL.replace("packed_sums", "baseline_sums")
 # The sessions not in the stored sums yet (the checkpoint's tail), with their embeddings.
 _TAIL_SQL = """
     SELECT a.session_id, e.angle, e.embedding, e.regions
@@ -58,8 +63,11 @@ _TAIL_SQL = """
      WHERE a.user_id = %(uid)s AND a.model_id = %(model)s AND NOT a.summed
 """
 # Once this many sessions would be outside the stored sums, a write stores them again:
-# sums cost ~150 KiB of WAL (six angles, regions included) against ~75 KiB of embeddings
-# per session, and a write reads at most this many sessions' embeddings more.
+# packed sums cost ~83 KB of WAL (six angles, regions included) against ~77 KB of
+# embeddings per session, and a write reads at most this many sessions' embeddings more.
+# Measured (docs/benchmarks.md, 2026-12-07): 16 would save ~5.7 KB of WAL per session
+# (5%) for ~0.7 ms more writer CPU and ~0.4 ms more Postgres CPU (the longer tail read),
+# on a store whose bound is CPU; 8 stays.
 SUMS_EVERY = 8
 _SUMMED_SQL = (
     "UPDATE analyses SET summed = true WHERE user_id = %s AND model_id = %s AND NOT summed"
@@ -117,7 +125,7 @@ _EMBEDDINGS_SQL = (
     "   FROM unnest(%s::text[], %b::bytea[], %b::bytea[]) AS u(angle, embedding, regions)"
 )
 _SUMS_SQL = (
-    "INSERT INTO baseline_sums (user_id, model_id, angle, sessions, total,"
+    "INSERT INTO packed_sums (user_id, model_id, angle, sessions, total,"
     "                           region_sessions, region_total)"
     " SELECT %s, %s, angle, n, total, rn, rtotal"
     "   FROM unnest(%s::text[], %s::int[], %b::bytea[], %s::int[], %b::bytea[])"
@@ -166,12 +174,20 @@ def _ordered(by_angle: Grids) -> Grids:
     return {a: by_angle[a] for a in ANGLES if a in by_angle}
 
 
+def _stored_totals(packed: list[Any], raw: list[Any]) -> Totals | None:
+    """The latest checkpoint: raw rows when there are any (written by the release before
+    the packing, after the packed ones), else the packed ones."""
+    return _totals_from(raw) or _totals_from(packed)
+
+
 def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
     """The person's sums as the store keeps them: the stored ones and the tail."""
     params = {"uid": user_id, "model": model_id}
     with conn.cursor(binary=True) as cur:
         cur.execute(_TOTALS_SQL, params)
-        totals = _totals_from(cur.fetchall())
+        packed = cur.fetchall()
+        cur.execute(_RAW_TOTALS_SQL, params)
+        totals = _stored_totals(packed, cur.fetchall())
         cur.execute(_TAIL_SQL, params)
         tail = _tail_from(cur.fetchall())
     if totals is not None:
@@ -252,6 +268,8 @@ class Write:
     # no sums were stored (rebuilt from the embeddings): the next write stores them.
     tail: tuple[UUID, ...] = ()
     sums_stored: bool = True
+    # The stored sums were raw (migration 0012): the next checkpoint deletes them.
+    raw_sums: bool = False
 
     def _checkpoint(self, replaces: bool) -> bool:
         """Whether this write stores the sums (and marks every analysis summed)."""
@@ -317,7 +335,7 @@ class Write:
                 cur.executemany(_RESCORED_SQL, [_rescored(a, t) for a in removal.changed])
             self._store_sums(cur, removal.totals)
             cur.execute(
-                "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
+                "DELETE FROM packed_sums WHERE user_id = %s AND model_id = %s AND sessions = 0",
                 (t.user_id, t.model_id),
             )
 
@@ -326,6 +344,11 @@ class Write:
         t, angles = self.target, sorted(totals.angles)
         sums = _sum_rows(totals, angles)
         cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *angles], *sums))
+        if self.raw_sums:  # packed now, so no reader may take the raw ones for newer
+            cur.execute(
+                "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s",
+                (t.user_id, t.model_id),
+            )
         if self.tail:
             cur.execute(_SUMMED_SQL, (t.user_id, t.model_id))
 
@@ -353,11 +376,14 @@ def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, .
         guard = conn.execute(guard_sql, target.params)
         totals = conn.cursor(binary=True)
         totals.execute(_TOTALS_SQL, target.params)
+        raw_totals = conn.cursor(binary=True)
+        raw_totals.execute(_RAW_TOTALS_SQL, target.params)
         suffix = conn.cursor(binary=True)
         suffix.execute(_SUFFIX_SQL, target.params)
         tail_rows = conn.cursor(binary=True)
         tail_rows.execute(_TAIL_SQL, target.params)
-    found = _totals_from(totals.fetchall())
+    raw = raw_totals.fetchall()
+    found = _stored_totals(totals.fetchall(), raw)
     sessions = _sessions_from(suffix)
     tail = _tail_from(tail_rows.fetchall())
     stored = found is not None
@@ -366,7 +392,8 @@ def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, .
     else:
         _add_tail(found, tail)
     history = History(found, sessions)
-    return guard.fetchone(), Write(conn, target, history, tuple(tail.sessions), stored)
+    write = Write(conn, target, history, tuple(tail.sessions), stored, raw_sums=bool(raw))
+    return guard.fetchone(), write
 
 
 @contextmanager
