@@ -105,18 +105,15 @@ def two_brokers(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
             server.stop()
 
 
-def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
-    two_brokers: tuple[RedisServer, RedisServer],
-    s3: object,
-    uploader: Uploader,
-    photos: Path,
-) -> None:
-    a, b = (server.url() for server in two_brokers)
+@pytest.fixture
+def deployment(two_brokers: tuple[RedisServer, RedisServer]) -> Settings:
+    """Both brokers, each with its results beside it, on a database of their own."""
     database_url = SETTINGS.database_url.rsplit("/", 1)[0] + "/changewatch_test_brokers"
     recreate_database(database_url)
     migrate(database_url)
-    results = tuple(server.url(1) for server in two_brokers)  # each broker's beside it
-    settings = replace(
+    a, b = (server.url() for server in two_brokers)
+    results = tuple(server.url(1) for server in two_brokers)
+    return replace(
         SETTINGS,
         broker_url=a,
         brokers=(a, b),
@@ -125,6 +122,17 @@ def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
         database_url=database_url,
         notify_queue=NOTIFY_QUEUE,
     )
+
+
+def test_each_person_s_messages_go_to_their_broker_and_every_job_ends(
+    two_brokers: tuple[RedisServer, RedisServer],
+    deployment: Settings,
+    s3: object,
+    uploader: Uploader,
+    photos: Path,
+) -> None:
+    settings = deployment
+    a, b = settings.brokers
     producer = Producer(settings)
     people: dict[int, list[uuid.UUID]] = {0: [], 1: []}
     while min(len(p) for p in people.values()) < 2:
@@ -215,3 +223,38 @@ def _worker(name: str, broker_url: str, settings: Settings) -> Worker:
         name=name,
         log_path=ARTIFACTS / f"worker-{name}.log",
     ).start()
+
+
+def test_a_person_moved_to_another_broker_by_a_new_list_loses_no_job(
+    deployment: Settings, s3: object, uploader: Uploader, photos: Path
+) -> None:
+    """Growing from one broker to two moves some people: a job sent before the change
+    waits on the old broker, the next on the new one. The reaper sees both alive, both
+    end, and the scores are the history's whatever order the two workers took them in."""
+    a, b = deployment.brokers
+    results = deployment.result_backends
+    before = replace(deployment, brokers=(a,), result_backends=(results[0],))
+    user = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 1)  # moves to b
+    first, second = series_sessions(photos)[:2]
+    old, new = Producer(before), Producer(deployment)
+    sid1, sid2 = uuid.uuid4(), uuid.uuid4()
+    old.analyze(user, sid1, "2026-03-01T08:00:00Z", uploader.session(user, first))
+    new.analyze(user, sid2, "2026-03-29T08:00:00Z", uploader.session(user, second))
+    apps = new.brokers.every()
+    with broker(apps[0]) as on_a, broker(apps[1]) as on_b:
+        assert (_jobs(on_a), _jobs(on_b)) == ({str(sid1)}, {str(sid2)})
+    assert reap(new, older_than=0.0, confirm_after=0.2).sessions == []  # none lost
+    workers = [_worker(name, url, deployment) for name, url in (("movea", a), ("moveb", b))]
+    try:
+        for worker, app in zip(workers, apps, strict=True):
+            worker.wait_ready(app)
+        for sid in (sid1, sid2):
+            assert new.wait(sid, timeout=240)["status"] == "succeeded"
+        # Whichever ran first, the later session's baseline is the earlier one.
+        assert new.result(sid1)["is_first_session"] is True
+        assert new.result(sid2)["baseline_session_count"] == 1
+    finally:
+        for worker in workers:
+            worker.stop()
+        old.brokers.close()
+        new.brokers.close()
