@@ -50,12 +50,14 @@ from .vectors import (
 
 # The stored sums: packed (``packed_sums``), or raw (``baseline_sums``) where a worker of
 # the release before the packing stored them last (migration 0012): read both, the raw
-# ones win (a packed write deletes them).
+# ones win (a packed write deletes them). One statement; ``raw`` says which table.
 _TOTALS_SQL = """
-    SELECT angle, sessions, total, region_sessions, region_total FROM packed_sums
-     WHERE user_id = %(uid)s AND model_id = %(model)s
+    SELECT false AS raw, angle, sessions, total, region_sessions, region_total
+      FROM packed_sums WHERE user_id = %(uid)s AND model_id = %(model)s
+    UNION ALL
+    SELECT true, angle, sessions, total, region_sessions, region_total
+      FROM baseline_sums WHERE user_id = %(uid)s AND model_id = %(model)s
 """
-_RAW_TOTALS_SQL = _TOTALS_SQL.replace("packed_sums", "baseline_sums")
 # The sessions not in the stored sums yet (the checkpoint's tail), with their embeddings.
 _TAIL_SQL = """
     SELECT a.session_id, e.angle, e.embedding, e.regions
@@ -174,10 +176,12 @@ def _ordered(by_angle: Grids) -> Grids:
     return {a: by_angle[a] for a in ANGLES if a in by_angle}
 
 
-def _stored_totals(packed: list[Any], raw: list[Any]) -> Totals | None:
-    """The latest checkpoint: raw rows when there are any (written by the release before
-    the packing, after the packed ones), else the packed ones."""
-    return _totals_from(raw) or _totals_from(packed)
+def _stored_totals(rows: list[Any]) -> tuple[Totals | None, bool]:
+    """The latest checkpoint, and whether it is raw: raw rows when there are any (written
+    by the release before the packing, after the packed ones), else the packed ones."""
+    raw = [row[1:] for row in rows if row[0]]
+    packed = [row[1:] for row in rows if not row[0]]
+    return _totals_from(raw or packed), bool(raw)
 
 
 def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
@@ -185,9 +189,7 @@ def load_totals(conn: Conn, user_id: UUID, model_id: str) -> Totals | None:
     params = {"uid": user_id, "model": model_id}
     with conn.cursor(binary=True) as cur:
         cur.execute(_TOTALS_SQL, params)
-        packed = cur.fetchall()
-        cur.execute(_RAW_TOTALS_SQL, params)
-        totals = _stored_totals(packed, cur.fetchall())
+        totals, _ = _stored_totals(cur.fetchall())
         cur.execute(_TAIL_SQL, params)
         tail = _tail_from(cur.fetchall())
     if totals is not None:
@@ -376,14 +378,11 @@ def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, .
         guard = conn.execute(guard_sql, target.params)
         totals = conn.cursor(binary=True)
         totals.execute(_TOTALS_SQL, target.params)
-        raw_totals = conn.cursor(binary=True)
-        raw_totals.execute(_RAW_TOTALS_SQL, target.params)
         suffix = conn.cursor(binary=True)
         suffix.execute(_SUFFIX_SQL, target.params)
         tail_rows = conn.cursor(binary=True)
         tail_rows.execute(_TAIL_SQL, target.params)
-    raw = raw_totals.fetchall()
-    found = _stored_totals(totals.fetchall(), raw)
+    found, raw = _stored_totals(totals.fetchall())
     sessions = _sessions_from(suffix)
     tail = _tail_from(tail_rows.fetchall())
     stored = found is not None
@@ -392,7 +391,7 @@ def open_write(conn: Conn, guard_sql: str, target: Target) -> tuple[tuple[Any, .
     else:
         _add_tail(found, tail)
     history = History(found, sessions)
-    write = Write(conn, target, history, tuple(tail.sessions), stored, raw_sums=bool(raw))
+    write = Write(conn, target, history, tuple(tail.sessions), stored, raw_sums=raw)
     return guard.fetchone(), write
 
 
