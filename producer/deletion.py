@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from celery import Celery, states
 
-from ..schema import authority, brokers, objects
-from ..schema.broker import readable
+from ..schema import authority, objects
+from ..schema.broker import readable, still_held
 from ..schema.contract import DELETE_TASK, DELETED_RESULT, QUEUE, DeleteJob, parse_uuid
 from ..schema.errors import Code, JobError
 from ..schema.status import Status
@@ -172,8 +172,9 @@ def delete_session(
         backend.store_result(dropped_id, DELETED_RESULT, states.SUCCESS)
     with producer.connect() as conn:
         remaining |= sessions.session_left(conn, user_id, sid)
-    if any(brokers.app_keeps_jobs_in_redis(app) for app in every):
-        remaining["messages"] = sum(1 for held in readable(every) for _ in _jobs_in(held, sid))
+    left = still_held(every, lambda held: _jobs_in(held, sid))
+    if left is not None:
+        remaining["messages"] = left
     return {
         **job.to_payload(),
         "status": Status.DELETED,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,3 +155,13 @@ def readable(apps: Iterable[Celery]) -> Iterator[Broker]:
         if app_keeps_jobs_in_redis(app):
             with broker(app) as held:
                 yield held
+
+
+def still_held(apps: Iterable[Celery], jobs: Callable[[Broker], Iterable[Any]]) -> int | None:
+    """How many of ``jobs`` (what a broker holds of one person or session) the readable
+    brokers among ``apps`` still hold, after a delete or forget; None when none is
+    readable (RabbitMQ), so a report says nothing it could not check."""
+    found: int | None = None
+    for held in readable(apps):
+        found = (found or 0) + sum(1 for _ in jobs(held))
+    return found

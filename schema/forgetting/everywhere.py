@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 from celery import Celery, states
 
-from .. import brokers, objects
-from ..broker import Broker, Message, readable
+from .. import objects
+from ..broker import Broker, Message, readable, still_held
 from ..contract import FORGOTTEN_RESULT
 from ..routing import Brokers
 from . import rows
@@ -204,7 +204,8 @@ def forget_everywhere(
         celery.backend.store_result(task_id, FORGOTTEN_RESULT, states.SUCCESS)
     with connect() as conn:
         remaining |= rows.left(conn, person.user_id, person.sessions)
-    if any(brokers.app_keeps_jobs_in_redis(app) for app in apps):
-        remaining["messages"] = sum(1 for held in readable(apps) for _ in person.jobs_in(held))
+    left = still_held(apps, person.jobs_in)
+    if left is not None:
+        remaining["messages"] = left
     report["remaining"] = remaining
     return report
