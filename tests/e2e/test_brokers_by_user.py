@@ -258,3 +258,44 @@ def test_a_person_moved_to_another_broker_by_a_new_list_loses_no_job(
             worker.stop()
         old.brokers.close()
         new.brokers.close()
+
+
+def test_a_job_left_on_a_removed_broker_is_sent_again_to_the_person_s_new_one(
+    deployment: Settings, s3: object, uploader: Uploader, photos: Path
+) -> None:
+    """Shrinking from two brokers to one: a job still waiting on the removed broker,
+    whose workers are gone, is lost to the new list. The reaper, which reads only the
+    brokers it lists, sends it again to the person's broker under the new list, and it
+    ends there; a job already on the kept broker is left alone."""
+    a = deployment.brokers[0]
+    results = deployment.result_backends
+    after = replace(deployment, brokers=(a,), result_backends=(results[0],))
+    stays = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 0)
+    moves = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 1)
+    session = series_sessions(photos)[0]
+    old = Producer(deployment)
+    sent = {user: uuid.uuid4() for user in (stays, moves)}
+    for user, sid in sent.items():
+        old.analyze(user, sid, "2026-03-01T08:00:00Z", uploader.session(user, session))
+    new = Producer(after)
+    try:
+        done = reap(new, older_than=0.0, confirm_after=0.2)
+        assert done.sessions == [str(sent[moves])]
+        (on_a_app,) = new.brokers.every()
+        with broker(on_a_app) as on_a:
+            assert _jobs(on_a) == {str(sent[stays]), str(sent[moves])}
+        worker = _worker("shrunk", a, after)
+        try:
+            worker.wait_ready(on_a_app)
+            for user, sid in sent.items():
+                assert new.wait(sid, timeout=240)["status"] == "succeeded", user
+                assert new.result(sid)["is_first_session"] is True
+        finally:
+            worker.stop()
+        # The removed broker still holds its copy: a worker started on it again would
+        # repeat the job, which rewrites the same numbers (jobs are idempotent).
+        with broker(old.brokers.every()[1]) as on_b:
+            assert _jobs(on_b) == {str(sent[moves])}
+    finally:
+        old.brokers.close()
+        new.brokers.close()
