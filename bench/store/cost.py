@@ -13,7 +13,17 @@ CHECKPOINT. Reported per session:
   hold), so a cut aims at what is large; with ``--by-record``, by relation and record
   kind (``Heap INSERT``, ``Btree INSERT_LEAF``, ``+FPW`` when it carries a full-page
   image), so what a cut would remove is told apart from what it would not;
-- statements sent (counted by the client's cursors) and transactions committed.
+- statements sent (counted by the client's cursors) and transactions committed;
+- the writing backend's CPU (it compresses the full-page images it logs).
+
+By default the measured sessions come in a burst after one CHECKPOINT, so a page is
+imaged at most once. In production a person's sessions are weeks apart, so each one
+touches pages that a CHECKPOINT has passed since (its old rows, the index leaves of its
+key) and each first touch writes a full-page image. ``--checkpoint-every 1`` runs a
+CHECKPOINT after every round (one session per person) to measure that, and
+``--wal-compression`` sets the server's ``wal_compression``, which compresses those images.
+``--wal-log-hints`` turns on ``wal_log_hints``, as Patroni runs Postgres (pg_rewind needs
+it): a page whose hint bits are first set after a CHECKPOINT is then imaged too.
 
 Prints a table and one JSON line.
 """
@@ -35,7 +45,7 @@ from psycopg_pool import ConnectionPool
 
 from bench.harness.faults.postgres_cluster import PostgresCluster, _as_postgres, postgres_bindir
 from bench.report import git_commit
-from bench.store import DIM, MODEL, _job, _regions, _vectors, prefill
+from bench.store import DIM, MODEL, _backend_cpu_s, _job, _regions, _vectors, prefill
 from changewatch.schema.migrate import migrate
 from changewatch.schema.vectors import to_half
 from changewatch.worker import pipeline, store
@@ -137,7 +147,11 @@ def _write(pool: ConnectionPool, job: Any, rng: np.random.Generator, half: bool)
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     cluster = PostgresCluster.create("changewatch-cost-")
-    cluster.options = "-c full_page_writes=on -c checkpoint_timeout=1h -c max_wal_size=4GB"
+    cluster.options = (
+        "-c full_page_writes=on -c checkpoint_timeout=1h -c max_wal_size=4GB -c wal_keep_size=4GB"
+        f" -c wal_compression={args.wal_compression}"
+        f" -c wal_log_hints={'on' if args.wal_log_hints else 'off'}"
+    )
     cluster.init().start()
     try:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
@@ -158,14 +172,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     _write(pool, _job(person, index), rng, args.float16)
                 index += 1
             conn.execute("CHECKPOINT")
-            before, sent = _stats(conn), CountingCursor.sent
+            with pool.connection() as writer:
+                backend = writer.info.backend_pid
+            before, sent, cpu = _stats(conn), CountingCursor.sent, _backend_cpu_s(backend)
             jobs = []
-            for _ in range(args.sessions):
+            for round_ in range(args.sessions):
                 for person in people:
                     jobs.append(_job(person, index))
                     _write(pool, jobs[-1], rng, args.float16)
                 index += 1
+                if args.checkpoint_every and (round_ + 1) % args.checkpoint_every == 0:
+                    conn.execute("CHECKPOINT")
             after, sent = _stats(conn), CountingCursor.sent - sent
+            cpu_after = _backend_cpu_s(backend)
             stored = conn.execute(
                 "SELECT sum(octet_length(embedding)) + sum(coalesce(octet_length(regions), 0))"
                 "  FROM angle_embeddings WHERE session_id = ANY(%s)",
@@ -184,6 +203,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "commit": git_commit(),
         "history": args.history,
         "embeddings": "float16" if args.float16 else "float32",
+        "checkpoint_every": args.checkpoint_every,
+        "wal_compression": args.wal_compression,
+        "wal_log_hints": args.wal_log_hints,
         "sessions": n,
         "wal_bytes_per_session": round(wal / n),
         "embedding_bytes_per_session": round(stored_bytes / n),
@@ -192,6 +214,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "fpi_per_session": round((after["fpi"] - before["fpi"]) / n, 2),
         "statements_per_session": round(sent / n, 1),
         "commits_per_session": round((after["commits"] - before["commits"]) / n, 2),
+        "backend_cpu_ms_per_session": (
+            round(1000 * (cpu_after - cpu) / n, 2)
+            if cpu is not None and cpu_after is not None
+            else None
+        ),
         "wal_by_relation_per_session": {k: round(v / n) for k, v in by_relation.items()},
     }
 
@@ -204,6 +231,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=64, help="sessions per person, measured")
     parser.add_argument("--float16", action="store_true", help="embeddings stored as float16")
     parser.add_argument("--by-record", action="store_true", help="WAL by relation and record kind")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="a CHECKPOINT after every ROUNDS rounds (0: one before the measured sessions only)",
+    )
+    parser.add_argument(
+        "--wal-compression",
+        default="off",
+        choices=["off", "pglz", "lz4", "zstd"],
+        help="the server's wal_compression (full-page images)",
+    )
+    parser.add_argument(
+        "--wal-log-hints", action="store_true", help="wal_log_hints on, as under Patroni"
+    )
     args = parser.parse_args(argv)
     if postgres_bindir() is None:
         sys.exit("needs the PostgreSQL server binaries (initdb, pg_ctl, pg_waldump)")

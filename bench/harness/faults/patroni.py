@@ -253,7 +253,11 @@ class PatroniCluster:
                     "postgresql": {
                         "use_pg_rewind": True,
                         "use_slots": True,
-                        "parameters": {"max_connections": 100, "wal_log_hints": "on"},
+                        "parameters": {
+                            "max_connections": 100,
+                            "wal_log_hints": "on",
+                            "wal_compression": "zstd",
+                        },
                     },
                 },
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, {"auth": "trust"}],
