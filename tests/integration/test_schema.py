@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
 from changewatch.schema.migrate import migrate, migration_files
+from changewatch.schema.results import _EARLIER
 from tests.helpers import run_module
 
 
@@ -58,30 +60,48 @@ def test_keys_make_duplicate_embeddings_impossible(database_url: str) -> None:
         )
 
 
-def test_baseline_query_uses_the_user_time_index(database_url: str) -> None:
-    """'This user's sessions before T' is served by an index, not a scan (on a history
-    long enough that the primary key, which leads with user_id too, is not as good)."""
-    uid = uuid.uuid4()
+def test_a_person_s_earlier_analyses_are_read_through_an_index(database_url: str) -> None:
+    """'This person's analyses before T' (results, baselines) is served by the person's
+    time index on analyses, not a scan: sessions keeps no time index of its own (0013)."""
+    uid, model = uuid.uuid4(), f"test-schema-{uuid.uuid4()}"
     with psycopg.connect(database_url) as conn:
         conn.execute("INSERT INTO users (user_id) VALUES (%s)", (uid,))
+        conn.execute("INSERT INTO models (model_id, embedding_dim) VALUES (%s, 8)", (model,))
         conn.execute(
             "INSERT INTO sessions (session_id, user_id, captured_at, images)"
             " SELECT gen_random_uuid(), %s, now() - make_interval(days => n), '{}'"
             "   FROM generate_series(1, 2000) AS n",
             (uid,),
         )
+        conn.execute(
+            "INSERT INTO analyses (session_id, model_id, user_id, captured_at, embedding_dim,"
+            " change_score, is_first_session, baseline_session_count, per_angle)"
+            " SELECT session_id, %s, user_id, captured_at, 8, 0.1, false, 1, '[]'"
+            "   FROM sessions WHERE user_id = %s",
+            (model, uid),
+        )
         conn.execute("ANALYZE sessions")
+        conn.execute("ANALYZE analyses")
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(
             r[0]
             for r in conn.execute(
-                "EXPLAIN SELECT session_id FROM sessions"
-                " WHERE user_id = %s AND captured_at < now() - interval '1990 days'",
-                (uid,),
+                "EXPLAIN " + _EARLIER,
+                {
+                    "uid": uid,
+                    "model": model,
+                    "at": datetime.now(UTC) - timedelta(days=1990),
+                    "n": 5,
+                },
             )
         )
+        indexes = {
+            r[0]
+            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'sessions'")
+        }
         conn.rollback()
-    assert "sessions_user_captured_idx" in plan
+    assert "analyses_history_idx" in plan
+    assert indexes == {"sessions_pkey", "sessions_session_idx", "sessions_status_idx"}
 
 
 @pytest.fixture(scope="module")
