@@ -12,6 +12,13 @@ Why each step:
   disk, keyed by what makes it valid (torch version, model id, CPU ISA), and a worker
   start only loads it. ``python -m changewatch.worker prepare-model`` builds it ahead
   of time; a worker that finds none builds it once and saves it.
+- The program is compiled for one batch size, ``BATCH`` (a session's six photos), and a
+  call of any other size is split into batches of ``BATCH``, the last padded. With a
+  dynamic batch dimension the weight prepack cannot see the input's shape, so it packs
+  for a guess. On an AMD EPYC (AVX512-VNNI, no AMX), oneDNN then picked kernels that
+  wanted another layout and reordered the weights on every call, partly with its slow
+  reference reorder: 52% of the INT8 time at batch 6. The static program ran 2.1x the
+  dynamic one there (87 against 42 images/s at batch 6, docs/benchmarks.md).
 - Anything missing (torchao, a compiler, a refused model) is an error at start: a worker
   never silently falls back to fp32 under an INT8 model id, or the reverse.
 """
@@ -38,9 +45,13 @@ from .calibration import CALIBRATION
 log = logging.getLogger(__name__)
 
 PRECISION_TAG = f"int8-{CALIBRATION}"
-# The batch sizes one compiled program serves (dynamic batch dimension).
-MAX_BATCH = 256
-_EXAMPLE_BATCH = 6
+# The batch size the program is compiled for (a session); calls are split and padded to it.
+BATCH = 6
+# Calibration exports with a dynamic batch (its batches are 8 photos), up to this size.
+_CALIBRATION_MAX_BATCH = 256
+# What the compiled program's layout is, in its cache key: a program of another layout
+# (the dynamic-batch ones of before) is never loaded as this one.
+_LAYOUT = f"static-batch-{BATCH}"
 # Models whose INT8 scores do not agree with their fp32/bf16 scores on the validity set
 # (bench/validity/precision.py, docs/benchmarks.md "Issue 24"): INT8 is refused for them.
 REFUSED: dict[str, str] = {
@@ -105,7 +116,7 @@ def _torchao() -> Any:
 
 def artifact_path(model_id: str, cache: Path) -> Path:
     """Where the compiled program of ``model_id`` lives for this torch and this CPU."""
-    key = json.dumps([model_id, torch.__version__, cpu_isa()])
+    key = json.dumps([model_id, torch.__version__, cpu_isa(), _LAYOUT])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     readable = model_id.split("/")[0]
     return cache / "models" / f"{readable}-{digest}.pt2"
@@ -141,7 +152,7 @@ def unshare_modules(model: torch.nn.Module) -> torch.fx.GraphModule:
 
 
 def _dynamic_batch() -> dict[str, dict[int, Any]]:
-    return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+    return {"x": {0: torch.export.Dim("batch", min=1, max=_CALIBRATION_MAX_BATCH)}}
 
 
 def quantize(
@@ -149,7 +160,7 @@ def quantize(
 ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Static INT8 (x86 Inductor default config), calibrated on normalized batches."""
     quantize_pt2e, x86 = _torchao()
-    example = calibration[0][:_EXAMPLE_BATCH]
+    example = calibration[0][:BATCH]
     with torch.no_grad():
         exported = torch.export.export(
             unshare_modules(model), (example,), dynamic_shapes=_dynamic_batch()
@@ -163,11 +174,12 @@ def quantize(
 
 
 def compile_package(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    """AOTInductor with freezing (qconv with prepacked weights), dynamic batch; written
-    to a temporary file and renamed, so workers starting together never read half a file."""
+    """AOTInductor with freezing (qconv with weights prepacked for ``example``'s shape,
+    a batch of ``BATCH``); written to a temporary file and renamed, so workers starting
+    together never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        exported = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+        exported = torch.export.export(model, (example,))
         handle, scratch = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
         os.close(handle)
         try:
@@ -208,7 +220,14 @@ def load(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tenso
         ) from exc
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        middle, last = compiled(x)
+        rows = x.shape[0]
+        if rows % BATCH:  # the last batch padded with zeros, cut off again below
+            x = torch.cat([x, x.new_zeros((BATCH - rows % BATCH, *x.shape[1:]))])
+        outputs = [
+            compiled(part.contiguous(memory_format=torch.channels_last)) for part in x.split(BATCH)
+        ]
+        middle = torch.cat([m for m, _ in outputs])[:rows]
+        last = torch.cat([t for _, t in outputs])[:rows]
         return middle, last
 
     return forward

@@ -86,6 +86,22 @@ def test_compiled_program_uses_quantized_convolutions(quantized: Embedder) -> No
     assert int8.uses_quantized_kernels(path)
 
 
+def test_any_number_of_photos_runs_through_the_session_sized_program(
+    quantized: Embedder,
+) -> None:
+    """The program is compiled for batches of one session (int8.BATCH); one photo, four or
+    ten are split and padded to it, and each photo gets the vector it gets in a full batch
+    (the padding never leaks into a real row)."""
+    images = photos(2 * int8.BATCH)
+    full = quantized.features(images)
+    for count in (1, 4, 10):
+        part = quantized.features(images[:count])
+        assert part.vectors.shape == (count, full.vectors.shape[1])
+        np.testing.assert_allclose(part.vectors, full.vectors[:count], rtol=1e-5, atol=1e-6)
+        # Region vectors go through float steps after the trunk: rounding, nothing more.
+        np.testing.assert_allclose(part.regions, full.regions[:count], rtol=1e-4, atol=1e-4)
+
+
 def test_int8_vectors_follow_the_float_model(quantized: Embedder) -> None:
     """The same photos through fp32 and INT8: the vectors point the same way."""
     images = photos(6)
