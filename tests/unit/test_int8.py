@@ -118,7 +118,7 @@ def test_a_new_worker_reloads_the_cached_program_in_seconds(
     quantized: Embedder, cache: Path
 ) -> None:
     """The artifact on disk is what a worker start loads: no compile, the same vectors,
-    any batch size (one program, dynamic batch)."""
+    any batch size (one program for batches of int8.BATCH, others split and padded)."""
     started = time.perf_counter()
     again = Embedder("random", "int8", model_cache=str(cache))
     again.setup("cpu")
