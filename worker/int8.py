@@ -9,7 +9,7 @@ Why each step:
   run dequantize -> fp32 conv, slower than bf16).
 - Calibration and compilation take tens of seconds; autoscaling needs a worker that takes
   its first job within seconds. So the compiled program is an AOTInductor package on
-  disk, keyed by what makes it valid (torch version, model id, CPU ISA), and a worker
+  disk, keyed by what makes it valid (torch version, model id, CPU ISA, layout), and a worker
   start only loads it. ``python -m changewatch.worker prepare-model`` builds it ahead
   of time; a worker that finds none builds it once and saves it.
 - The program is compiled for one batch size, ``BATCH`` (a session's six photos), and a
