@@ -13,6 +13,7 @@ from celery import Celery
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bench.harness.process import wait_until
 from changewatch.celeryconfig import celery_config
 from changewatch.schema.broker import Message
 from changewatch.schema.contract import AnalyzeJob, S3Uri
@@ -51,12 +52,18 @@ def _write(database_url: str, rows: int) -> list[dict[str, Any]]:
     return bodies
 
 
+def _hold_relay_lock(conn: psycopg.Connection[Any]) -> None:
+    """Take the relay lock, waiting out a test worker's relay pass (it holds the lock for
+    one short pass at a time), so no other relay sends this test's rows meanwhile."""
+    wait_until(lambda: outbox.try_relay_lock(conn), 30, "a relay kept the relay lock")
+
+
 def test_a_broker_down_delays_notifications_and_loses_none(database_url: str, broker: str) -> None:
-    bodies = _write(database_url, 3)
     # This connection holds the relay lock throughout (it is re-entrant for its own
-    # session), so a test worker's relay cannot take these rows meanwhile.
+    # session), taken before the rows exist, so a test worker's relay cannot take them.
     with psycopg.connect(database_url, autocommit=True) as conn:
-        assert outbox.try_relay_lock(conn)
+        _hold_relay_lock(conn)
+        bodies = _write(database_url, 3)
         assert Relay(_app("redis://127.0.0.1:1/0"), database_url).once(conn) == 0
         left = query(
             database_url,
@@ -85,7 +92,7 @@ def test_each_request_is_told_once_and_in_request_order(database_url: str) -> No
         ConnectionPool(database_url, min_size=1, max_size=2, open=True) as pool,
         psycopg.connect(database_url, autocommit=True) as held,
     ):
-        assert outbox.try_relay_lock(held)  # no test worker's relay sends them meanwhile
+        _hold_relay_lock(held)  # no test worker's relay sends them meanwhile
         store.enroll(pool, user)
         assert store.start_job(pool, job, "older") == store.start_job(pool, job, "older")
         assert isinstance(store.start_job(pool, job, "newer"), int)
