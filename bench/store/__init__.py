@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from changewatch.schema.contract import ANGLES, AnalyzeJob, S3Uri
-from changewatch.schema.vectors import encode_sum, to_half
+from changewatch.schema.vectors import to_half
 from changewatch.worker import pipeline, store
 from changewatch.worker.regions import REGION_DIM
 from changewatch.worker.score import Totals
@@ -126,23 +126,7 @@ def prefill(
             " VALUES (%s, %s, %s, %s, %s, 0.1, false, 1, '[]')",
             rows_a,
         )
-        sums = [(user, model, "session", totals.sessions, None, 0, None)] + [
-            (
-                user,
-                model,
-                a,
-                n,
-                encode_sum(t),
-                totals.regions[a][0],
-                encode_sum(totals.regions[a][1]),
-            )
-            for a, (n, t) in totals.angles.items()
-        ]
-        cur.executemany(
-            "INSERT INTO packed_sums (user_id, model_id, angle, sessions, total,"
-            " region_sessions, region_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            sums,
-        )
+        store.store_sums(cur, user, model, totals)
 
 
 def _backend_cpu_s(pid: int) -> float | None:

@@ -16,6 +16,7 @@ from .analyses import (
     load_totals,
     rebuild_totals,
     save_analysis,
+    store_sums,
 )
 from .backfills import (
     BackfillSource,
@@ -81,4 +82,5 @@ __all__ = [
     "start_backfill",
     "start_comparison",
     "start_job",
+    "store_sums",
 ]

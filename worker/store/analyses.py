@@ -343,9 +343,8 @@ class Write:
 
     def _store_sums(self, cur: Any, totals: Totals) -> None:
         """Every angle's sums (the tail's angles changed too), then every analysis summed."""
-        t, angles = self.target, sorted(totals.angles)
-        sums = _sum_rows(totals, angles)
-        cur.execute(_SUMS_SQL, (t.user_id, t.model_id, ["session", *angles], *sums))
+        t = self.target
+        store_sums(cur, t.user_id, t.model_id, totals)
         if self.raw_sums:  # packed now, so no reader may take the raw ones for newer
             cur.execute(
                 "DELETE FROM baseline_sums WHERE user_id = %s AND model_id = %s",
@@ -353,6 +352,13 @@ class Write:
             )
         if self.tail:
             cur.execute(_SUMMED_SQL, (t.user_id, t.model_id))
+
+
+def store_sums(cur: Any, user_id: UUID, model_id: str, totals: Totals) -> None:
+    """The person's sums, packed, one row per angle and one counting the sessions."""
+    angles = sorted(totals.angles)
+    sums = _sum_rows(totals, angles)
+    cur.execute(_SUMS_SQL, (user_id, model_id, ["session", *angles], *sums))
 
 
 def _sum_rows(totals: Totals, angles: list[str]) -> tuple[list[Any], ...]:
