@@ -202,6 +202,11 @@ def _results_naming(server: RedisServer, user: uuid.UUID) -> int:
     return sum(str(user).encode() in (client.get(k) or b"") for k in client.scan_iter("celery-*"))
 
 
+def _person_on(index: int, brokers: int = 2) -> uuid.UUID:
+    """A new person whom the routing rule sends to broker ``index`` of ``brokers``."""
+    return next(u for u in iter(uuid.uuid4, None) if broker_index(u, brokers) == index)
+
+
 def _worker(name: str, broker_url: str, settings: Settings) -> Worker:
     ARTIFACTS.mkdir(exist_ok=True)
     return Worker(
@@ -234,7 +239,7 @@ def test_a_person_moved_to_another_broker_by_a_new_list_loses_no_job(
     a, b = deployment.brokers
     results = deployment.result_backends
     before = replace(deployment, brokers=(a,), result_backends=(results[0],))
-    user = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 1)  # moves to b
+    user = _person_on(1)  # moves to b
     first, second = series_sessions(photos)[:2]
     old, new = Producer(before), Producer(deployment)
     sid1, sid2 = uuid.uuid4(), uuid.uuid4()
@@ -270,8 +275,7 @@ def test_a_job_left_on_a_removed_broker_is_sent_again_to_the_person_s_new_one(
     a = deployment.brokers[0]
     results = deployment.result_backends
     after = replace(deployment, brokers=(a,), result_backends=(results[0],))
-    stays = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 0)
-    moves = next(u for u in iter(uuid.uuid4, None) if broker_index(u, 2) == 1)
+    stays, moves = _person_on(0), _person_on(1)
     session = series_sessions(photos)[0]
     old = Producer(deployment)
     sent = {user: uuid.uuid4() for user in (stays, moves)}
