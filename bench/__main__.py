@@ -4,7 +4,10 @@
 2. a seed-faithful reference pipeline (full-size decode and equalization, one image per
    forward pass) through real Redis, Postgres, the S3 server and a real worker;
 3. the fast pipeline on the same photos and services, at several concurrencies, with
-   the automatic precision (bf16 where the CPU has it) and with INT8 where it is allowed;
+   the automatic precision (bf16 where the CPU has it) and with INT8 where it is allowed,
+   as one worker process and as one per core (``launch --cpu N``: the compiled INT8
+   program holds the GIL while it runs, so one process's model step stalls its own
+   decode threads);
 for ResNet50 and EfficientNet-Lite0, with each worker's cold start (process start to its
 first finished job), per-stage times and CPU, and peak worker memory. Writes JSON, a
 markdown table and a PNG.
@@ -66,6 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         default=[1, 2, 4, 8],
         help="fast-pipeline worker concurrencies to sweep",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=sorted({1, os.cpu_count() or 1}),
+        help="fast-pipeline worker processes sharing the cores, as `launch --cpu N` runs "
+        "them (CPU only; default: one, and one per core)",
     )
     parser.add_argument(
         "--reference-concurrency",
@@ -190,21 +201,27 @@ def pipeline_runs(args: argparse.Namespace, photos: list[Path]) -> list[e2e.RunR
                 )
             )
             precisions = [p for p in args.precisions if p != "int8" or runs_int8(model, args)]
+            layouts = args.processes if args.device == "cpu" else [1]
             for precision in precisions:
-                for c in args.concurrency:
-                    print(f"{model}: fast {precision}, concurrency {c} ...", flush=True)
-                    runs.append(
-                        e2e.run(
-                            f"{model}-fast-{precision}-c{c}",
-                            producer,
-                            uploads,
-                            {**env, "CHANGEWATCH_PRECISION": precision},
-                            "fast",
-                            c,
-                            args.out,
-                            first,
+                for processes in layouts:
+                    for c in args.concurrency:
+                        label = f"{model}-fast-{precision}-c{c}"
+                        if processes > 1:
+                            label += f"-p{processes}"
+                        print(f"{label} ...", flush=True)
+                        runs.append(
+                            e2e.run(
+                                label,
+                                producer,
+                                uploads,
+                                {**env, "CHANGEWATCH_PRECISION": precision},
+                                "fast",
+                                c,
+                                args.out,
+                                first,
+                                processes,
+                            )
                         )
-                    )
     return runs
 
 

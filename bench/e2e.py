@@ -20,6 +20,7 @@ from bench.harness.services import Worker, free_port
 from changewatch.producer import Producer
 from changewatch.producer.store import models
 from changewatch.schema.contract import ANGLES
+from changewatch.worker import launch
 from changewatch.worker import store as worker_store
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -131,6 +132,9 @@ class RunResult:
     cold_start_s: float = 0.0
     model: str = "resnet50"
     precision: str = "auto"
+    # Worker processes sharing the cores, as ``launch --cpu N`` runs them; the CPU, memory
+    # and stage figures are their sums.
+    processes: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,12 +156,23 @@ class Measured:
         return self.after.get(name, 0.0) - self.before.get(name, 0.0)
 
 
-def _burst(worker: Worker, port: int, producer: Producer, uploads: list[Upload]) -> Measured:
+def _scrape_all(ports: list[int]) -> dict[str, float]:
+    """Every worker's metrics, summed: the run's totals."""
+    total: dict[str, float] = {}
+    for port in ports:
+        for name, value in scrape(port).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def _burst(
+    workers: list[tuple[Worker, int]], producer: Producer, uploads: list[Upload]
+) -> Measured:
     """Send every session at once and wait for all: wall time, metrics, CPU, memory."""
-    assert worker.process is not None
-    pid = worker.process.pid
-    before = scrape(port)
-    cpu_before = cpu_seconds(pid)
+    pids = [w.process.pid for w, _ in workers if w.process is not None]
+    ports = [port for _, port in workers]
+    before = _scrape_all(ports)
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     machine_before = machine_cpu_seconds()
     sessions = [uuid.uuid4() for _ in uploads]
     started = time.perf_counter()
@@ -165,16 +180,26 @@ def _burst(worker: Worker, port: int, producer: Producer, uploads: list[Upload])
         producer.analyze(up.user_id, sid, up.captured_at, up.images)
     wait_all(producer.dsn, sessions, timeout=1800)
     wall = time.perf_counter() - started
-    after = scrape(port)
+    after = _scrape_all(ports)
     return Measured(
         sessions,
         wall,
         before,
         after,
-        peak_rss_bytes(pid),
-        cpu_seconds(pid) - cpu_before,
+        sum(peak_rss_bytes(pid) for pid in pids),
+        sum(cpu_seconds(pid) for pid in pids) - cpu_before,
         machine_cpu_seconds() - machine_before,
     )
+
+
+def _layout(env: dict[str, str], processes: int) -> list[dict[str, str]]:
+    """Each worker process's own environment: on a CPU host, the layout ``launch --cpu
+    N`` gives (N workers, each with its share of the cores); elsewhere one worker."""
+    if env.get("CHANGEWATCH_DEVICE", "cpu") != "cpu":
+        if processes != 1:
+            raise ValueError("several worker processes are a CPU layout; GPUs get one each")
+        return [{}]
+    return [spec.env for spec in launch.plan(cpu=processes, metrics_port=0)]
 
 
 def _times(dsn: str, sessions: list[uuid.UUID]) -> tuple[list[float], list[float]]:
@@ -209,11 +234,12 @@ def run(
     concurrency: int,
     log_dir: Path,
     first: Upload | None = None,
+    processes: int = 1,
 ) -> RunResult:
-    """Start a worker, send every session at once, wait for all, stop the worker.
+    """Start the workers, send every session at once, wait for all, stop the workers.
 
-    With ``first``: that session waits in the queue before the worker starts, and the
-    time from the worker's process start to its end is the cold start.
+    With ``first``: that session waits in the queue before the workers start, and the
+    time from their process start to its end is the cold start.
     """
     from changewatch.settings import Settings
     from changewatch.worker.embed import architecture, model_id_for
@@ -225,27 +251,34 @@ def run(
     if first is not None:
         cold.append(uuid.uuid4())
         producer.analyze(first.user_id, cold[0], first.captured_at, first.images)
-    port = free_port()
     started = time.perf_counter()
-    worker = Worker(
-        env={
-            **env,
-            "CHANGEWATCH_PIPELINE": pipeline,
-            "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
-            "CHANGEWATCH_METRICS_PORT": str(port),
-        },
-        name=f"bench-{label}",
-        log_path=log_dir / f"worker-{label}.log",
-    ).start()
+    workers: list[tuple[Worker, int]] = []
     cold_start_s = 0.0
     try:
+        for index, own in enumerate(_layout(env, processes)):
+            port = free_port()
+            name = f"bench-{label}" + (f"-{index}" if processes > 1 else "")
+            worker = Worker(
+                env={
+                    **own,
+                    **env,
+                    "CHANGEWATCH_PIPELINE": pipeline,
+                    "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
+                    "CHANGEWATCH_METRICS_PORT": str(port),
+                },
+                name=name,
+                log_path=log_dir / f"worker-{name.removeprefix('bench-')}.log",
+            )
+            workers.append((worker.start(), port))
         if cold:
             wait_all(producer.dsn, cold, timeout=600)
             cold_start_s = time.perf_counter() - started
-        worker.wait_ready(producer.celery)
-        m = _burst(worker, port, producer, uploads)
+        for worker, _ in workers:
+            worker.wait_ready(producer.celery)
+        m = _burst(workers, producer, uploads)
     finally:
-        worker.stop()
+        for worker, _ in workers:
+            worker.stop()
     latencies, service = _times(producer.dsn, m.sessions)
     ok = len(latencies)
     stages = {
@@ -275,4 +308,5 @@ def run(
         cold_start_s=cold_start_s,
         model=settings.model,
         precision=settings.precision,
+        processes=processes,
     )

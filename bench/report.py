@@ -49,16 +49,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"{machine['cpus']} CPUs ({machine.get('cpu', '?')}, {machine.get('isa', '?')}), "
         f"device {machine['device']}, ResNet50 weights {machine['weights']}, Lite0 ImageNet",
         "",
-        "| run | concurrency | sessions/s | s/session | cold start (s) | "
+        "| run | processes | concurrency | sessions/s | s/session | cold start (s) | "
         "latency p50 / p95 (s) | service p50 / p95 (s) | fetch | decode | batch | embed | "
         "score | store | images/batch | worker CPU s/session | machine CPU s/session | "
         "peak RSS (GiB) |",
-        "| --- " + "| ---: " * 16 + "|",
+        "| --- " + "| ---: " * 17 + "|",
     ]
     for run in report["runs"]:
         st = run["stage_s_per_session"]
         lines.append(
-            f"| {run['label']} | {run['concurrency']} | {run['sessions_per_s']:.2f} | "
+            f"| {run['label']} | {run.get('processes', 1)} | {run['concurrency']} | "
+            f"{run['sessions_per_s']:.2f} | "
             f"{run['s_per_session']:.3f} | {run.get('cold_start_s', 0.0):.1f} | "
             f"{run['latency_p50_s']:.2f} / {run['latency_p95_s']:.2f} | "
             f"{run['service_p50_s']:.2f} / {run['service_p95_s']:.2f} | "
@@ -100,9 +101,12 @@ def markdown(report: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:.0f} s" for k, v in report["int8_prepare_s"].items())
         )
     lines += [
-        f"- peak worker RSS (fast runs): **{report['peak_worker_rss_gib']:.2f} GiB**",
+        f"- peak worker RSS (fast runs, all of a run's processes together): "
+        f"**{report['peak_worker_rss_gib']:.2f} GiB**",
         "",
         "Stage columns are seconds per session (embed is amortized over the batch). "
+        "With several worker processes (`launch --cpu N`), worker CPU and RSS are their "
+        "sums, and the stages are per session over all of them. "
         "Machine CPU counts every process on the machine (the worker, the S3 server, "
         "Redis, Postgres, the benchmark itself): with N cores, s/session can never be "
         "below machine CPU s/session / N. Cold start: worker process start to its first "
@@ -123,12 +127,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
         mine = [r for r in report["runs"] if r.get("model", "resnet50") == model]
         for precision in ("auto", "int8"):
             fast = [r for r in mine if r["pipeline"] == "fast" and r["precision"] == precision]
-            if fast:
+            for processes in sorted({r.get("processes", 1) for r in fast}):
+                mine_p = [r for r in fast if r.get("processes", 1) == processes]
                 ax.plot(
-                    [r["concurrency"] for r in fast],
-                    [r["sessions_per_s"] for r in fast],
+                    [r["concurrency"] for r in mine_p],
+                    [r["sessions_per_s"] for r in mine_p],
                     "o-",
-                    label=f"{model} fast {precision}",
+                    label=f"{model} fast {precision}" + (f" x{processes}" if processes > 1 else ""),
                 )
         for r in mine:
             if r["pipeline"] == "reference":

@@ -21,6 +21,8 @@ def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: st
             "3",
             "--concurrency",
             "2",
+            "--processes",
+            "2",
             "--model-seconds",
             "0.5",
             "--models",
@@ -38,7 +40,12 @@ def test_bench_smoke(tmp_path: Path, photos: Path, broker: str, database_url: st
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["label"] for r in report["runs"]] == ["resnet50-reference", "resnet50-fast-auto-c2"]
+    # The fast run as `launch --cpu 2` lays workers out: two processes sharing the cores.
+    assert [r["label"] for r in report["runs"]] == [
+        "resnet50-reference",
+        "resnet50-fast-auto-c2-p2",
+    ]
+    assert [r["processes"] for r in report["runs"]] == [1, 2]
     for run in report["runs"]:
         assert run["succeeded"] == run["sessions"] == 3
         assert run["sessions_per_s"] > 0 and run["latency_p95_s"] >= run["latency_p50_s"] > 0
