@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from ..schema.errors import Code, JobError
@@ -37,6 +38,25 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF", "HEIF", "BM
 # Pillow's own bomb guard: images declaring more pixels than this are refused before decoding.
 MAX_PIXELS = 80_000_000
 
+
+# OpenCV's flags for the DCT scales Pillow's JPEG draft decodes at.
+_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+# EXIF orientation -> the turn ImageOps.exif_transpose makes, on a (rows, columns, 3) array.
+_ORIENTATION: dict[object, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+_TURNED = frozenset({5, 6, 7, 8})
 
 # Leading bytes of the supported formats: a file that starts like one of them but cannot
 # be opened is a damaged upload (image_corrupt), not a format we refuse.
@@ -77,42 +97,13 @@ def _heif_missing_bytes(data: bytes) -> int:
     return max(0, pos - end)
 
 
-def _open(
-    data: bytes, draft_side: int | None
-) -> tuple[Image.Image, tuple[int, int], equipment.Equipment | None]:
-    """The upright 8-bit RGB image, its upright size before any draft scaling, and the
-    camera its EXIF names (read before ``draft`` discards the original size)."""
-    if not data:
-        raise JobError(Code.IMAGE_EMPTY, "the image file is empty (0 bytes)")
+@contextmanager
+def _read_errors(data: bytes) -> Iterator[None]:
+    """Pillow's, libheif's and libjpeg's exceptions as the job errors the pipeline promises."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=None)
-            fmt = image.format or "unknown"
-            if fmt not in SUPPORTED_FORMATS:
-                raise JobError(Code.UNSUPPORTED_FORMAT, f"unsupported image format {fmt}")
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise JobError(
-                    Code.IMAGE_TOO_LARGE,
-                    f"image declares {width}x{height} pixels, over the limit of {MAX_PIXELS}",
-                )
-            if fmt == "HEIF" and (missing := _heif_missing_bytes(data)):
-                raise JobError(
-                    Code.IMAGE_CORRUPT,
-                    f"the HEIF file is truncated: {missing} bytes of it are missing",
-                )
-            camera = equipment.read(image)
-            stored = image.size
-            if draft_side and fmt == "JPEG":
-                image.draft("RGB", (draft_side, draft_side))
-            image.load()
-            loaded = image.size
-            # In place: when the photo is upright already (most are) no copy is made, which
-            # saves 10-20 ms on a 12 MP HEIC.
-            ImageOps.exif_transpose(image, in_place=True)
-            turned = image.size != loaded
-            return to_rgb(image), (stored[1], stored[0]) if turned else stored, camera
+            yield
     except JobError:
         raise
     except UnidentifiedImageError:
@@ -131,6 +122,70 @@ def _open(
         raise JobError(
             Code.IMAGE_CORRUPT, f"the image data is corrupt or truncated: {exc}"
         ) from None
+
+
+def _header(data: bytes) -> tuple[Image.Image, equipment.Equipment | None]:
+    """The opened, not yet decoded image (format, size and bomb checked) and the camera its
+    EXIF names (read before ``draft`` discards the original size)."""
+    if not data:
+        raise JobError(Code.IMAGE_EMPTY, "the image file is empty (0 bytes)")
+    image = Image.open(io.BytesIO(data), formats=None)
+    fmt = image.format or "unknown"
+    if fmt not in SUPPORTED_FORMATS:
+        raise JobError(Code.UNSUPPORTED_FORMAT, f"unsupported image format {fmt}")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise JobError(
+            Code.IMAGE_TOO_LARGE,
+            f"image declares {width}x{height} pixels, over the limit of {MAX_PIXELS}",
+        )
+    if fmt == "HEIF" and (missing := _heif_missing_bytes(data)):
+        raise JobError(
+            Code.IMAGE_CORRUPT,
+            f"the HEIF file is truncated: {missing} bytes of it are missing",
+        )
+    return image, equipment.read(image)
+
+
+def _open(
+    data: bytes, draft_side: int | None
+) -> tuple[Image.Image, tuple[int, int], equipment.Equipment | None]:
+    """The upright 8-bit RGB image, its upright size before any draft scaling, and the
+    camera its EXIF names."""
+    with _read_errors(data):
+        image, camera = _header(data)
+        stored = image.size
+        if draft_side and image.format == "JPEG":
+            image.draft("RGB", (draft_side, draft_side))
+        image.load()
+        loaded = image.size
+        # In place: when the photo is upright already (most are) no copy is made, which
+        # saves 10-20 ms on a 12 MP HEIC.
+        ImageOps.exif_transpose(image, in_place=True)
+        turned = image.size != loaded
+        return to_rgb(image), (stored[1], stored[0]) if turned else stored, camera
+    raise AssertionError("unreachable: _read_errors re-raises")  # pragma: no cover
+
+
+def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarray | None:
+    """The photo as stored, BGR, decoded by OpenCV at the DCT scale Pillow's draft picks,
+    or None where only Pillow's decode is sure to give today's pixels and errors.
+
+    The same libjpeg-turbo decode gives the same pixels (tests/unit/test_decode.py), for
+    14% less CPU: no RGBX unpacking into Pillow's image and packing back out. Only a
+    YCbCr JPEG that ends in its EOI marker takes this path: libjpeg fills a truncated
+    file with grey and only warns, where Pillow refuses it (image_corrupt).
+    """
+    if image.format != "JPEG" or image.mode != "RGB" or not data.endswith(b"\xff\xd9"):
+        return None
+    image.draft("RGB", (draft_side, draft_side))
+    flag = _REDUCED.get(image.decoderconfig[0] if image.decoderconfig else 1)
+    if flag is None:
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != image.size:
+        return None  # libjpeg failed: Pillow's decode names the error
+    return bgr
 
 
 def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
@@ -169,8 +224,7 @@ def decode_photo(
     One RGB->YCrCb conversion serves both: its luma is what quality measures, and the
     equalization starts from it.
     """
-    image, size, camera = _open(data, draft_side)
-    ycrcb = _ycrcb(image)
+    ycrcb, size, camera = _open_ycrcb(data, draft_side)
     metrics = quality.measure_grey(ycrcb[:, :, 0], size)
     judged = {**quality.judge(metrics, thresholds), "metrics": metrics.as_dict()}
     return Photo(_equalize_crop_resize(ycrcb), judged, camera)
@@ -214,13 +268,37 @@ def equalize_crop_resize(image: Image.Image, size: int = INPUT_SIZE) -> np.ndarr
 
 def _ycrcb(image: Image.Image) -> np.ndarray:
     """The upright RGB image in cv2's YCrCb, refused when too small for the model."""
-    width, height = image.size
+    _check_side(*image.size)
+    return cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2YCrCb)
+
+
+def _check_side(width: int, height: int) -> None:
     if min(width, height) < MIN_SIDE:
         raise JobError(
             Code.IMAGE_TOO_SMALL,
             f"image is {width}x{height}; the model needs at least {MIN_SIDE} px on each side",
         )
-    return cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2YCrCb)
+
+
+def _open_ycrcb(
+    data: bytes, draft_side: int | None
+) -> tuple[np.ndarray, tuple[int, int], equipment.Equipment | None]:
+    """The upright photo in cv2's YCrCb, its upright size before any draft scaling, and
+    its camera: through OpenCV's JPEG decode where it gives Pillow's pixels, else Pillow."""
+    if draft_side:
+        with _read_errors(data):
+            image, camera = _header(data)
+            stored = image.size
+            bgr = _jpeg_reduced(data, image, draft_side)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if bgr is not None:
+            if turn := _ORIENTATION.get(orientation):
+                bgr = np.ascontiguousarray(turn(bgr))
+            _check_side(bgr.shape[1], bgr.shape[0])
+            upright = stored[::-1] if orientation in _TURNED else stored
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb), (upright[0], upright[1]), camera
+    image, size, camera = _open(data, draft_side)
+    return _ycrcb(image), size, camera
 
 
 def _equalize_crop_resize(ycrcb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:

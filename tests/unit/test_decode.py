@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 
 from bench.decode_parts import before_equalize_crop_resize
 from changewatch.schema.contract import JobError
+from changewatch.worker import decode
 from changewatch.worker.decode import (
     DRAFT_SIDE,
     INPUT_SIZE,
@@ -551,3 +552,25 @@ def test_cheaper_decode_leaves_the_model_input_unchanged(
         compared.append(path.name)
     assert len(compared) >= 40
     assert PREPROCESS_VERSION == "prep1"
+
+
+def test_opencv_jpeg_decode_gives_pillows_pixels_and_size(photos: Path) -> None:
+    """Drafted JPEGs are decoded by OpenCV (14% less CPU), and must give exactly what
+    Pillow's draft decode and exif_transpose give, or the model ids (PREPROCESS_VERSION)
+    and the quality flags would no longer hold for the photos already analysed. Every real
+    JPEG, every EXIF orientation among them."""
+    taken = []
+    for path in sorted(photos.glob("*/*.jp*g")):
+        data = path.read_bytes()
+        try:
+            image, size, _ = decode._open(data, DRAFT_SIDE)
+        except JobError:
+            continue
+        header, _ = decode._header(data)
+        if decode._jpeg_reduced(data, header, DRAFT_SIDE) is None:
+            continue
+        ycrcb, opencv_size, _ = decode._open_ycrcb(data, DRAFT_SIDE)
+        assert opencv_size == size, path.name
+        assert np.array_equal(ycrcb, decode._ycrcb(image)), path.name
+        taken.append(path.parent.name)
+    assert taken.count("orientation") == 18 and taken.count("camera") >= 7, taken
