@@ -210,7 +210,12 @@ def build(
 
 
 def load(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The compiled program; called like the trunk: x -> (middle map, last map)."""
+    """The compiled program; called like the trunk: x -> (middle map, last map).
+
+    AOTInductor's runner holds the GIL for the whole call (torch 2.14: a Python thread
+    stalled for all of each ~100 ms forward pass), so a worker's decode threads wait on it;
+    on a CPU host run one worker process per core (``launch --cpu N``, docs/benchmarks.md).
+    """
     try:
         compiled = torch._inductor.aoti_load_package(str(path))
     except Exception as exc:
