@@ -60,6 +60,12 @@ def camera_photos() -> list[Path]:
     return photos
 
 
+def usable_cpus() -> int:
+    from changewatch.worker.launch import usable_cpus
+
+    return usable_cpus()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--sessions", type=int, default=24, help="sessions per run")
@@ -74,9 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--processes",
         type=int,
         nargs="+",
-        default=sorted({1, os.cpu_count() or 1}),
+        default=sorted({1, usable_cpus()}),
         help="fast-pipeline worker processes sharing the cores, as `launch --cpu N` runs "
-        "them (CPU only; default: one, and one per core)",
+        "them (CPU only; default: one, and one per core as `--cpu auto` gives)",
     )
     parser.add_argument(
         "--reference-concurrency",

@@ -61,6 +61,17 @@ def _prepare_model(args: argparse.Namespace, passthrough: list[str]) -> int:
     return 0
 
 
+def _cpu_workers(value: str) -> int:
+    """``--cpu N`` or ``--cpu auto``: one worker per core, since the INT8 program holds the
+    GIL for its whole forward pass and a second process keeps the other core decoding."""
+    if value == "auto":
+        return launch.usable_cpus()
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or auto, not {value!r}") from None
+
+
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     # An operator's CHANGEWATCH_METRICS_PORT becomes the base, not silently replaced.
     metrics_port = (settings or Settings()).metrics_port
@@ -76,7 +87,13 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     devices = run.add_mutually_exclusive_group(required=True)
     devices.add_argument("--gpus", metavar="all|0,1,...", help="GPUs to run a worker on")
-    devices.add_argument("--cpu", type=int, metavar="N", help="run N CPU workers instead")
+    devices.add_argument(
+        "--cpu",
+        type=_cpu_workers,
+        metavar="N|auto",
+        help="run N CPU workers instead; auto: one per usable core (the fastest layout: "
+        "each process has its own GIL)",
+    )
     run.add_argument(
         "--metrics-port",
         type=int,

@@ -163,8 +163,8 @@ def _open(
         # saves 10-20 ms on a 12 MP HEIC.
         ImageOps.exif_transpose(image, in_place=True)
         turned = image.size != loaded
-        return to_rgb(image), (stored[1], stored[0]) if turned else stored, camera
-    raise AssertionError("unreachable: _read_errors re-raises")  # pragma: no cover
+        upright = to_rgb(image)
+    return upright, (stored[1], stored[0]) if turned else stored, camera
 
 
 def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarray | None:

@@ -117,7 +117,7 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     return [str(i) for i in range(_torch_device_count(environ))]
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))  # honours taskset and cgroup cpusets
     except AttributeError:  # not on Linux
@@ -187,7 +187,7 @@ def plan(
         if cpu is None or cpu < 1:
             raise LaunchError("--cpu needs a count of at least 1")
         # N workers each using every core oversubscribe the CPU; torch reads OMP_NUM_THREADS.
-        threads = environ.get("OMP_NUM_THREADS") or str(max(1, _usable_cpus() // cpu))
+        threads = environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // cpu))
         for i in range(cpu):
             envs.append(
                 (

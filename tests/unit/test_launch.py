@@ -104,3 +104,18 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     started = time.monotonic()
     assert Supervisor([stubborn], grace_s=0.5).run() == 1
     assert time.monotonic() - started < 30
+
+
+def test_cpu_auto_is_one_worker_per_usable_core() -> None:
+    """`launch --cpu auto` gives each core its own process (and GIL), one thread each: the
+    layout that kept both cores busy with the INT8 model (docs/benchmarks.md)."""
+    from changewatch.worker.__main__ import build_parser
+
+    cores = len(os.sched_getaffinity(0))
+    args = build_parser().parse_args(["launch", "--cpu", "auto"])
+    assert args.cpu == cores
+    specs = plan(cpu=args.cpu, environ={})
+    assert [s.name for s in specs] == [f"cpu{i}" for i in range(cores)]
+    assert {s.env["OMP_NUM_THREADS"] for s in specs} == {"1"}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["launch", "--cpu", "all"])
