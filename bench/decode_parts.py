@@ -167,6 +167,10 @@ def part_times(data: bytes, repeats: int) -> dict[str, float]:
         if is_jpeg
         else None,
         "decode, HEIC 1 thread": None if is_jpeg else lambda: _heic_one_thread(data),
+        "decode + YCrCb, draft, Pillow": lambda: decode._ycrcb(decode._open(data, DRAFT_SIDE)[0]),
+        "decode + YCrCb, draft, as shipped (OpenCV for JPEG)": lambda: decode._open_ycrcb(
+            data, DRAFT_SIDE
+        ),
         "before: upright (exif_transpose copy)": lambda: ImageOps.exif_transpose(raw),
         "after: upright (in place)": (lambda: None)
         if is_upright(data)

@@ -7,6 +7,7 @@ uint8 travels between stages (4x less to copy, and the GPU does the arithmetic).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ _ORIENTATION: dict[object, Callable[[np.ndarray], np.ndarray]] = {
     8: lambda a: a.swapaxes(0, 1)[::-1],
 }
 _TURNED = frozenset({5, 6, 7, 8})
+# In a JPEG's coded data 0xFF is followed only by 0x00 (a stuffed byte), a restart marker
+# (0xD0-0xD7) or another 0xFF (fill); anything else is a marker where none belongs.
+_STRAY_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 # Leading bytes of the supported formats: a file that starts like one of them but cannot
 # be opened is a damaged upload (image_corrupt), not a format we refuse.
@@ -172,11 +176,14 @@ def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarra
     or None where only Pillow's decode is sure to give today's pixels and errors.
 
     The same libjpeg-turbo decode gives the same pixels (tests/unit/test_decode.py), for
-    14% less CPU: no RGBX unpacking into Pillow's image and packing back out. Only a
-    YCbCr JPEG that ends in its EOI marker takes this path: libjpeg fills a truncated
-    file with grey and only warns, where Pillow refuses it (image_corrupt).
+    less CPU: no RGBX unpacking into Pillow's image and packing back out. Only a baseline
+    YCbCr JPEG that ends in its EOI marker and holds no stray marker takes this path:
+    libjpeg fills a truncated or damaged file with grey and only warns, where Pillow
+    refuses it (image_corrupt).
     """
     if image.format != "JPEG" or image.mode != "RGB" or not data.endswith(b"\xff\xd9"):
+        return None
+    if image.info.get("progressive") or not _one_clean_scan(data):
         return None
     image.draft("RGB", (draft_side, draft_side))
     flag = _REDUCED.get(image.decoderconfig[0] if image.decoderconfig else 1)
@@ -186,6 +193,26 @@ def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarra
     if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != image.size:
         return None  # libjpeg failed: Pillow's decode names the error
     return bgr
+
+
+def _one_clean_scan(data: bytes) -> bool:
+    """Whether a baseline JPEG's coded data, from its scan header to its EOI, holds no
+    marker but restarts and fill bytes.
+
+    Damaged data often reads as a stray marker. libjpeg only warns at it and OpenCV returns
+    the image, but Pillow then fails on the marker (image_corrupt): such a file goes
+    through Pillow, so the job gets the same error it always did.
+    """
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: the coded data follows its header
+            return _STRAY_MARKER.search(data, pos, len(data) - 2) is None
+    return False
 
 
 def decode_upright(data: bytes, draft_side: int | None = DRAFT_SIDE) -> Image.Image:
