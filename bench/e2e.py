@@ -132,8 +132,8 @@ class RunResult:
     cold_start_s: float = 0.0
     model: str = "resnet50"
     precision: str = "auto"
-    # Worker processes sharing the cores, as ``launch --cpu N`` runs them; the CPU, memory
-    # and stage figures are their sums.
+    # Worker processes sharing the cores, as ``launch --cpu N`` runs them: worker CPU and
+    # RSS are their sums, the stages per session over all of them.
     processes: int = 1
 
     def as_dict(self) -> dict[str, Any]:

@@ -189,7 +189,10 @@ def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarra
     flag = _REDUCED.get(image.decoderconfig[0] if image.decoderconfig else 1)
     if flag is None:
         return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None  # Pillow's decode names the error
     if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != image.size:
         return None  # libjpeg failed: Pillow's decode names the error
     return bgr
