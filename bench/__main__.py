@@ -45,6 +45,7 @@ from bench import e2e, model_only
 from bench.harness.services import PHOTOS, ROOT, flush_redis, fresh_database, s3_bucket
 from bench.report import git_commit, markdown, plot, save
 from changewatch.producer import Producer
+from changewatch.worker.launch import usable_cpus
 
 BUCKET = "changewatch-bench"
 # 6 and 12: the batches a CPU worker runs (one or two whole sessions); 32 for GPUs.
@@ -58,12 +59,6 @@ def camera_photos() -> list[Path]:
     if not photos:
         sys.exit(f"no camera photos under {folder}; set CHANGEWATCH_PHOTOS")
     return photos
-
-
-def usable_cpus() -> int:
-    from changewatch.worker.launch import usable_cpus
-
-    return usable_cpus()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
