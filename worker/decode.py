@@ -158,17 +158,24 @@ def _open(
     camera its EXIF names."""
     with _read_errors(data):
         image, camera = _header(data)
-        stored = image.size
-        if draft_side and image.format == "JPEG":
-            image.draft("RGB", (draft_side, draft_side))
-        image.load()
-        loaded = image.size
-        # In place: when the photo is upright already (most are) no copy is made, which
-        # saves 10-20 ms on a 12 MP HEIC.
-        ImageOps.exif_transpose(image, in_place=True)
-        turned = image.size != loaded
-        upright = to_rgb(image)
-    return upright, (stored[1], stored[0]) if turned else stored, camera
+        upright, size = _pillow_upright(image, image.size, draft_side)
+    return upright, size, camera
+
+
+def _pillow_upright(
+    image: Image.Image, stored: tuple[int, int], draft_side: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Pillow's decode of an opened image: upright 8-bit RGB, and ``stored`` (its size
+    before any draft) turned as the photo was. Call inside ``_read_errors``."""
+    if draft_side and image.format == "JPEG":
+        image.draft("RGB", (draft_side, draft_side))  # a no-op once drafted already
+    image.load()
+    loaded = image.size
+    # In place: when the photo is upright already (most are) no copy is made, which
+    # saves 10-20 ms on a 12 MP HEIC.
+    ImageOps.exif_transpose(image, in_place=True)
+    turned = image.size != loaded
+    return to_rgb(image), (stored[1], stored[0]) if turned else stored
 
 
 def _jpeg_reduced(data: bytes, image: Image.Image, draft_side: int) -> np.ndarray | None:
@@ -314,21 +321,21 @@ def _open_ycrcb(
     data: bytes, draft_side: int | None
 ) -> tuple[np.ndarray, tuple[int, int], equipment.Equipment | None]:
     """The upright photo in cv2's YCrCb, its upright size before any draft scaling, and
-    its camera: through OpenCV's JPEG decode where it gives Pillow's pixels, else Pillow."""
-    if draft_side:
-        with _read_errors(data):
-            image, camera = _header(data)
-            stored = image.size
-            bgr = _jpeg_reduced(data, image, draft_side)
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        if bgr is not None:
-            if turn := _ORIENTATION.get(orientation):
-                bgr = np.ascontiguousarray(turn(bgr))
-            _check_side(bgr.shape[1], bgr.shape[0])
-            upright = stored[::-1] if orientation in _TURNED else stored
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb), (upright[0], upright[1]), camera
-    image, size, camera = _open(data, draft_side)
-    return _ycrcb(image), size, camera
+    its camera: through OpenCV's JPEG decode where it gives Pillow's pixels, else Pillow.
+    The header is read once for either."""
+    with _read_errors(data):
+        image, camera = _header(data)
+        stored = image.size
+        bgr = _jpeg_reduced(data, image, draft_side) if draft_side else None
+        if bgr is None:
+            upright, size = _pillow_upright(image, stored, draft_side)
+            return _ycrcb(upright), size, camera
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    if turn := _ORIENTATION.get(orientation):
+        bgr = np.ascontiguousarray(turn(bgr))
+    _check_side(bgr.shape[1], bgr.shape[0])
+    width, height = (stored[1], stored[0]) if orientation in _TURNED else stored
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb), (width, height), camera
 
 
 def _equalize_crop_resize(ycrcb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
