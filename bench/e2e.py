@@ -8,6 +8,7 @@ import statistics
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,14 +193,28 @@ def _burst(
     )
 
 
-def _layout(env: dict[str, str], processes: int) -> list[dict[str, str]]:
-    """Each worker process's own environment: on a CPU host, the layout ``launch --cpu
-    N`` gives (N workers, each with its share of the cores); elsewhere one worker."""
+def _workers(
+    label: str, env: dict[str, str], pipeline: str, concurrency: int, processes: int, log_dir: Path
+) -> Iterator[tuple[Worker, int]]:
+    """The run's workers, not yet started, each with its metrics port: on a CPU host the
+    layout ``launch --cpu N`` gives (N workers, each with its share of the cores);
+    elsewhere one worker."""
     if env.get("CHANGEWATCH_DEVICE", "cpu") != "cpu":
         if processes != 1:
             raise ValueError("several worker processes are a CPU layout; GPUs get one each")
-        return [{}]
-    return [spec.env for spec in launch.plan(cpu=processes, metrics_port=0)]
+        layout: list[dict[str, str]] = [{}]
+    else:
+        layout = [spec.env for spec in launch.plan(cpu=processes, metrics_port=0)]
+    for index, own in enumerate(layout):
+        port = free_port()
+        name = f"bench-{label}" + (f"-{index}" if processes > 1 else "")
+        settings = {
+            "CHANGEWATCH_PIPELINE": pipeline,
+            "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
+            "CHANGEWATCH_METRICS_PORT": str(port),
+        }
+        log_path = log_dir / f"worker-{name.removeprefix('bench-')}.log"
+        yield Worker(env={**own, **env, **settings}, name=name, log_path=log_path), port
 
 
 def _times(dsn: str, sessions: list[uuid.UUID]) -> tuple[list[float], list[float]]:
@@ -255,20 +270,7 @@ def run(
     workers: list[tuple[Worker, int]] = []
     cold_start_s = 0.0
     try:
-        for index, own in enumerate(_layout(env, processes)):
-            port = free_port()
-            name = f"bench-{label}" + (f"-{index}" if processes > 1 else "")
-            worker = Worker(
-                env={
-                    **own,
-                    **env,
-                    "CHANGEWATCH_PIPELINE": pipeline,
-                    "CHANGEWATCH_WORKER_CONCURRENCY": str(concurrency),
-                    "CHANGEWATCH_METRICS_PORT": str(port),
-                },
-                name=name,
-                log_path=log_dir / f"worker-{name.removeprefix('bench-')}.log",
-            )
+        for worker, port in _workers(label, env, pipeline, concurrency, processes, log_dir):
             workers.append((worker.start(), port))
         if cold:
             wait_all(producer.dsn, cold, timeout=600)
