@@ -7,6 +7,7 @@ machine without ../shared/photos, fails in CI); generated inputs need nothing.
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from dataclasses import dataclass
@@ -555,7 +556,7 @@ def test_cheaper_decode_leaves_the_model_input_unchanged(
 
 
 def test_opencv_jpeg_decode_gives_pillows_pixels_and_size(photos: Path) -> None:
-    """Drafted JPEGs are decoded by OpenCV (14% less CPU), and must give exactly what
+    """Drafted JPEGs are decoded by OpenCV (less CPU), and must give exactly what
     Pillow's draft decode and exif_transpose give, or the model ids (PREPROCESS_VERSION)
     and the quality flags would no longer hold for the photos already analysed. Every real
     JPEG, every EXIF orientation among them."""
@@ -581,7 +582,6 @@ def test_damaged_jpegs_get_pillows_outcome(photos: Path) -> None:
     refuses the file: a damaged JPEG must still be image_corrupt wherever it was before,
     and decode to the same pixels wherever it did. Scrambled runs, bit flips, zeroed runs
     and a cut with an EOI marker put back, on real photos (400 of 400 agreed ad hoc)."""
-    import random
 
     def outcome(data: bytes, opencv: bool) -> str | np.ndarray:
         try:
