@@ -48,14 +48,16 @@ _REDUCED = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 # EXIF orientation -> the turn ImageOps.exif_transpose makes, on a (rows, columns, 3) array.
+# OpenCV's turns give the same pixels as numpy's views copied out, ~10x faster (a strided
+# copy of a turned 3 MP photo took numpy 11-17 ms), and release the GIL while they copy.
 _ORIENTATION: dict[object, Callable[[np.ndarray], np.ndarray]] = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
-    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
-    8: lambda a: a.swapaxes(0, 1)[::-1],
+    2: lambda a: cv2.flip(a, 1),
+    3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    4: lambda a: cv2.flip(a, 0),
+    5: cv2.transpose,
+    6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: cv2.flip(cv2.transpose(a), -1),
+    8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
 _TURNED = frozenset({5, 6, 7, 8})
 # In a JPEG's coded data 0xFF is followed only by 0x00 (a stuffed byte), a restart marker
@@ -332,7 +334,7 @@ def _open_ycrcb(
             return _ycrcb(upright), size, camera
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     if turn := _ORIENTATION.get(orientation):
-        bgr = np.ascontiguousarray(turn(bgr))
+        bgr = turn(bgr)
     _check_side(bgr.shape[1], bgr.shape[0])
     width, height = (stored[1], stored[0]) if orientation in _TURNED else stored
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb), (width, height), camera

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from bench.decode_parts import before_equalize_crop_resize
 from changewatch.schema.contract import JobError
@@ -575,6 +575,18 @@ def test_opencv_jpeg_decode_gives_pillows_pixels_and_size(photos: Path) -> None:
         assert np.array_equal(ycrcb, decode._ycrcb(image)), path.name
         taken.append(path.parent.name)
     assert taken.count("orientation") == 18 and taken.count("camera") >= 7, taken
+
+
+def test_opencv_turns_give_exif_transposes_pixels() -> None:
+    """The fast path turns a photo upright with OpenCV, not Pillow: every EXIF orientation
+    must give exactly the pixels ``exif_transpose`` gives (an odd, non-square size, so a
+    swapped axis or a flip the wrong way cannot pass)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for orientation in range(2, 9):
+        image = Image.fromarray(pixels)
+        image.getexif()[ExifTags.Base.Orientation] = orientation
+        expected = np.asarray(ImageOps.exif_transpose(image))
+        assert np.array_equal(decode._ORIENTATION[orientation](pixels), expected), orientation
 
 
 def test_damaged_jpegs_get_pillows_outcome(photos: Path) -> None:
