@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 log = logging.getLogger("changewatch.launch")
@@ -38,6 +40,8 @@ STABLE_AFTER_S = 60.0
 # stop restarting that slot rather than hide the error behind endless restarts.
 MAX_QUICK_FAILURES = 5
 _POLL_S = 0.2
+# A container's own cgroup (Docker and Kubernetes give it its own cgroup namespace).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -117,11 +121,34 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     return [str(i) for i in range(_torch_device_count(environ))]
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup: Path = CGROUP_ROOT) -> int:
+    """The cores this process may use: its affinity (taskset, cgroup cpusets), capped by
+    its container's CPU quota (``docker run --cpus``, compose's ``cpus:``, a Kubernetes
+    CPU limit), which the affinity does not show. Without the cap, ``--cpu auto`` in a
+    container limited to 2 CPUs on a 64-core host would start 64 workers of ~1.2 GiB."""
     try:
-        return len(os.sched_getaffinity(0))  # honours taskset and cgroup cpusets
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs' worth of time the cgroup may use, or None without a limit: cgroup v2's
+    ``cpu.max`` ("200000 100000" is 2; "max 100000" none), else v1's ``cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us`` (a quota of -1 is none)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 # -- planning -------------------------------------------------------------------------

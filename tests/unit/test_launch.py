@@ -4,10 +4,12 @@ planning one pinned worker per device, and supervising children that crash or ig
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +106,33 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     started = time.monotonic()
     assert Supervisor([stubborn], grace_s=0.5).run() == 1
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "100000 100000\n"}, 1.0),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cpu_auto_stays_within_a_containers_cpu_quota(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    """A container limited to fewer CPUs than its host shows (``--cpus``, a Kubernetes
+    limit) gets that many workers, not one per host core: each holds a model (~1.2 GiB)."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert launch.cgroup_cpu_quota(tmp_path) == quota
+    cores = len(os.sched_getaffinity(0))
+    expected = cores if quota is None else max(1, min(cores, math.ceil(quota)))
+    assert launch.usable_cpus(tmp_path) == expected
+    specs = plan(cpu=launch.usable_cpus(tmp_path), environ={})
+    assert len(specs) == expected
 
 
 def test_cpu_auto_is_one_worker_per_usable_core() -> None:
