@@ -220,7 +220,9 @@ def test_every_gpu_worker_has_its_own_device_node_name_and_health(
     services: dict[str, dict[str, Any]],
 ) -> None:
     """One worker per GPU: distinct device ids and node names, each with a readiness check."""
-    workers = {name: svc for name, svc in services.items() if name.startswith("worker")}
+    workers = {
+        name: svc for name, svc in services.items() if _env(svc).get("CHANGEWATCH_DEVICE") == "cuda"
+    }
     assert len(workers) >= 2
     devices, nodes = [], []
     for svc in workers.values():
@@ -230,3 +232,42 @@ def test_every_gpu_worker_has_its_own_device_node_name_and_health(
         assert svc["healthcheck"]["test"][1:] == ["python", "-m", "changewatch.worker", "health"]
     assert len(set(devices)) == len(devices) and len(set(nodes)) == len(nodes)
     assert (ROOT / "worker" / "health.py").is_file()
+
+
+def test_cpu_workers_run_one_per_core_after_the_int8_program_is_built(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """A host without a GPU gets one worker process per core (``launch --cpu auto``), the
+    layout INT8 needs, started only after ``model-prepare`` has put the compiled program on
+    a volume, so no worker compiles it at start and a restart only loads it."""
+    from changewatch.worker.__main__ import build_parser
+
+    cpu, prepare = services["worker-cpu"], services["model-prepare"]
+    assert cpu["profiles"] == prepare["profiles"] == ["cpu"]
+    assert "deploy" not in cpu  # no GPU reservation: it must start on a host without one
+    env = _env(cpu)
+    missing = [key for key in REQUIRED_WORKER_ENV if not env.get(key)]
+    assert not missing, f"worker-cpu lacks {missing}"
+    assert env["CHANGEWATCH_DEVICE"] == "cpu" and _env(prepare) == env
+    cmd = _command(cpu)
+    assert cmd[:3] == ["python", "-m", "changewatch.worker"], cmd
+    cut = cmd.index("--")
+    args = build_parser().parse_args(cmd[3:cut])  # the flags the launcher really takes
+    assert args.command == "launch" and args.gpus is None and args.cpu >= 1
+    grace = cpu["stop_grace_period"]
+    assert grace.endswith("m") and args.grace < int(grace[:-1]) * 60  # jobs finish first
+    assert cpu["healthcheck"]["test"][1:] == ["python", "-m", "changewatch.worker", "health"]
+    assert _command(prepare)[3:] == ["prepare-model"]
+    assert prepare.get("restart") == "no"
+    assert _condition(cpu, "model-prepare") == "service_completed_successfully"
+    for job in ("migrate", "minio-init"):
+        assert _condition(cpu, job) == "service_completed_successfully"
+    assert cpu["build"] == prepare["build"] and "INT8" in cpu["build"]["args"]
+    mounts = dict(v.split(":")[:2] for v in cpu["volumes"])
+    assert cpu["volumes"] == prepare["volumes"]
+    # The default CHANGEWATCH_MODEL_CACHE of the image's user, a named volume.
+    assert "/home/changewatch/.cache/changewatch" in (ROOT / "Dockerfile").read_text()
+    source = next(
+        src for src, dst in mounts.items() if dst == "/home/changewatch/.cache/changewatch"
+    )
+    assert source in compose["volumes"]
