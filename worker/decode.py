@@ -48,8 +48,8 @@ _REDUCED = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 # EXIF orientation -> the turn ImageOps.exif_transpose makes, on a (rows, columns, 3) array.
-# OpenCV's turns give the same pixels as numpy's views copied out, ~10x faster (a strided
-# copy of a turned 3 MP photo took numpy 11-17 ms), and release the GIL while they copy.
+# OpenCV's turns give the same pixels as numpy's views copied out, ~10x faster (numpy's
+# strided copy of a turned 3 MP photo took 11-17 ms), and release the GIL while they copy.
 _ORIENTATION: dict[object, Callable[[np.ndarray], np.ndarray]] = {
     2: lambda a: cv2.flip(a, 1),
     3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
