@@ -40,8 +40,9 @@ STABLE_AFTER_S = 60.0
 # stop restarting that slot rather than hide the error behind endless restarts.
 MAX_QUICK_FAILURES = 5
 _POLL_S = 0.2
-# A container's own cgroup (Docker and Kubernetes give it its own cgroup namespace).
+# Where the cgroup hierarchy is mounted, and which cgroup this process is in.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_MEMBERSHIP = Path("/proc/self/cgroup")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -121,34 +122,56 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     return [str(i) for i in range(_torch_device_count(environ))]
 
 
-def usable_cpus(cgroup: Path = CGROUP_ROOT) -> int:
+def usable_cpus(cgroup: Path = CGROUP_ROOT, membership: Path = CGROUP_MEMBERSHIP) -> int:
     """The cores this process may use: its affinity (taskset, cgroup cpusets), capped by
-    its container's CPU quota (``docker run --cpus``, compose's ``cpus:``, a Kubernetes
-    CPU limit), which the affinity does not show. Without the cap, ``--cpu auto`` in a
-    container limited to 2 CPUs on a 64-core host would start 64 workers of ~1.2 GiB."""
+    its cgroup's CPU quota (``docker run --cpus``, compose's ``cpus:``, a Kubernetes CPU
+    limit, a systemd unit's ``CPUQuota``), which the affinity does not show. Without the
+    cap, ``--cpu auto`` in a container limited to 2 CPUs on a 64-core host would start 64
+    workers of ~1.2 GiB."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(cgroup)
+    quota = cgroup_cpu_quota(cgroup, membership)
     return max(1, min(cores, math.ceil(quota))) if quota else cores
 
 
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs' worth of time the cgroup may use, or None without a limit: cgroup v2's
-    ``cpu.max`` ("200000 100000" is 2; "max 100000" none), else v1's ``cpu.cfs_quota_us``
-    over ``cpu.cfs_period_us`` (a quota of -1 is none)."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
-        pass
+def cgroup_cpu_quota(
+    root: Path = CGROUP_ROOT, membership: Path = CGROUP_MEMBERSHIP
+) -> float | None:
+    """CPUs' worth of time this process's cgroup may use, or None without a limit.
+
+    cgroup v2: the tightest ``cpu.max`` ("200000 100000" is 2, "max 100000" none) from the
+    process's own cgroup (``0::/path`` in ``membership``; a container's is the root of its
+    namespace) up to the root. Else cgroup v1's ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us`` where a container sees its own (a quota of -1 is none).
+    """
+    own = root
+    with contextlib.suppress(OSError):
+        for line in membership.read_text().splitlines():
+            if line.startswith("0::"):
+                own = root / line[3:].strip().lstrip("/")
+    limits = [
+        quota
+        for folder in (own, *own.parents)
+        if folder.is_relative_to(root) and (quota := _cpu_max(folder)) is not None
+    ]
+    if limits:
+        return min(limits)
     try:
         quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
     return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def _cpu_max(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 # -- planning -------------------------------------------------------------------------

@@ -117,22 +117,34 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace() -> None:
         ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
         ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
         ({}, None),
+        # A systemd unit (CPUQuota=300%) in a slice limited to one CPU: the tighter holds.
+        (
+            {
+                "self": "0::/work.slice/changewatch.service\n",
+                "work.slice/cpu.max": "100000 100000\n",
+                "work.slice/changewatch.service/cpu.max": "300000 100000\n",
+            },
+            1.0,
+        ),
+        ({"self": "0::/other.slice\n", "work.slice/cpu.max": "100000 100000\n"}, None),
     ],
 )
-def test_cpu_auto_stays_within_a_containers_cpu_quota(
+def test_cpu_auto_stays_within_a_cgroups_cpu_quota(
     tmp_path: Path, files: dict[str, str], quota: float | None
 ) -> None:
-    """A container limited to fewer CPUs than its host shows (``--cpus``, a Kubernetes
-    limit) gets that many workers, not one per host core: each holds a model (~1.2 GiB)."""
+    """A container or a systemd unit limited to fewer CPUs than its host shows (``--cpus``,
+    a Kubernetes limit, ``CPUQuota``) gets that many workers, not one per host core: each
+    worker holds a model (~1.2 GiB)."""
+    root, membership = tmp_path / "cgroup", tmp_path / "self"
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert launch.cgroup_cpu_quota(tmp_path) == quota
+        path = membership if name == "self" else root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert launch.cgroup_cpu_quota(root, membership) == quota
     cores = len(os.sched_getaffinity(0))
     expected = cores if quota is None else max(1, min(cores, math.ceil(quota)))
-    assert launch.usable_cpus(tmp_path) == expected
-    specs = plan(cpu=launch.usable_cpus(tmp_path), environ={})
-    assert len(specs) == expected
+    assert launch.usable_cpus(root, membership) == expected
+    assert len(plan(cpu=launch.usable_cpus(root, membership), environ={})) == expected
 
 
 def test_cpu_auto_is_one_worker_per_usable_core() -> None:
