@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -203,26 +204,23 @@ def pipeline_runs(args: argparse.Namespace, photos: list[Path]) -> list[e2e.RunR
             )
             precisions = [p for p in args.precisions if p != "int8" or runs_int8(model, args)]
             layouts = args.processes if args.device == "cpu" else [1]
-            for precision in precisions:
-                for processes in layouts:
-                    for c in args.concurrency:
-                        label = f"{model}-fast-{precision}-c{c}"
-                        if processes > 1:
-                            label += f"-p{processes}"
-                        print(f"{label} ...", flush=True)
-                        runs.append(
-                            e2e.run(
-                                label,
-                                producer,
-                                uploads,
-                                {**env, "CHANGEWATCH_PRECISION": precision},
-                                "fast",
-                                c,
-                                args.out,
-                                first,
-                                processes,
-                            )
-                        )
+            for precision, processes, c in product(precisions, layouts, args.concurrency):
+                layout = f"-p{processes}" if processes > 1 else ""
+                label = f"{model}-fast-{precision}-c{c}{layout}"
+                print(f"{label} ...", flush=True)
+                runs.append(
+                    e2e.run(
+                        label,
+                        producer,
+                        uploads,
+                        {**env, "CHANGEWATCH_PRECISION": precision},
+                        "fast",
+                        c,
+                        args.out,
+                        first,
+                        processes,
+                    )
+                )
     return runs
 
 
